@@ -1,0 +1,20 @@
+.PHONY: demo test lint bench demo-model clean
+
+demo:  ## set up and run the built-in demo
+	bash scripts/demo.sh
+
+test:  ## set up, lint, type-check and run the tests
+	bash scripts/test.sh -q
+
+lint:
+	.venv/bin/ruff check edge_runtime exporter tests scripts
+	.venv/bin/mypy edge_runtime exporter
+
+bench:  ## per-stage timings of the demo model on this machine
+	.venv/bin/edge-runtime bench edge_runtime/demo
+
+demo-model:  ## rebuild the demo export (needs torch; see the script's docstring)
+	python scripts/build_demo_model.py edge_runtime/demo
+
+clean:
+	rm -rf .venv build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,74 @@
+"""Every error the runtime raises on purpose.
+
+    EdgeRuntimeError                 base: one line, safe to show a user as it is
+    ├── BundleError                  the export on disk is unusable
+    │   ├── NotOnnxError             the model file is not ONNX at all
+    │   ├── UnsupportedModelError    ONNX that onnxruntime refuses (e.g. 2018 "ONNX10")
+    │   ├── ChecksumError            ModelFileSHA1 does not match the model file
+    │   ├── MetadataError            a metadata key holds a value we do not know
+    │   ├── LabelsError              labels missing or not matching the outputs
+    │   └── UnsafeArchiveError       a zip that would write outside its folder, or a bomb
+    ├── ImageError                   an input image cannot be used
+    │   ├── ImageDecodeError         not a decodable image (or truncated)
+    │   └── ImageTooLargeError       too many pixels (decompression bombs)
+    ├── ProviderError                an execution provider was asked for but is absent
+    └── InferenceError               onnxruntime failed while running a model
+
+Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
+with `raise ... from exc`, so callers catch only this tree. The CLI prints `str(error)`;
+the HTTP server maps classes to status codes in one table.
+"""
+
+from __future__ import annotations
+
+
+class EdgeRuntimeError(Exception):
+    """Base class: the message is one line and meant for the user."""
+
+
+class BundleError(EdgeRuntimeError):
+    pass
+
+
+class NotOnnxError(BundleError):
+    pass
+
+
+class UnsupportedModelError(BundleError):
+    pass
+
+
+class ChecksumError(BundleError):
+    pass
+
+
+class MetadataError(BundleError):
+    pass
+
+
+class LabelsError(BundleError):
+    pass
+
+
+class UnsafeArchiveError(BundleError):
+    pass
+
+
+class ImageError(EdgeRuntimeError):
+    pass
+
+
+class ImageDecodeError(ImageError):
+    pass
+
+
+class ImageTooLargeError(ImageError):
+    pass
+
+
+class ProviderError(EdgeRuntimeError):
+    pass
+
+
+class InferenceError(EdgeRuntimeError):
+    pass

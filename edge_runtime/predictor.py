@@ -1,0 +1,80 @@
+"""Bundle + session + pre/postprocessing: one object that turns frames into predictions.
+
+    predictor = Predictor.load("export.zip")
+    result = predictor.predict(frame)            # a BGR uint8 frame from OpenCV
+    json.dumps(result.to_json())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle, open_bundle
+from .imageio import decode_image, to_bgr8
+from .model import OnnxModel
+from .postprocess import PostprocessOptions, postprocess
+from .preprocess import preprocess
+from .spec import ModelSpec, describe
+from .types import PredictionResult
+
+WARM_UP_FRAME = (480, 640)  # height, width: a typical camera frame
+
+
+class Predictor:
+    def __init__(
+        self, bundle: Bundle, model: OnnxModel, spec: ModelSpec, options: PostprocessOptions | None = None
+    ) -> None:
+        self.bundle = bundle
+        self.model = model
+        self.spec = spec
+        self.options = options or PostprocessOptions()
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        options: PostprocessOptions | None = None,
+        warm_up: bool = True,
+    ) -> Predictor:
+        """Open an export, start its session and run it once, so the first real frame is not slow."""
+        bundle = open_bundle(path)
+        model = OnnxModel.load(bundle.model_path, providers, intra_op_threads, inter_op_threads)
+        predictor = cls(bundle, model, describe(bundle, model), options)
+        if warm_up:
+            predictor.warm_up()
+        return predictor
+
+    def warm_up(self) -> None:
+        """One inference on a grey frame; a ZipMap model without labels.txt names its tags here."""
+        frame = np.full((*WARM_UP_FRAME, 3), 128, np.uint8)
+        tensor, _ = preprocess(frame, self.spec.input)
+        outputs = self.infer(tensor)
+        if self.spec.zipmap and self.spec.labels is None:
+            self.spec = dataclasses.replace(self.spec, labels=tuple(outputs[self.spec.output][0].keys()))
+        self.predict(frame)  # also checks labels against the outputs
+
+    def infer(self, tensor: np.ndarray) -> dict[str, Any]:
+        names = self.spec.output_names
+        return dict(zip(names, self.model.run({self.spec.input.name: tensor}, names), strict=True))
+
+    def predict(self, frame: np.ndarray, options: PostprocessOptions | None = None) -> PredictionResult:
+        frame = to_bgr8(frame)
+        tensor, window = preprocess(frame, self.spec.input)
+        outputs = self.infer(tensor)
+        predictions = postprocess(outputs, self.spec, window, options or self.options)
+        return PredictionResult(predictions, image_width=frame.shape[1], image_height=frame.shape[0])
+
+    def predict_bytes(self, data: bytes, options: PostprocessOptions | None = None) -> PredictionResult:
+        return self.predict(decode_image(data), options)
+
+    @property
+    def iteration(self) -> str:
+        return str(self.bundle.manifest.get("IterationId") or "")

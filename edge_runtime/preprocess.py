@@ -1,0 +1,88 @@
+"""Pure: BGR uint8 frame -> the model's input tensor, driven by an InputSpec.
+
+Geometry follows the export's metadata (see InputSpec for the order of the steps) with
+OpenCV's bilinear resize and the container's centre-crop arithmetic; colour order, pixel
+range, mean/std and the NCHW layout are one `blobFromImage` call plus, only when the
+export asks for it, a per-channel normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .types import CropMethod, InputSpec, ResizeMethod, Window
+
+INTERPOLATION = cv2.INTER_LINEAR  # what the exported container uses
+
+
+def _center_crop(image: np.ndarray, win: Window, crop_w: int, crop_h: int) -> tuple[np.ndarray, Window]:
+    h, w = image.shape[:2]
+    crop_w, crop_h = min(crop_w, w), min(crop_h, h)
+    x0, y0 = w // 2 - crop_w // 2, h // 2 - crop_h // 2  # the container's crop_center()
+    sx, sy = win.width / w, win.height / h
+    cropped = Window(win.x + x0 * sx, win.y + y0 * sy, crop_w * sx, crop_h * sy, win.image_width, win.image_height)
+    return image[y0 : y0 + crop_h, x0 : x0 + crop_w], cropped
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    return cv2.resize(image, size, interpolation=INTERPOLATION)
+
+
+def resized_size(width: int, height: int, spec: InputSpec) -> tuple[int, int]:
+    """(width, height) after the spec's resize step, for an image of the given size."""
+    if spec.resize is ResizeMethod.STRETCH:
+        return spec.target_width, spec.target_height
+    if spec.resize is ResizeMethod.BY_SHORTER_SIDE:
+        short = spec.target_width if width <= height else spec.target_height
+        scale = short / min(width, height)
+        if width <= height:
+            return short, max(1, int(height * scale + 0.5))
+        return max(1, int(width * scale + 0.5)), short
+    # ByPixelCountAlign32, as the export zip's object_detection.py computes it.
+    ratio = math.sqrt(spec.target_width * spec.target_height / width / height)
+    new_w, new_h = int(width * ratio), int(height * ratio)
+    return 32 * max(1, math.ceil(new_w / 32)), 32 * max(1, math.ceil(new_h / 32))
+
+
+def prepare(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Window]:
+    """Resize and crop; returns the HxWx3 uint8 image the network sees and where it came from."""
+    h, w = frame.shape[:2]
+    image = frame
+    win = Window(0.0, 0.0, float(w), float(h), w, h)
+    if spec.max_dimension and max(w, h) > spec.max_dimension:
+        if h > w:
+            size = (spec.max_dimension * w // h, spec.max_dimension)
+        else:
+            size = (spec.max_dimension, spec.max_dimension * h // w)
+        image = _resize(image, size)
+    if spec.center_square:
+        side = min(image.shape[:2])
+        image, win = _center_crop(image, win, side, side)
+    image = _resize(image, resized_size(image.shape[1], image.shape[0], spec))
+    if spec.crop is CropMethod.ONE_CROP_CENTER:
+        image, win = _center_crop(image, win, spec.crop_width, spec.crop_height)
+    if spec.fixed_size is not None:
+        image = _resize(image, spec.fixed_size)
+    return image, win
+
+
+def to_tensor(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """HxWx3 BGR uint8 -> 1x3xHxW tensor in the model's colour order, range and dtype."""
+    blob = np.asarray(
+        cv2.dnn.blobFromImage(image, scalefactor=spec.scale, swapRB=not spec.bgr, ddepth=cv2.CV_32F), np.float32
+    )
+    if spec.normalizes:  # mean and std are listed in the model's own channel order
+        mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+        blob = (blob - mean) / std
+    return blob.astype(np.float16) if spec.dtype == "float16" else blob
+
+
+def preprocess(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Window]:
+    image, win = prepare(frame, spec)
+    return to_tensor(image, spec), win

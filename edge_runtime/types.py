@@ -1,0 +1,152 @@
+"""Frozen value types shared by the runtime's modules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Variant(str, enum.Enum):
+    """What a model computes, decided from its outputs (and metadata where they agree)."""
+
+    MULTICLASS = "multiclass"  # softmax over tags
+    MULTILABEL = "multilabel"  # independent sigmoid per tag
+    YOLO = "yolo"  # compact detection: YOLOv2 grid, decoded here
+    S1 = "s1"  # compact [S1] detection: boxes, classes and scores come out decoded
+
+    @property
+    def is_detection(self) -> bool:
+        return self in (Variant.YOLO, Variant.S1)
+
+
+class ResizeMethod(str, enum.Enum):
+    BY_SHORTER_SIDE = "ByShorterSide"
+    STRETCH = "Stretch"
+    BY_PIXEL_COUNT_ALIGN32 = "ByPixelCountAlign32"
+
+
+class CropMethod(str, enum.Enum):
+    NO_CROP = "NoCrop"
+    ONE_CROP_CENTER = "OneCropCenter"  # centre crop of CropWidth x CropHeight after resizing
+    FULL_IMAGE_SHORTER_SIDE = "FullImageShorterSide"  # centre square before resizing
+
+
+class PixelRange(str, enum.Enum):
+    NORMALIZED_0_1 = "Normalized_0_1"
+    NOMINAL_0_255 = "NominalRange_0_255"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Everything preprocessing needs to turn a BGR uint8 frame into the model's input.
+
+    Steps, in order: shrink so the longer side is at most `max_dimension` (0: never);
+    the centre square when `center_square` (FullImageShorterSide); the resize; the crop
+    (OneCropCenter); a final stretch to the network's fixed size when the result differs.
+    """
+
+    name: str
+    dtype: str  # "float32" or "float16"
+    height: int | None  # None: dynamic
+    width: int | None
+    bgr: bool
+    pixel_range: PixelRange
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: ResizeMethod
+    target_width: int
+    target_height: int
+    crop: CropMethod  # NoCrop or OneCropCenter
+    crop_width: int
+    crop_height: int
+    max_dimension: int = 0
+    center_square: bool = False
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / 255.0 if self.pixel_range is PixelRange.NORMALIZED_0_1 else 1.0
+
+    @property
+    def normalizes(self) -> bool:
+        return self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0)
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """(width, height) when the network's spatial size is fixed."""
+        if self.width is None or self.height is None:
+            return None
+        return (self.width, self.height)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The region of the original image that the network saw, in original pixels."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    image_width: int
+    image_height: int
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """Normalised to the original image, as Custom Vision reports it."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "left": round(self.left, 8),
+            "top": round(self.top, 8),
+            "width": round(self.width, 8),
+            "height": round(self.height, 8),
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    tag_index: int
+    tag_name: str
+    probability: float
+    tag_id: str = ""
+    bounding_box: BoundingBox | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "probability": round(self.probability, 8),
+            "tagId": self.tag_id or str(self.tag_index),
+            "tagName": self.tag_name,
+            "boundingBox": self.bounding_box.to_json() if self.bounding_box else None,
+        }
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """The answer for one image; `to_json` gives the Custom Vision prediction object."""
+
+    predictions: tuple[Prediction, ...]
+    image_width: int
+    image_height: int
+    created: dt.datetime = field(default_factory=_now)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def to_json(self, project: str = "", iteration: str = "") -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "project": project,
+            "iteration": iteration,
+            "created": self.created.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "predictions": [p.to_json() for p in self.predictions],
+        }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up a virtual environment with the development extras, then lint, type-check and test.
+# Usage: bash scripts/test.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/ruff check edge_runtime exporter tests scripts
+.venv/bin/mypy edge_runtime exporter
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests import models
+
+DEMO = Path(__file__).resolve().parent.parent / "edge_runtime" / "demo"
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One export folder per Custom Vision layout."""
+    root = tmp_path_factory.mktemp("exports")
+    return {
+        "legacy": models.write_export(root / "legacy", models.legacy_zipmap_classifier(), models.COLOR_TAGS),
+        "modern": models.write_export(
+            root / "modern", models.color_classifier(), models.COLOR_TAGS, metadata=models.modern_metadata()
+        ),
+        "float16": models.write_export(
+            root / "float16", models.color_classifier(dtype=10), models.COLOR_TAGS, model_name="modelf16.onnx"
+        ),
+        "multilabel": models.write_export(root / "multilabel", models.color_classifier(multilabel=True),
+                                          models.COLOR_TAGS),
+        "yolo": models.write_export(root / "yolo", models.yolo_detector(), ("red", "green"), domain="ObjectDetection"),
+        "s1": models.write_export(root / "s1", models.s1_detector(), ("red", "green"), domain="ObjectDetection"),
+    }
+
+
+def solid(bgr: tuple[int, int, int], width: int = 640, height: int = 480) -> np.ndarray:
+    return np.full((height, width, 3), bgr, np.uint8)
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 95) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+def zip_export_path(folder: Path, tmp_path: Path) -> Path:
+    return models.zip_folder(folder, tmp_path / f"{folder.name}.zip")

@@ -1,0 +1,134 @@
+"""Decoding against hand-computed cases and the export zip's greedy NMS."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge_runtime.errors import LabelsError
+from edge_runtime.postprocess import PostprocessOptions, classify, decode_yolo, postprocess, select_boxes
+from edge_runtime.spec import DEFAULT_ANCHORS, ModelSpec
+from edge_runtime.types import CropMethod, InputSpec, PixelRange, ResizeMethod, Variant, Window
+
+INPUT = InputSpec("data", "float32", None, None, False, PixelRange.NORMALIZED_0_1, (0, 0, 0), (1, 1, 1),
+                  ResizeMethod.BY_PIXEL_COUNT_ALIGN32, 512, 512, CropMethod.NO_CROP, 0, 0)
+
+
+def spec(variant: Variant, labels=("a", "b", "c"), output="model_output") -> ModelSpec:
+    return ModelSpec(variant, INPUT, labels, None, output)
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_yolo_cell_decodes_by_hand():
+    anchors = np.array(DEFAULT_ANCHORS, np.float32)
+    num_classes, gh, gw = 2, 3, 4
+    grid = np.zeros((1, 5 * (5 + num_classes), gh, gw), np.float32)
+    grid[0, :, :, :] = -30.0  # nothing anywhere...
+    a, row, col = 2, 1, 3  # ...but anchor 2 of cell (1, 3)
+    c = a * (5 + num_classes)
+    grid[0, c : c + 7, row, col] = [0.5, -1.0, 0.2, -0.3, 2.0, 1.0, 0.0]
+    boxes, probs = decode_yolo(grid, anchors)
+    index = (row * gw + col) * 5 + a
+    cx, cy = (sigmoid(0.5) + col) / gw, (sigmoid(-1.0) + row) / gh
+    w, h = math.exp(0.2) * anchors[a, 0] / gw, math.exp(-0.3) * anchors[a, 1] / gh
+    np.testing.assert_allclose(boxes[index], [cx - w / 2, cy - h / 2, w, h], rtol=1e-5)
+    e1 = math.exp(1.0)
+    expected = np.array([e1 / (e1 + 1), 1 / (e1 + 1)]) * sigmoid(2.0)
+    np.testing.assert_allclose(probs[index], expected, rtol=1e-5)
+    assert probs.shape == (gh * gw * 5, num_classes)
+    others = np.delete(probs, index, axis=0)
+    assert others.max() < 1e-6
+
+
+def test_yolo_without_sigmoid_on_xy_when_asked():
+    grid = np.zeros((1, 5 * 6, 1, 1), np.float32)
+    grid[0, 0] = 0.25
+    boxes, _ = decode_yolo(grid, np.array(DEFAULT_ANCHORS, np.float32), sigmoid_xy=False)
+    w = DEFAULT_ANCHORS[0][0]
+    assert boxes[0, 0] == pytest.approx(0.25 - w / 2)
+
+
+def export_zip_nms(boxes, class_probs, threshold, iou_limit, max_detections):
+    """The export zip's greedy loop, restated: pick the best (box, class), zero that class on
+    every box overlapping it by more than the limit, and let those boxes compete again."""
+    probs = class_probs.copy()
+    picked = []
+    while len(picked) < max_detections:
+        b, c = np.unravel_index(np.argmax(probs), probs.shape)
+        if probs[b, c] < threshold:
+            break
+        picked.append((int(b), int(c), float(probs[b, c])))
+        x1 = np.maximum(boxes[b, 0], boxes[:, 0])
+        y1 = np.maximum(boxes[b, 1], boxes[:, 1])
+        x2 = np.minimum(boxes[b, 0] + boxes[b, 2], boxes[:, 0] + boxes[:, 2])
+        y2 = np.minimum(boxes[b, 1] + boxes[b, 3], boxes[:, 1] + boxes[:, 3])
+        inter = np.maximum(0, x2 - x1) * np.maximum(0, y2 - y1)
+        iou = inter / (boxes[b, 2] * boxes[b, 3] + boxes[:, 2] * boxes[:, 3] - inter)
+        probs[iou > iou_limit, c] = 0
+        probs[b, c] = 0
+    return picked
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_nms_matches_the_export_zip_on_random_scenes(seed):
+    rng = np.random.default_rng(seed)
+    n, classes = 60, 3
+    xy = rng.uniform(0, 0.8, (n, 2))
+    wh = rng.uniform(0.05, 0.3, (n, 2))
+    boxes = np.concatenate([xy, wh], axis=1).astype(np.float32)
+    probs = (rng.uniform(0, 1, (n, classes)) ** 3).astype(np.float32)
+    ours = select_boxes(boxes, probs, 0.1, 0.45, 20)
+    theirs = export_zip_nms(boxes, probs, 0.1, 0.45, 20)
+    assert [(b, c) for b, c, _ in ours] == [(b, c) for b, c, _ in theirs]
+
+
+def test_a_suppressed_box_competes_with_its_next_class():
+    boxes = np.array([[0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.3, 0.3], [0.6, 0.6, 0.2, 0.2]], np.float32)
+    probs = np.array([[0.9, 0.0], [0.8, 0.4], [0.05, 0.7]], np.float32)
+    assert select_boxes(boxes, probs, 0.1, 0.45, 20) == [
+        (0, 0, pytest.approx(0.9)), (2, 1, pytest.approx(0.7)), (1, 1, pytest.approx(0.4))
+    ]
+    assert len(select_boxes(boxes, probs, 0.1, 0.45, 2)) == 2
+    assert select_boxes(boxes, probs, 0.95, 0.45, 20) == []
+
+
+def test_boxes_are_mapped_back_through_the_window():
+    s = spec(Variant.S1, labels=("x",), output="detected_boxes")
+    outputs = {
+        "detected_boxes": np.array([[[0.25, 0.5, 0.75, 1.0]]], np.float32),
+        "detected_classes": np.array([[0]]),
+        "detected_scores": np.array([[0.8]], np.float32),
+    }
+    window = Window(100, 50, 200, 100, image_width=400, image_height=200)  # a crop of the original
+    (p,) = postprocess(outputs, s, window, PostprocessOptions())
+    assert p.bounding_box is not None
+    assert (p.bounding_box.left, p.bounding_box.top) == pytest.approx((150 / 400, 100 / 200))
+    assert (p.bounding_box.width, p.bounding_box.height) == pytest.approx((100 / 400, 50 / 200))
+
+
+def test_classification_threshold_and_top_k():
+    probs = np.array([0.1, 0.6, 0.3], np.float32)
+    s = spec(Variant.MULTICLASS)
+    assert [p.tag_name for p in classify(probs, s, PostprocessOptions())] == ["b", "c", "a"]
+    assert [p.tag_name for p in classify(probs, s, PostprocessOptions(threshold=0.2))] == ["b", "c"]
+    assert [p.tag_name for p in classify(probs, s, PostprocessOptions(top_k=1))] == ["b"]
+
+
+def test_zipmap_output_is_read_by_tag_name():
+    zipmap = "seq(map(string,tensor(float)))"
+    s = ModelSpec(Variant.MULTICLASS, INPUT, ("a", "b", "c"), None, "loss", output_type=zipmap)
+    result = postprocess({"loss": [{"c": 0.7, "a": 0.2, "b": 0.1}]}, s, Window(0, 0, 1, 1, 1, 1), PostprocessOptions())
+    assert [(p.tag_name, p.tag_index) for p in result] == [("c", 2), ("a", 0), ("b", 1)]
+    with pytest.raises(LabelsError, match="does not match"):
+        postprocess({"loss": [{"c": 0.7, "a": 0.3}]}, s, Window(0, 0, 1, 1, 1, 1), PostprocessOptions())
+
+
+def test_tag_ids_from_the_bundle_are_reported():
+    s = ModelSpec(Variant.MULTICLASS, INPUT, ("a", "b"), ("id-a", "id-b"), "model_output")
+    (first, _) = classify(np.array([0.2, 0.8], np.float32), s, PostprocessOptions())
+    assert first.to_json()["tagId"] == "id-b"

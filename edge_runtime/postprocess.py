@@ -58,17 +58,15 @@ def _tag(spec: ModelSpec, index: int) -> tuple[str, str]:
 
 def classify(probs: np.ndarray, spec: ModelSpec, options: PostprocessOptions) -> tuple[Prediction, ...]:
     threshold = CLASSIFICATION_THRESHOLD if options.threshold is None else options.threshold
+    labels = spec.labels or ()
+    if len(probs) != len(labels):
+        raise LabelsError(f"the model returned {len(probs)} scores but labels.txt has {len(labels)} tags")
     order = np.argsort(-probs, kind="stable")
     if options.top_k is not None:
         order = order[: options.top_k]
-    found = []
-    for index in order:
-        p = float(probs[index])
-        if p < threshold:
-            break
-        name, tag_id = _tag(spec, int(index))
-        found.append(Prediction(int(index), name, p, tag_id))
-    return tuple(found)
+    ordered = probs[order]
+    keep = ordered >= threshold
+    return Prediction.many(order[keep].tolist(), labels, ordered[keep].astype(float).tolist(), spec.tag_ids)
 
 
 def decode_yolo(

@@ -104,3 +104,11 @@ def test_export_verify_command():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "SHA-1 verified" in proc.stdout and "1000 tags" in proc.stdout
+
+
+def test_bench_prints_a_table(exports):
+    proc = run("bench", exports["yolo"], "--iterations", "3")
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("decode JPEG", "preprocess", "session.run", "postprocess", "predict (pre+run+post)"):
+        assert f"| {stage} |" in proc.stdout
+    assert "% of bare inference" in proc.stdout and "peak RSS" in proc.stdout

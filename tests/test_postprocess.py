@@ -132,3 +132,13 @@ def test_tag_ids_from_the_bundle_are_reported():
     s = ModelSpec(Variant.MULTICLASS, INPUT, ("a", "b"), ("id-a", "id-b"), "model_output")
     (first, _) = classify(np.array([0.2, 0.8], np.float32), s, PostprocessOptions())
     assert first.to_json()["tagId"] == "id-b"
+
+
+def test_predictions_built_in_bulk_equal_constructed_ones():
+    from edge_runtime.types import Prediction
+
+    bulk = Prediction.many([2, 0], ["a", "b", "c"], [0.7, 0.2], ["ia", "ib", "ic"])
+    assert bulk == (Prediction(2, "c", 0.7, "ic"), Prediction(0, "a", 0.2, "ia"))
+    assert hash(bulk[0]) == hash(Prediction(2, "c", 0.7, "ic"))
+    with pytest.raises(AttributeError):
+        bulk[0].probability = 1.0  # type: ignore[misc]

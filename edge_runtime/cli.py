@@ -57,6 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, help="at most K predictions per image")
     predict.add_argument("--max-detections", type=int, default=20, help="detection only (default 20)")
 
+    serve = sub.add_parser("serve", help="watch cameras and serve predictions over HTTP (default: the demo)")
+    serve.add_argument("model", nargs="?", help="export zip, folder or .onnx (default: the built-in demo)")
+    serve.add_argument("--config", type=Path, help="YAML settings file")
+    serve.add_argument("--source", action="append", default=[], metavar="[ID=]URI",
+                       help="camera, stream, video file, image folder, gst:, picam: or demo:; repeatable")
+    serve.add_argument("--loop", action="store_true", default=None, help="files: start again at the end")
+    serve.add_argument("--realtime", action="store_true", default=None, help="files: play at their own rate")
+    serve.add_argument("--max-fps", type=float, help="run the model at most this often per camera")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--token-file", type=Path, help="file holding the bearer token (or set EDGE_RUNTIME_TOKEN)")
+    serve.add_argument("--insecure", action="store_true", default=None,
+                       help="allow serving beyond loopback without a token")
+    serve.add_argument("--threshold", type=float)
+    serve.add_argument("--top-k", type=int)
+    serve.add_argument("--jsonl", type=Path, help="append every result to this JSON-lines file")
+    serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
+                       help="enable POST /url for this host; repeatable")
+    serve.add_argument("--provider", action="append", dest="providers", metavar="NAME")
+    serve.add_argument("--threads", type=int)
+
     bench = sub.add_parser("bench", help="time each stage on a 1280x720 frame and print a table")
     _model_args(bench)
     bench.add_argument("--iterations", type=int, default=200)
@@ -146,12 +167,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "bench": cmd_bench}
+def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags given on the command line, as a settings tree that overrides file and environment."""
+    def given(**values: Any) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if v is not None}
+
+    overrides: dict[str, Any] = {
+        "model": given(path=args.model, threshold=args.threshold, top_k=args.top_k, providers=args.providers,
+                       threads=args.threads),
+        "server": given(host=args.host, port=args.port, token_file=args.token_file, insecure=args.insecure),
+        "log": given(jsonl=args.jsonl),
+    }
+    if args.allow_url_host:
+        overrides["server"]["url"] = {"enabled": True, "allow_hosts": args.allow_url_host}
+    if args.source:
+        cameras = []
+        for i, item in enumerate(args.source):
+            cam_id, sep, uri = item.partition("=")
+            if not sep or "://" in cam_id or not cam_id.replace("-", "").replace("_", "").isalnum():
+                cam_id, uri = f"cam{i}", item
+            cameras.append({"id": cam_id, "source": uri, **given(loop=args.loop, realtime=args.realtime,
+                                                                 max_fps=args.max_fps)})
+        overrides["cameras"] = cameras
+    return overrides
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .config import DEMO, load_settings
+    from .serve import serve
+
+    settings = load_settings(args.config, overrides=serve_overrides(args))
+    if settings.model.path == DEMO and not settings.cameras:
+        # No arguments: the demo model over the demo clip; 5 of its 1000 tags are plenty to show.
+        demo: dict[str, Any] = {"cameras": [{"id": "demo", "source": "demo:"}]}
+        if settings.model.top_k is None:
+            demo["model"] = {"top_k": 5}
+        settings = load_settings(args.config, overrides={**serve_overrides(args), **demo})
+    serve(settings)
+    return 0
+
+
+COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
     except EdgeRuntimeError as exc:

@@ -12,7 +12,8 @@
     │   ├── ImageDecodeError         not a decodable image (or truncated)
     │   └── ImageTooLargeError       too many pixels (decompression bombs)
     ├── ProviderError                an execution provider was asked for but is absent
-    └── InferenceError               onnxruntime failed while running a model
+    ├── InferenceError               onnxruntime failed while running a model
+    └── ConfigError                  a setting is wrong (the key is named)
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
 with `raise ... from exc`, so callers catch only this tree. The CLI prints `str(error)`;
@@ -72,3 +73,7 @@ class ProviderError(EdgeRuntimeError):
 
 class InferenceError(EdgeRuntimeError):
     pass
+
+
+class ConfigError(EdgeRuntimeError):
+    """A config file, environment variable or flag is wrong (the key is named)."""

@@ -1,0 +1,58 @@
+"""Prometheus metrics, in a registry of their own (one per app, so tests can build many)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .camera import Camera, CameraState
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+
+class _CameraCollector(Collector):
+    """Reads the cameras' own counters at scrape time, so nothing is counted twice."""
+
+    def __init__(self, cameras: Callable[[], Sequence[Camera]]) -> None:
+        self.cameras = cameras
+
+    def collect(self) -> Iterable[Metric]:
+        dropped = CounterMetricFamily("edge_frames_dropped", "Frames replaced before inference took them",
+                                      labels=["camera"])
+        captured = CounterMetricFamily("edge_frames_captured", "Frames read from the source", labels=["camera"])
+        reconnects = CounterMetricFamily("edge_camera_reconnects", "Times the source was reopened",
+                                         labels=["camera"])
+        state = GaugeMetricFamily("edge_camera_state", "1 for the camera's current state", labels=["camera", "state"])
+        for cam in self.cameras():
+            dropped.add_metric([cam.id], cam.stats.dropped)
+            captured.add_metric([cam.id], cam.stats.frames)
+            reconnects.add_metric([cam.id], cam.stats.reconnects)
+            current = cam.state
+            for s in CameraState:
+                state.add_metric([cam.id, s.value], 1.0 if s is current else 0.0)
+        yield from (dropped, captured, reconnects, state)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.inference = Histogram("edge_inference_seconds", "Preprocess + inference + postprocess time",
+                                   ["camera"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.processed = Counter("edge_frames_processed", "Frames the model ran on", ["camera"],
+                                 registry=self.registry)
+        self.fps = Gauge("edge_camera_fps", "Frames processed per second (smoothed)", ["camera"],
+                         registry=self.registry)
+        self.age = Gauge("edge_result_age_seconds", "Capture-to-publication time of the newest result",
+                         ["camera"], registry=self.registry)
+        self.sink_errors = Counter("edge_sink_errors", "Sink failures", ["sink"], registry=self.registry)
+        self.requests = Counter("edge_http_requests", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+
+    def watch(self, cameras: Callable[[], Sequence[Camera]]) -> None:
+        self.registry.register(_CameraCollector(cameras))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

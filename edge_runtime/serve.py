@@ -1,0 +1,75 @@
+"""Wire settings into running parts: predictor, cameras, sinks, pipeline, HTTP app, server.
+
+    settings = load_settings(Path("edge-runtime.yaml"))
+    serve(settings)          # blocks until SIGINT or SIGTERM
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+from .camera import Backoff, Camera
+from .config import DEMO, CameraConfig, Settings, check_access, resolve_token
+from .metrics import Metrics
+from .pipeline import Pipeline
+from .postprocess import PostprocessOptions
+from .predictor import Predictor
+from .server import Services, create_app
+from .sinks import AnnotatedFrames, EventBroadcaster, JsonlLog, LatestResults, MultiSink, Sink
+from .sources import describe_uri, open_source
+
+log = logging.getLogger(__name__)
+DEMO_MODEL = Path(__file__).parent / "demo"
+GRACEFUL_SHUTDOWN_S = 2  # open streams get this long; then the pipeline stops (within 5 s in all)
+
+
+def model_path(settings: Settings) -> Path:
+    return DEMO_MODEL if settings.model.path == DEMO else Path(settings.model.path)
+
+
+def load_predictor(settings: Settings) -> Predictor:
+    m = settings.model
+    options = PostprocessOptions(threshold=m.threshold, top_k=m.top_k, max_detections=m.max_detections)
+    return Predictor.load(model_path(settings), providers=m.providers or None, intra_op_threads=m.threads,
+                          options=options)
+
+
+def make_camera(cfg: CameraConfig) -> Camera:
+    opener = partial(open_source, cfg.source, loop=cfg.loop, realtime=cfg.realtime)
+    backoff = Backoff(initial_s=cfg.backoff_initial_s, max_s=cfg.backoff_max_s)
+    return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source))
+
+
+def build_services(settings: Settings, predictor: Predictor | None = None, token: str | None = None) -> Services:
+    """Everything the app needs; `token` None means: resolve it from the environment or file."""
+    token = resolve_token(settings) if token is None else token
+    check_access(settings, token)
+    predictor = predictor or load_predictor(settings)
+    cameras = [make_camera(c) for c in settings.cameras]
+    metrics = Metrics()
+    latest, events, frames = LatestResults(), EventBroadcaster(), AnnotatedFrames()
+    sinks: dict[str, Sink] = {"latest": latest, "events": events, "frames": frames}
+    if settings.log.jsonl:
+        sinks["jsonl"] = JsonlLog(settings.log.jsonl, settings.server.project, predictor.iteration)
+    sink = MultiSink(sinks, on_error=lambda name: metrics.sink_errors.labels(name).inc())
+    pipeline = None
+    if cameras:
+        max_fps = {c.id: c.max_fps for c in settings.cameras if c.max_fps}
+        pipeline = Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics)
+    return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=pipeline,
+                    latest=latest, events=events, frames=frames, metrics=metrics)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    svc = build_services(settings)
+    app = create_app(svc)
+    host, port = settings.server.host, settings.server.port
+    log.info("model %s (%s); cameras: %s", svc.predictor.bundle.source, svc.predictor.spec.variant.value,
+             ", ".join(f"{c.id}={c.name}" for c in svc.cameras) or "none (uploads only)")
+    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level=settings.log.level,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False)
+    uvicorn.Server(config).run()

@@ -1,0 +1,85 @@
+"""The HTTP app, built from services the caller made (real ones, or fakes in tests).
+
+    app = create_app(Services(predictor=predictor, settings=settings, cameras=cameras, pipeline=pipeline))
+    uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Starting the app starts the pipeline; stopping it ends the event streams and stops the
+pipeline and cameras.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..metrics import Metrics
+from . import errors, health, live, predict
+from .state import Services
+
+log = logging.getLogger("edge_runtime.http")
+STOP_TIMEOUT_S = 2.0
+
+
+class RequestMetrics:
+    """Counts requests by route template and status, and logs them without query strings
+    (which may carry a token)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, (time.perf_counter() - start) * 1000)
+
+
+def create_app(svc: Services) -> FastAPI:
+    svc.metrics.watch(lambda: svc.cameras)
+    svc.events.project, svc.events.iteration = svc.settings.server.project, svc.predictor.iteration
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if svc.pipeline is not None:
+            svc.pipeline.start()
+        try:
+            yield
+        finally:
+            svc.shutting_down.set()
+            svc.events.close()
+            if svc.pipeline is not None:
+                svc.pipeline.stop(STOP_TIMEOUT_S)
+
+    app = FastAPI(title="edge-runtime", version=__version__, lifespan=lifespan,
+                  description="Custom Vision compatible predictions from local cameras and uploads.")
+    app.state.services = svc
+    errors.install(app)
+    app.include_router(health.open_router)
+    app.include_router(health.router)
+    app.include_router(live.router)
+    app.include_router(live.protected)
+    app.include_router(predict.router)
+    app.add_middleware(RequestMetrics, metrics=svc.metrics)
+    return app

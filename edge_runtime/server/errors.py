@@ -1,0 +1,108 @@
+"""HTTP errors: the project's exceptions mapped to status codes in one table.
+
+Bodies are JSON in the Custom Vision error shape, {"code": ..., "message": ...}, with a
+proper status (the exported container answers errors with 200 and a string: not here).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    ConfigError,
+    EdgeRuntimeError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InferenceError,
+    LabelsError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class HttpError(EdgeRuntimeError):
+    """Errors that exist only at the HTTP boundary."""
+
+
+class PayloadTooLarge(HttpError):
+    pass
+
+
+class BadRequest(HttpError):
+    pass
+
+
+class Unauthorized(HttpError):
+    pass
+
+
+class Forbidden(HttpError):
+    pass
+
+
+class NotFound(HttpError):
+    pass
+
+
+class UpstreamError(HttpError):
+    """Fetching an image from a URL failed."""
+
+
+# Most specific first is not needed: the lookup walks each exception's MRO.
+STATUS: dict[type[Exception], tuple[int, str]] = {
+    PayloadTooLarge: (413, "BadRequestImageSizeBytes"),
+    ImageTooLargeError: (400, "BadRequestImageDimensions"),
+    ImageDecodeError: (400, "BadRequestImageFormat"),
+    BadRequest: (400, "BadRequest"),
+    Unauthorized: (401, "Unauthorized"),
+    Forbidden: (403, "Forbidden"),
+    NotFound: (404, "NotFound"),
+    UpstreamError: (502, "BadGateway"),
+    LabelsError: (500, "InternalServerError"),
+    InferenceError: (500, "InternalServerError"),
+    ConfigError: (500, "InternalServerError"),
+    EdgeRuntimeError: (500, "InternalServerError"),
+}
+
+
+def status_for(exc: Exception) -> tuple[int, str]:
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 500, "InternalServerError"
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    async def project_error(request: Request, exc: Exception) -> JSONResponse:
+        status, code = status_for(exc)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(status, code, str(exc))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(exc.status_code, "NotFound" if exc.status_code == 404 else "BadRequest", str(exc.detail))
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error_response(400, "BadRequest", problems)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "InternalServerError", "internal error; the server log has the details")
+
+    app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(EdgeRuntimeError, project_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

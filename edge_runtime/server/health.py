@@ -1,0 +1,50 @@
+"""Health, readiness, metrics and model description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..camera import CameraState
+from .state import Services, require_token, services
+
+open_router = APIRouter(tags=["health"])
+router = APIRouter(dependencies=[Depends(require_token)], tags=["health"])
+
+
+@open_router.get("/healthz", summary="The process is up (no token needed)")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Model loaded and at least one camera online (when cameras are configured)")
+async def readyz(svc: Services = Depends(services)) -> JSONResponse:
+    states = {c.id: c.state.value for c in svc.cameras}
+    online = any(s == CameraState.ONLINE.value for s in states.values())
+    ready = svc.predictor is not None and (online or not svc.cameras)
+    body = {"status": "ready" if ready else "not ready", "model": True, "cameras": states}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(svc: Services = Depends(services)) -> Response:
+    return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/model", summary="What the loaded model is and how it is fed")
+async def model(svc: Services = Depends(services)) -> dict[str, Any]:
+    spec, bundle = svc.predictor.spec, svc.predictor.bundle
+    return {
+        "variant": spec.variant.value,
+        "domain": spec.domain,
+        "iteration": svc.predictor.iteration,
+        "input": {k: getattr(v, "value", v) for k, v in vars(spec.input).items()},
+        "labels": list(spec.labels or ()),
+        "manifest": bundle.manifest,
+        "metadata": dict(spec.metadata),
+        "providers": svc.predictor.model.providers,
+        "info": bundle.info,
+    }

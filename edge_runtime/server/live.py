@@ -1,0 +1,131 @@
+"""Live views: the newest results, Server-Sent Events, annotated MJPEG and snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .errors import NotFound
+from .state import TOKEN_COOKIE, Services, require_token, services
+
+router = APIRouter(tags=["live"])
+protected = APIRouter(dependencies=[Depends(require_token)], tags=["live"])
+KEEPALIVE_S = 15.0
+BOUNDARY = "frame"
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page(request: Request, svc: Services = Depends(services)) -> Response:
+    token = request.query_params.get("token")
+    if token is not None and svc.token_matches(token):
+        # Trade the token in the address for a cookie, so it leaves the URL bar and history.
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+    require_token(request)
+    html = resources.files("edge_runtime.server").joinpath("live.html").read_text()
+    return HTMLResponse(html)
+
+
+def _camera_id(svc: Services, camera: str | None) -> str:
+    cam = svc.camera(camera)
+    if cam is None:
+        raise NotFound(f"no camera {camera!r}" if camera else "no cameras are configured")
+    return cam.id
+
+
+@protected.get("/cameras", summary="Each camera's state, frame rate and counters")
+async def cameras(svc: Services = Depends(services)) -> list[dict[str, Any]]:
+    out = []
+    for cam in svc.cameras:
+        status = cam.status()
+        status["fps"] = round(svc.pipeline.fps(cam.id), 2) if svc.pipeline else 0.0
+        out.append(status)
+    return out
+
+
+@protected.get("/predictions/latest", summary="The newest result of one camera, or of each")
+async def latest(camera: str | None = None, svc: Services = Depends(services)) -> dict[str, Any]:
+    project, iteration = svc.settings.server.project, svc.predictor.iteration
+    if camera is None and len(svc.cameras) != 1:
+        return {cid: r.to_json(project, iteration) for cid, r in svc.latest.all().items()}
+    result = svc.latest.get(_camera_id(svc, camera))
+    if result is None:
+        raise NotFound("no result yet")
+    return result.to_json(project, iteration)
+
+
+@protected.get("/events", summary="Server-Sent Events: one 'prediction' event per result")
+async def events(
+    camera: str | None = None,
+    max_fps: float | None = Query(None, gt=0, description="at most this many events per second per camera"),
+    svc: Services = Depends(services),
+) -> StreamingResponse:
+    sub = svc.events.subscribe()
+    min_gap = 1.0 / max_fps if max_fps else 0.0
+
+    async def stream() -> AsyncIterator[str]:
+        sent: dict[str, float] = {}
+        try:
+            yield ": connected\n\n"
+            while not svc.shutting_down.is_set():
+                try:
+                    item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                if item is None:
+                    return
+                cam, data = item
+                if camera is not None and cam != camera:
+                    continue
+                now = time.monotonic()
+                if min_gap and now - sent.get(cam, -min_gap) < min_gap:
+                    continue
+                sent[cam] = now
+                yield f"event: prediction\ndata: {data}\n\n"
+        finally:
+            svc.events.unsubscribe(sub)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@protected.get("/snapshot.jpg", summary="The newest annotated frame")
+async def snapshot(camera: str | None = None, svc: Services = Depends(services)) -> Response:
+    jpeg = await run_in_threadpool(svc.frames.jpeg, _camera_id(svc, camera))
+    if jpeg is None:
+        raise NotFound("no frame yet")
+    return Response(jpeg[1], media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@protected.get("/stream.mjpg", summary="Annotated frames as Motion-JPEG (multipart/x-mixed-replace)")
+async def mjpeg(
+    camera: str | None = None,
+    max_fps: float | None = Query(None, gt=0),
+    svc: Services = Depends(services),
+) -> StreamingResponse:
+    cam_id = _camera_id(svc, camera)
+    fps = min(max_fps or svc.settings.server.mjpeg_max_fps, svc.settings.server.mjpeg_max_fps)
+
+    async def stream() -> AsyncIterator[bytes]:
+        last_seq = -1
+        while not svc.shutting_down.is_set():
+            seq = svc.frames.latest_seq(cam_id)
+            if seq != last_seq:
+                jpeg = await run_in_threadpool(svc.frames.jpeg, cam_id)
+                if jpeg is not None:
+                    last_seq = jpeg[0]
+                    yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg[1])}\r\n\r\n"
+                           .encode() + jpeg[1] + b"\r\n")
+            await asyncio.sleep(1.0 / fps)
+
+    return StreamingResponse(stream(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                             headers={"Cache-Control": "no-store"})

@@ -52,6 +52,10 @@ class Predictor:
             predictor.warm_up()
         return predictor
 
+    def with_options(self, options: PostprocessOptions) -> Predictor:
+        """The same loaded model (one session) with other thresholds and limits."""
+        return Predictor(self.bundle, self.model, self.spec, options)
+
     def warm_up(self) -> None:
         """One inference on a grey frame; a ZipMap model without labels.txt names its tags here."""
         frame = np.full((*WARM_UP_FRAME, 3), 128, np.uint8)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -29,11 +30,15 @@ def model_path(settings: Settings) -> Path:
     return DEMO_MODEL if settings.model.path == DEMO else Path(settings.model.path)
 
 
+def postprocess_options(settings: Settings) -> PostprocessOptions:
+    m = settings.model
+    return PostprocessOptions(threshold=m.threshold, top_k=m.top_k, max_detections=m.max_detections)
+
+
 def load_predictor(settings: Settings) -> Predictor:
     m = settings.model
-    options = PostprocessOptions(threshold=m.threshold, top_k=m.top_k, max_detections=m.max_detections)
     return Predictor.load(model_path(settings), providers=m.providers or None, intra_op_threads=m.threads,
-                          options=options)
+                          options=postprocess_options(settings))
 
 
 def make_camera(cfg: CameraConfig) -> Camera:
@@ -42,11 +47,14 @@ def make_camera(cfg: CameraConfig) -> Camera:
     return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source))
 
 
-def build_services(settings: Settings, predictor: Predictor | None = None, token: str | None = None) -> Services:
-    """Everything the app needs; `token` None means: resolve it from the environment or file."""
-    token = resolve_token(settings) if token is None else token
+def build_services(
+    settings: Settings, predictor: Predictor | None = None, env: Mapping[str, str] | None = None
+) -> Services:
+    """Everything the app needs; the token comes from `env` (default: os.environ) or its file."""
+    token = resolve_token(settings, env)
     check_access(settings, token)
-    predictor = predictor or load_predictor(settings)
+    predictor = load_predictor(settings) if predictor is None else predictor.with_options(
+        postprocess_options(settings))
     cameras = [make_camera(c) for c in settings.cameras]
     metrics = Metrics()
     latest, events, frames = LatestResults(), EventBroadcaster(), AnnotatedFrames()

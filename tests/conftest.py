@@ -42,3 +42,27 @@ def jpeg_bytes(image: np.ndarray, quality: int = 95) -> bytes:
 
 def zip_export_path(folder: Path, tmp_path: Path) -> Path:
     return models.zip_folder(folder, tmp_path / f"{folder.name}.zip")
+
+
+def write_video(path: Path, frames: int = 30, size: tuple[int, int] = (320, 240), fps: float = 30.0,
+                fourcc: str = "MJPG") -> Path:
+    """A real video file written by OpenCV; frame i is filled with grey level 4*i (mod 256)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = np.full((size[1], size[0], 3), (4 * i) % 256, np.uint8)
+        cv2.putText(frame, str(i), (10, size[1] // 2), cv2.FONT_HERSHEY_SIMPLEX, 1, (0, 0, 255), 2)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -13,13 +14,18 @@ Step = np.ndarray | None | Exception
 
 
 class ScriptedSource:
-    """Plays `steps` in order: an array is a frame, None a timeout, an exception is raised.
+    """Plays `steps` in order: an array is a frame, None a timeout (which takes `timeout_s`,
+    as a real read timeout would), an exception is raised.
 
     After the script: repeats the last frame forever when `hold` is set, else ends.
     """
 
-    def __init__(self, steps: Sequence[Step], live: bool = True, hold: bool = False, name: str = "scripted") -> None:
+    def __init__(
+        self, steps: Sequence[Step], live: bool = True, hold: bool = False, name: str = "scripted",
+        timeout_s: float = 0.01,
+    ) -> None:
         self.steps = list(steps)
+        self.timeout_s = timeout_s
         self.live = live
         self.hold = hold
         self.name = name
@@ -40,7 +46,9 @@ class ScriptedSource:
             step = self.steps.pop(0)
         if isinstance(step, Exception):
             raise step
-        if step is not None:
+        if step is None:
+            time.sleep(self.timeout_s)
+        else:
             self._last = step
         return step
 

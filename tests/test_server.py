@@ -1,0 +1,287 @@
+"""The HTTP server, for real: uvicorn on loopback, the demo model, video files written by OpenCV."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from edge_runtime.config import load_settings
+from edge_runtime.predictor import Predictor
+from edge_runtime.serve import build_services
+from edge_runtime.server import create_app
+from tests.conftest import DEMO, jpeg_bytes, wait_for, write_video
+from tests.server_util import running
+
+COFFEE = (DEMO / "samples" / "coffee.jpg").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def demo_predictor() -> Predictor:
+    return Predictor.load(DEMO)
+
+
+def make_app(predictor, token=None, **overrides):  # type: ignore[no-untyped-def]
+    settings = load_settings(env={}, overrides=overrides)
+    env = {"EDGE_RUNTIME_TOKEN": token} if token else {}
+    return create_app(build_services(settings, predictor=predictor, env=env))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    # 15 fps leaves the model ample time per frame, so the pipeline takes every one
+    return write_video(tmp_path_factory.mktemp("v") / "loop.avi", frames=30, size=(640, 360), fps=15)
+
+
+@pytest.fixture(scope="module")
+def live_server(demo_predictor, video):
+    app = make_app(demo_predictor, model={"top_k": 3},
+                   cameras=[{"id": "door", "source": str(video), "loop": True, "realtime": True}])
+    with running(app) as url:
+        yield url
+
+
+def test_upload_raw_multipart_and_container_aliases(live_server):
+    raw = httpx.post(f"{live_server}/image", content=COFFEE, headers={"Content-Type": "application/octet-stream"})
+    assert raw.status_code == 200
+    assert raw.json()["predictions"][0]["tagName"] == "espresso"
+    assert len(raw.json()["predictions"]) == 3
+    for path in ("/image/nostore", "/proj/classify/iterations/v1/image", "/proj/detect/iterations/v1/image/nostore"):
+        r = httpx.post(live_server + path, files={"imageData": ("c.jpg", COFFEE, "image/jpeg")})
+        assert r.status_code == 200, (path, r.text)
+        assert r.json()["predictions"][0]["tagName"] == "espresso"
+
+
+def truncated() -> bytes:
+    return COFFEE[: len(COFFEE) // 3]
+
+
+def bomb() -> bytes:
+    import struct
+
+    data = bytearray(jpeg_bytes(np.zeros((16, 16, 3), np.uint8)))
+    sof = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 40_000, 40_000)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    (b"", 400, "BadRequestImageFormat"),
+    (b"<html>not an image</html>", 400, "BadRequestImageFormat"),
+    (truncated(), 400, "BadRequestImageFormat"),
+    (bomb(), 400, "BadRequestImageDimensions"),
+    (b"\xff\xd8" + b"\0" * (4 * 1024 * 1024 + 10), 413, "BadRequestImageSizeBytes"),
+])
+def test_bad_uploads_are_rejected_and_the_server_keeps_serving(live_server, body, status, code):
+    r = httpx.post(f"{live_server}/image", content=body)
+    assert r.status_code == status
+    assert r.json()["code"] == code and r.json()["message"]
+    assert httpx.post(f"{live_server}/image", content=COFFEE).status_code == 200
+
+
+def test_chunked_upload_over_the_limit_is_refused(live_server):
+    def chunks():
+        for _ in range(5):
+            yield b"\0" * (1024 * 1024)
+
+    r = httpx.post(f"{live_server}/image", content=chunks())
+    assert r.status_code == 413
+
+
+def test_multipart_without_a_file(live_server):
+    r = httpx.post(f"{live_server}/image", data={"note": "x"}, files={"other": ("x.txt", b"", "text/plain")})
+    assert r.status_code == 400
+    r = httpx.post(f"{live_server}/image", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"})
+    assert r.status_code == 400
+
+
+def test_live_results_carry_camera_sequence_and_age(live_server):
+    assert wait_for(lambda: httpx.get(f"{live_server}/predictions/latest").status_code == 200)
+    first = httpx.get(f"{live_server}/predictions/latest?camera=door").json()
+    assert wait_for(lambda: httpx.get(f"{live_server}/predictions/latest").json()["seq"] > first["seq"])
+    body = httpx.get(f"{live_server}/predictions/latest").json()
+    assert body["camera"] == "door" and body["ageMs"] >= body["inferenceMs"] > 0
+    assert body["captured"].endswith("Z") and len(body["predictions"]) == 3
+    assert httpx.get(f"{live_server}/predictions/latest?camera=nope").status_code == 404
+
+
+def read_events(url: str, count: int) -> list[dict]:  # type: ignore[type-arg]
+    events = []
+    with httpx.stream("GET", url, timeout=10) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and kind == "prediction":
+                events.append(json.loads(line[5:]))
+                if len(events) == count:
+                    break
+    return events
+
+
+def test_server_sent_events_deliver_every_result(live_server):
+    events = read_events(f"{live_server}/events", 6)
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 6
+    assert all(e["camera"] == "door" and e["predictions"] for e in events)
+    assert seqs[-1] - seqs[0] == 5  # consecutive frames: no result skipped
+
+
+def test_server_sent_events_can_be_thinned(live_server):
+    events = read_events(f"{live_server}/events?max_fps=4&camera=door", 3)
+    captured = [e["captured"] for e in events]
+    assert len(events) == 3 and len(set(captured)) == 3
+    gaps = np.diff([e["seq"] for e in events])
+    assert gaps.min() >= 3  # 15 fps thinned to 4: several results between events
+
+
+def test_mjpeg_stream_and_snapshot(live_server):
+    frames = []
+    with httpx.stream("GET", f"{live_server}/stream.mjpg?max_fps=10", timeout=10) as r:
+        assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
+        buffer = b""
+        for chunk in r.iter_bytes():
+            buffer += chunk
+            while b"--frame\r\n" in buffer:
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                if len(rest) < length + 2:
+                    break
+                frames.append(rest[:length])
+                buffer = rest[length + 2 :]
+            if len(frames) >= 2:
+                break
+    for jpeg in frames:
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (360, 640, 3)
+    snap = httpx.get(f"{live_server}/snapshot.jpg")
+    assert snap.headers["content-type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
+
+
+def test_health_ready_metrics_model_and_docs(live_server):
+    assert httpx.get(f"{live_server}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{live_server}/readyz")
+    assert ready.status_code == 200 and ready.json()["cameras"] == {"door": "online"}
+    httpx.post(f"{live_server}/image", content=b"junk")
+    metrics = httpx.get(f"{live_server}/metrics").text
+    assert 'edge_http_requests_total{method="POST",route="/image",status="400"}' in metrics
+    assert 'edge_inference_seconds_count{camera="door"}' in metrics
+    assert 'edge_camera_state{camera="door",state="online"} 1.0' in metrics
+    assert "edge_frames_dropped_total" in metrics and "edge_camera_reconnects_total" in metrics
+    assert "edge_camera_fps" in metrics
+    model = httpx.get(f"{live_server}/model").json()
+    assert model["variant"] == "multiclass" and len(model["labels"]) == 1000
+    spec = httpx.get(f"{live_server}/openapi.json").json()
+    assert "/image" in spec["paths"] and "/events" in spec["paths"]
+    cams = httpx.get(f"{live_server}/cameras").json()
+    assert cams[0]["id"] == "door" and cams[0]["fps"] > 0
+
+
+def test_live_page_needs_nothing_from_the_internet(live_server):
+    page = httpx.get(f"{live_server}/")
+    assert page.status_code == 200 and "EventSource" in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_token_is_enforced(demo_predictor, video):
+    app = make_app(demo_predictor, token="s3cret", cameras=[{"id": "c", "source": str(video), "loop": True}])
+    with running(app) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        for path in ("/readyz", "/metrics", "/model", "/cameras", "/predictions/latest", "/snapshot.jpg"):
+            r = httpx.get(url + path)
+            assert r.status_code == 401, path
+            assert r.headers["www-authenticate"] == "Bearer"
+        assert httpx.post(f"{url}/image", content=COFFEE).status_code == 401
+        assert httpx.post(f"{url}/image", content=COFFEE,
+                          headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = httpx.post(f"{url}/image", content=COFFEE, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert httpx.get(f"{url}/").status_code == 401
+        with httpx.Client(base_url=url) as browser:
+            login = browser.get("/?token=s3cret", follow_redirects=False)
+            assert login.status_code == 303 and login.headers["location"] == "/"
+            assert "s3cret" not in login.headers["location"]
+            assert browser.get("/").status_code == 200  # the cookie now authenticates
+            assert browser.get("/cameras").status_code == 200
+        assert httpx.get(f"{url}/model?token=s3cret").status_code == 200
+
+
+class _ImageHost(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/coffee.jpg":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            self.wfile.write(COFFEE)
+        elif self.path == "/big.jpg":
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"\0" * (4 * 1024 * 1024 + 100))
+        elif self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/")
+            self.end_headers()
+        else:
+            self.send_response(404)
+            self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_url_endpoint_is_off_by_default_and_allow_listed_when_on(demo_predictor, live_server):
+    assert httpx.post(f"{live_server}/url", json={"url": "http://127.0.0.1/x.jpg"}).status_code == 403
+    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImageHost)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{host.server_port}"
+    try:
+        app = make_app(demo_predictor, server={"url": {"enabled": True, "allow_hosts": ["127.0.0.1"]}})
+        with running(app) as url:
+            ok = httpx.post(f"{url}/url", json={"url": f"{base}/coffee.jpg"})
+            assert ok.status_code == 200 and ok.json()["predictions"][0]["tagName"] == "espresso"
+            alias = httpx.post(f"{url}/p/classify/iterations/it/url", json={"url": f"{base}/coffee.jpg"})
+            assert alias.status_code == 200
+            assert httpx.post(f"{url}/url", json={"url": f"http://localhost:{host.server_port}/coffee.jpg"}
+                              ).status_code == 403
+            assert httpx.post(f"{url}/url", json={"url": f"{base}/moved"}).status_code == 502
+            assert httpx.post(f"{url}/url", json={"url": f"{base}/missing"}).status_code == 502
+            assert httpx.post(f"{url}/url", json={"url": f"{base}/big.jpg"}).status_code == 413
+            assert httpx.post(f"{url}/url", json={"url": "file:///etc/passwd"}).status_code == 400
+            assert httpx.post(f"{url}/url", json={"nope": 1}).status_code == 400
+    finally:
+        host.shutdown()
+
+
+def test_a_camera_that_disappears(demo_predictor, tmp_path):
+    video = write_video(tmp_path / "gone.avi", frames=10, size=(320, 240))
+    app = make_app(demo_predictor, cameras=[
+        {"id": "file", "source": str(video), "loop": True, "realtime": True, "watchdog_s": 0.5,
+         "backoff_initial_s": 0.05, "backoff_max_s": 0.2},
+        {"id": "rtsp", "source": "rtsp://127.0.0.1:9/live", "backoff_initial_s": 0.05, "backoff_max_s": 0.2},
+    ])
+    with running(app) as url:
+        assert wait_for(lambda: httpx.get(f"{url}/predictions/latest?camera=file").status_code == 200)
+        video.unlink()  # the file is removed mid-run: the next loop cannot reopen it
+        def states():
+            return {c["id"]: c for c in httpx.get(f"{url}/cameras").json()}
+        assert wait_for(lambda: states()["file"]["state"] in ("reconnecting", "offline"), timeout=10)
+        assert wait_for(lambda: states()["rtsp"]["state"] == "offline", timeout=10)
+        assert states()["file"]["reconnects"] >= 1
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'edge_camera_state{camera="rtsp",state="offline"} 1.0' in metrics
+        reconnects = [line for line in metrics.splitlines()
+                      if line.startswith('edge_camera_reconnects_total{camera="file"}')]
+        assert float(reconnects[0].split()[-1]) >= 1
+        assert httpx.post(f"{url}/image", content=COFFEE).status_code == 200  # still serving
+        write_video(video, frames=10, size=(320, 240))  # the camera comes back
+        assert wait_for(lambda: states()["file"]["state"] == "online", timeout=10)

@@ -17,7 +17,7 @@ from .metrics import Metrics
 from .pipeline import Pipeline
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
-from .server import Services, create_app
+from .server import GracefulServer, Services, create_app
 from .sinks import AnnotatedFrames, EventBroadcaster, JsonlLog, LatestResults, MultiSink, Sink
 from .sources import describe_uri, open_source
 
@@ -80,4 +80,4 @@ def serve(settings: Settings) -> None:
              ", ".join(f"{c.id}={c.name}" for c in svc.cameras) or "none (uploads only)")
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level=settings.log.level,
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False)
-    uvicorn.Server(config).run()
+    GracefulServer(config).run()

@@ -13,7 +13,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,6 +56,18 @@ class RequestMetrics:
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], template, str(status)).inc()
             log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, (time.perf_counter() - start) * 1000)
+
+
+class GracefulServer(uvicorn.Server):
+    """Ends the event and MJPEG streams as soon as shutdown begins: uvicorn waits for open
+    connections before it runs the app's shutdown, and a live page never closes its own."""
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        svc = getattr(getattr(self.config.app, "state", None), "services", None)
+        if isinstance(svc, Services):
+            svc.shutting_down.set()
+            svc.events.close()
+        await super().shutdown(sockets)
 
 
 def create_app(svc: Services) -> FastAPI:

@@ -1,0 +1,84 @@
+"""The live page in a real headless Chromium: results that change, a stream with pixels.
+
+Needs Debian's chromium and chromium-driver (`.ci/run` installs them). Skipped where
+they are absent, unless EDGE_RUNTIME_REQUIRE_BROWSER is set, as CI sets it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from edge_runtime.predictor import Predictor
+from tests.conftest import DEMO, write_video
+from tests.server_util import running
+from tests.test_server import make_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    if os.environ.get("EDGE_RUNTIME_REQUIRE_BROWSER"):
+        raise RuntimeError("chromium and chromedriver are required (apt-get install chromium chromium-driver)")
+    pytest.skip("chromium and chromedriver are not installed", allow_module_level=True)
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+PIXELS_JS = """
+const img = document.getElementById('stream');
+if (!img.complete || !img.naturalWidth) return null;
+const c = document.createElement('canvas');
+c.width = img.naturalWidth; c.height = img.naturalHeight;
+const ctx = c.getContext('2d');
+ctx.drawImage(img, 0, 0);
+const d = ctx.getImageData(0, 0, c.width, c.height).data;
+let lit = 0, sum = 0;
+for (let i = 0; i < d.length; i += 4) { const v = d[i] + d[i + 1] + d[i + 2]; if (v > 30) lit++; sum += v; }
+return {width: c.width, height: c.height, lit: lit, mean: sum / (d.length / 4)};
+"""
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch drivers
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_live_page_shows_changing_results_and_a_stream_with_pixels(browser, tmp_path):
+    video = write_video(tmp_path / "cam.avi", frames=30, size=(640, 360), fps=15)
+    app = make_app(Predictor.load(DEMO), model={"top_k": 3},
+                   cameras=[{"id": "shelf", "source": str(video), "loop": True, "realtime": True}])
+    with running(app) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda d: d.find_element("id", "seq").text.isdigit())
+        first = int(browser.find_element("id", "seq").text)
+        wait.until(lambda d: d.find_element("id", "seq").text.isdigit()
+                   and int(d.find_element("id", "seq").text) > first)
+        rows = browser.find_elements("css selector", "#predictions tr")
+        assert len(rows) == 3 and all("%" in r.text for r in rows)
+        wait.until(lambda d: d.find_element("id", "state").text == "online")
+        wait.until(lambda d: float(d.find_element("id", "fps").text) > 0)
+        pixels = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            pixels = browser.execute_script(PIXELS_JS)
+            if pixels and pixels["lit"] > 0:
+                break
+            time.sleep(0.2)
+        assert pixels is not None, "the stream image never loaded"
+        assert (pixels["width"], pixels["height"]) == (640, 360)
+        assert pixels["lit"] > 1000 and pixels["mean"] > 10
+        assert "multiclass model, 1000 tags" in browser.find_element("id", "model").text

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,7 @@ class Frame:
     captured_at: float  # wall clock, seconds since the epoch
     captured_mono: float  # monotonic clock, for ages and latencies
     image: np.ndarray = field(repr=False, compare=False)
+    prepared: Any = field(default=None, repr=False, compare=False)  # filled by the camera's `prepare` hook
 
 
 @dataclass
@@ -74,8 +76,11 @@ class Camera:
         watchdog_s: float = 5.0,
         backoff: Backoff | None = None,
         name: str = "",
+        prepare: Callable[[np.ndarray], Any] | None = None,
     ) -> None:
         self.id = camera_id
+        # Runs on the grabber thread for every frame, so that preprocessing overlaps inference.
+        self.prepare = prepare
         self.name = name or camera_id
         self.watchdog_s = watchdog_s
         self.backoff = backoff or Backoff()
@@ -202,7 +207,13 @@ class Camera:
                 log.debug("camera %s: close failed", self.id, exc_info=True)
 
     def _publish(self, image: np.ndarray) -> None:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
+        prepared = None
+        if self.prepare is not None:
+            try:
+                prepared = self.prepare(image)
+            except Exception:  # the consumer will meet the same error and count it
+                log.debug("camera %s: prepare failed", self.id, exc_info=True)
         self._last_activity = now
         self._failures = 0
         self._state = CameraState.ONLINE
@@ -213,7 +224,7 @@ class Camera:
             if not self._taken:
                 self.stats.dropped += 1
             self._seq += 1
-            self._newest = Frame(self.id, self._seq, time.time(), now, image)
+            self._newest = Frame(self.id, self._seq, wall, now, image, prepared)
             self._taken = False
             self.stats.frames += 1
             self.stats.last_frame_mono = now

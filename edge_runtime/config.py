@@ -48,7 +48,10 @@ class Strict(BaseModel):
 class ModelConfig(Strict):
     path: str = Field(DEMO, description="export zip, folder or .onnx; 'demo' for the built-in model")
     providers: list[str] = Field(default_factory=list, description="execution providers in order; empty: fastest")
-    threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0: all cores")
+    threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0: all cores, or all "
+                         "but one when cameras run")
+    spinning: bool = Field(False, description="idle onnxruntime threads busy-wait (faster bare runs, "
+                           "slower when capture shares the cores)")
     threshold: float | None = Field(None, ge=0, le=1, description="lowest probability reported")
     top_k: int | None = Field(None, ge=1, description="at most this many predictions per image")
     max_detections: int = Field(20, ge=1, le=1000, description="detection only")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +64,17 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str])
 
 
 class OnnxModel:
-    """One onnxruntime session and its I/O description; thread-safe for `run`."""
+    """One onnxruntime session and its I/O description; thread-safe for `run`.
 
-    def __init__(self, session: ort.InferenceSession, path: Path) -> None:
+    At most `max_concurrent_runs` runs execute at once; the others queue. On a CPU every
+    run already uses all its intra-op threads, so running more at once only adds memory
+    (each run holds its own activations) and contention.
+    """
+
+    def __init__(self, session: ort.InferenceSession, path: Path, max_concurrent_runs: int = 1) -> None:
         self.session = session
         self.path = path
+        self._runs = threading.BoundedSemaphore(max_concurrent_runs)
         self.inputs = tuple(TensorInfo(i.name, i.type, tuple(i.shape)) for i in session.get_inputs())
         self.outputs = tuple(TensorInfo(o.name, o.type, tuple(o.shape)) for o in session.get_outputs())
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
@@ -81,11 +88,17 @@ class OnnxModel:
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        spinning: bool = False,
     ) -> OnnxModel:
+        """`spinning`: let idle intra-op threads busy-wait for the next op. It shaves a little
+        off back-to-back runs but steals the cores that capture and decoding need, so it is
+        off unless asked for (measured in docs/benchmarks.md)."""
         names = resolve_providers(providers, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
         options.log_severity_level = 3  # errors only: old exports trip harmless warnings
         opts = [dict((provider_options or {}).get(n, {})) for n in names]
         try:
@@ -96,7 +109,8 @@ class OnnxModel:
 
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> list[Any]:
         try:
-            return list(self.session.run(list(output_names) if output_names else None, dict(feeds)))
+            with self._runs:
+                return list(self.session.run(list(output_names) if output_names else None, dict(feeds)))
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InferenceError(f"{self.path.name}: inference failed: {first_line}") from exc

@@ -1,32 +1,44 @@
-"""Cameras -> model -> sinks. One worker per camera; all share one onnxruntime session.
+"""Cameras -> model -> sinks, in three overlapping stages.
+
+    grabber thread (per camera)   read + decode, then preprocess   (Camera, with `prepare`)
+    inference thread (per camera) session.run on the newest prepared frame
+    publisher thread (shared)     postprocess, then every sink
+
+so capture, inference and publication of consecutive frames overlap, and a slow sink
+never delays the model. All cameras share one onnxruntime session.
 
     pipeline = Pipeline(predictor, [camera], sink)
     pipeline.start()
     ...
     pipeline.stop()
 
-Each worker takes its camera's newest frame, runs the model and hands the result to the
-sink; `process` is that one step on its own, for tests and for callers with frames of
-their own. A max-FPS limit makes a worker wait before it takes the next (newest) frame.
+`process` runs the three stages for one frame on the caller's thread, for tests and for
+callers with frames of their own. A max-FPS limit makes a worker wait before it takes
+the next (newest) frame.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .camera import Camera, Frame
 from .errors import EdgeRuntimeError
 from .metrics import Metrics
-from .predictor import Predictor
+from .predictor import Predictor, Prepared
 from .results import FrameResult
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
-FRAME_WAIT_S = 0.25  # how often an idle worker looks at the stop flag
+FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
 FPS_SMOOTHING = 0.1
+PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond this
+
+Inferred = tuple[Frame, Prepared, dict[str, Any], float]
 
 
 class Pipeline:
@@ -45,41 +57,62 @@ class Pipeline:
         self.metrics = metrics
         self.errors = 0
         self._fps: dict[str, float] = {}
+        self._last: dict[str, float] = {}
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._queue: queue.Queue[Inferred] = queue.Queue(PUBLISH_QUEUE)
+        self._workers: list[threading.Thread] = []
+        self._publisher: threading.Thread | None = None
+        for camera in self.cameras:
+            camera.prepare = camera.prepare or predictor.prepare
 
+    # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        self._publisher = threading.Thread(target=self._publish_loop, name="publish", daemon=True)
+        self._publisher.start()
         for camera in self.cameras:
             camera.start()
             thread = threading.Thread(target=self._work, args=(camera,), name=f"infer-{camera.id}", daemon=True)
             thread.start()
-            self._threads.append(thread)
+            self._workers.append(thread)
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stops the workers and cameras; returns within about `timeout` seconds."""
+        """Stops cameras, workers and publisher; returns within about `timeout` seconds."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         for camera in self.cameras:
             camera.stop(timeout=max(0.1, (deadline - time.monotonic()) / 2))
-        for thread in self._threads:
+        for thread in [*self._workers, *([self._publisher] if self._publisher else [])]:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._workers)
 
     def fps(self, camera_id: str) -> float:
         return self._fps.get(camera_id, 0.0)
 
-    def process(self, frame: Frame) -> FrameResult:
-        """Run the model on one frame and publish the result."""
+    # -- the three stages for one frame ----------------------------------------------
+    def infer(self, frame: Frame) -> Inferred:
+        prepared = frame.prepared if isinstance(frame.prepared, Prepared) else self.predictor.prepare(frame.image)
         start = time.perf_counter()
-        prediction = self.predictor.predict(frame.image)
-        elapsed = time.perf_counter() - start
-        result = FrameResult(frame, prediction, elapsed * 1000, time.monotonic())
+        outputs = self.predictor.infer(prepared.tensor)
+        return frame, prepared, outputs, time.perf_counter() - start
+
+    def publish(self, item: Inferred) -> FrameResult:
+        frame, prepared, outputs, run_s = item
+        start = time.perf_counter()
+        prediction = self.predictor.finish(outputs, prepared)
+        busy_s = prepared.elapsed_s + run_s + time.perf_counter() - start
+        result = FrameResult(frame, prediction, busy_s * 1000, time.monotonic())
         self.sink(result)
-        if self.metrics:
-            self.metrics.inference.labels(frame.camera_id).observe(elapsed)
-            self.metrics.processed.labels(frame.camera_id).inc()
-            self.metrics.age.labels(frame.camera_id).set(result.age_ms / 1000)
+        self._count(frame.camera_id, result)
         return result
 
+    def process(self, frame: Frame) -> FrameResult:
+        """Run the model on one frame and publish the result, on the caller's thread."""
+        return self.publish(self.infer(frame))
+
+    # -- threads -----------------------------------------------------------------------
     def _work(self, camera: Camera) -> None:
         seq, last = 0, 0.0
         limit = self.max_fps.get(camera.id)
@@ -93,17 +126,42 @@ class Pipeline:
                 if camera.finished:
                     break
                 continue
-            seq = frame.seq
+            seq, last = frame.seq, time.monotonic()
             try:
-                self.process(frame)
+                item = self.infer(frame)
             except EdgeRuntimeError as exc:  # e.g. an odd frame: count it, keep going
                 self.errors += 1
                 log.error("camera %s frame %d: %s", camera.id, frame.seq, exc)
-            now = time.monotonic()
-            if last:
-                rate = 1.0 / max(now - last, 1e-6)
-                previous = self._fps.get(camera.id)
-                self._fps[camera.id] = rate if previous is None else previous + FPS_SMOOTHING * (rate - previous)
-                if self.metrics:
-                    self.metrics.fps.labels(camera.id).set(self._fps[camera.id])
-            last = now
+                continue
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=FRAME_WAIT_S)
+                    break
+                except queue.Full:
+                    continue
+
+    def _publish_loop(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            try:
+                item = self._queue.get(timeout=FRAME_WAIT_S)
+            except queue.Empty:
+                continue
+            try:
+                self.publish(item)
+            except EdgeRuntimeError as exc:
+                self.errors += 1
+                log.error("camera %s frame %d: %s", item[0].camera_id, item[0].seq, exc)
+
+    def _count(self, camera_id: str, result: FrameResult) -> None:
+        now = time.monotonic()
+        last = self._last.get(camera_id)
+        self._last[camera_id] = now
+        if last is not None:
+            rate = 1.0 / max(now - last, 1e-6)
+            previous = self._fps.get(camera_id)
+            self._fps[camera_id] = rate if previous is None else previous + FPS_SMOOTHING * (rate - previous)
+        if self.metrics:
+            self.metrics.inference.labels(camera_id).observe(result.inference_ms / 1000)
+            self.metrics.processed.labels(camera_id).inc()
+            self.metrics.age.labels(camera_id).set(result.age_ms / 1000)
+            self.metrics.fps.labels(camera_id).set(self._fps.get(camera_id, 0.0))

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,18 @@ from .model import OnnxModel
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import preprocess
 from .spec import ModelSpec, describe
-from .types import PredictionResult
+from .types import PredictionResult, Window
 
 WARM_UP_FRAME = (480, 640)  # height, width: a typical camera frame
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A preprocessed frame: the input tensor and where in the image it came from."""
+
+    tensor: np.ndarray = field(repr=False)
+    window: Window
+    elapsed_s: float = 0.0  # time spent preprocessing
 
 
 class Predictor:
@@ -43,10 +54,11 @@ class Predictor:
         inter_op_threads: int = 0,
         options: PostprocessOptions | None = None,
         warm_up: bool = True,
+        spinning: bool = False,
     ) -> Predictor:
         """Open an export, start its session and run it once, so the first real frame is not slow."""
         bundle = open_bundle(path)
-        model = OnnxModel.load(bundle.model_path, providers, intra_op_threads, inter_op_threads)
+        model = OnnxModel.load(bundle.model_path, providers, intra_op_threads, inter_op_threads, spinning=spinning)
         predictor = cls(bundle, model, describe(bundle, model), options)
         if warm_up:
             predictor.warm_up()
@@ -69,12 +81,22 @@ class Predictor:
         names = self.spec.output_names
         return dict(zip(names, self.model.run({self.spec.input.name: tensor}, names), strict=True))
 
-    def predict(self, frame: np.ndarray, options: PostprocessOptions | None = None) -> PredictionResult:
-        frame = to_bgr8(frame)
-        tensor, window = preprocess(frame, self.spec.input)
-        outputs = self.infer(tensor)
+    def prepare(self, frame: np.ndarray) -> Prepared:
+        """Stage 1 of 3: frame -> input tensor (pure; safe to run on another thread)."""
+        start = time.perf_counter()
+        tensor, window = preprocess(to_bgr8(frame), self.spec.input)
+        return Prepared(tensor, window, time.perf_counter() - start)
+
+    def finish(self, outputs: dict[str, Any], prepared: Prepared,
+               options: PostprocessOptions | None = None) -> PredictionResult:
+        """Stage 3 of 3: raw outputs -> result (stage 2 is `infer`)."""
+        window = prepared.window
         predictions = postprocess(outputs, self.spec, window, options or self.options)
-        return PredictionResult(predictions, image_width=frame.shape[1], image_height=frame.shape[0])
+        return PredictionResult(predictions, image_width=window.image_width, image_height=window.image_height)
+
+    def predict(self, frame: np.ndarray, options: PostprocessOptions | None = None) -> PredictionResult:
+        prepared = self.prepare(frame)
+        return self.finish(self.infer(prepared.tensor), prepared, options)
 
     def predict_bytes(self, data: bytes, options: PostprocessOptions | None = None) -> PredictionResult:
         return self.predict(decode_image(data), options)

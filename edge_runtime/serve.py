@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -35,10 +36,19 @@ def postprocess_options(settings: Settings) -> PostprocessOptions:
     return PostprocessOptions(threshold=m.threshold, top_k=m.top_k, max_detections=m.max_detections)
 
 
+def intra_op_threads(settings: Settings) -> int:
+    """0 (auto) means all cores, except with cameras: then one core is left to capture,
+    decoding and publishing, which run beside inference (docs/benchmarks.md)."""
+    if settings.model.threads or not settings.cameras:
+        return settings.model.threads
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def load_predictor(settings: Settings) -> Predictor:
     m = settings.model
-    return Predictor.load(model_path(settings), providers=m.providers or None, intra_op_threads=m.threads,
-                          options=postprocess_options(settings))
+    return Predictor.load(model_path(settings), providers=m.providers or None,
+                          intra_op_threads=intra_op_threads(settings), options=postprocess_options(settings),
+                          spinning=m.spinning)
 
 
 def make_camera(cfg: CameraConfig) -> Camera:

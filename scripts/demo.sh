@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Set up a virtual environment and run the built-in demo: the bundled EfficientNet-Lite0
-# export on the bundled sample photographs.
+# export predicts on the sample photographs, then serves live results from a clip made
+# of them at http://127.0.0.1:8080/ until Ctrl+C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
-.venv/bin/edge-runtime inspect edge_runtime/demo
+.venv/bin/python -m pip install --quiet -e '.[server]'
+.venv/bin/edge-runtime predict edge_runtime/demo edge_runtime/demo/samples/*.jpg --top-k 3
 echo
-.venv/bin/edge-runtime predict edge_runtime/demo edge_runtime/demo/samples/*.jpg "$@"
+echo "Live demo: open http://127.0.0.1:8080/ (Ctrl+C stops it)"
+exec .venv/bin/edge-runtime serve "$@"

@@ -1,0 +1,279 @@
+"""Read and check a labelled image set before anything is trained or uploaded.
+
+Layouts (see README "Datasets"):
+
+    classification   DATASET/<tag>/*.jpg                 one folder per tag
+    multilabel       DATASET/labels.csv (image,tags)     tags separated by ';'
+                     or DATASET/labels.json              {"images": [{"file": ..., "tags": [...]}]}
+    detection        DATASET/annotations.json (COCO)     boxes in pixels, as COCO has them
+
+Every image is read and decoded. Unreadable or truncated files, unsupported formats and
+duplicates (by content hash) are skipped, files over 6 MB are re-encoded, and all of it
+is listed in the report: nothing is dropped silently. A tag with fewer than 5 images is
+an error, fewer than 15 a warning (Custom Vision's own limits and advice).
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import EdgeRuntimeError, ImageError
+from edge_runtime.imageio import decode_image
+
+SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP"}
+UPLOADABLE = {"JPEG", "PNG", "BMP", "GIF"}  # what Custom Vision accepts
+MAX_BYTES = 6 * 1024 * 1024
+MIN_PER_TAG = 5
+ADVISED_PER_TAG = 15
+MULTILABEL_FILES = ("labels.csv", "labels.json")
+COCO_FILES = ("annotations.json", "coco.json", "_annotations.coco.json")
+
+
+class DatasetError(EdgeRuntimeError):
+    """The dataset cannot be used as it is."""
+
+
+class Kind(str, enum.Enum):
+    CLASSIFICATION = "classification"
+    MULTILABEL = "multilabel"
+    DETECTION = "detection"
+
+
+@dataclass(frozen=True)
+class Region:
+    tag: str
+    left: float  # normalised to the image, as Custom Vision wants them
+    top: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    tags: tuple[str, ...]
+    sha1: str
+    data: bytes = field(repr=False, compare=False)  # what is uploaded (re-encoded if it was too big)
+    width: int = 0
+    height: int = 0
+    regions: tuple[Region, ...] = ()
+
+
+@dataclass
+class Report:
+    notices: list[tuple[str, str, str]] = field(default_factory=list)  # (file, problem, action)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    formats: Counter[str] = field(default_factory=Counter)
+
+    def note(self, path: Path | str, problem: str, action: str) -> None:
+        self.notices.append((str(path), problem, action))
+
+
+@dataclass
+class Dataset:
+    root: Path
+    kind: Kind
+    tags: list[str]
+    items: list[Item]
+    report: Report
+
+    def counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for item in self.items:
+            counts.update(set(item.tags) | {r.tag for r in item.regions})
+        return counts
+
+    def summary(self) -> str:
+        counts = self.counts()
+        width = max([len(t) for t in self.tags] + [3])
+        lines = [f"{self.kind.value} dataset {self.root}: {len(self.items)} images, {len(self.tags)} tags", ""]
+        lines.append(f"{'tag':<{width}}  images")
+        lines += [f"{tag:<{width}}  {counts[tag]:>6}" for tag in self.tags]
+        lines.append("")
+        lines.append("formats: " + ", ".join(f"{k} {v}" for k, v in sorted(self.report.formats.items())))
+        if self.report.notices:
+            lines.append("")
+            lines.append("file problems:")
+            lines += [f"  {f}: {p} -> {a}" for f, p, a in self.report.notices]
+        lines += [f"warning: {w}" for w in self.report.warnings]
+        lines += [f"error: {e}" for e in self.report.errors]
+        return "\n".join(lines)
+
+
+def _format(data: bytes) -> str | None:
+    if data.startswith(b"\xff\xd8"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG"):
+        return "PNG"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _shrink(image: np.ndarray, limit: int) -> bytes:
+    """Re-encode as JPEG, halving the size until it fits."""
+    quality = 90
+    while True:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise DatasetError("JPEG encoding failed")
+        if len(buf) <= limit:
+            return buf.tobytes()
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
+class _Reader:
+    """Reads each file once, checks it, and remembers hashes to skip duplicates."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.seen: dict[str, Path] = {}
+
+    def read(self, path: Path) -> tuple[bytes, str, np.ndarray] | None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.report.note(path, f"unreadable ({exc.strerror})", "skipped")
+            return None
+        kind = _format(data)
+        if kind is None:
+            self.report.note(path, "not an image format Custom Vision takes", "skipped")
+            return None
+        try:
+            image = decode_image(data)
+        except ImageError as exc:
+            self.report.note(path, str(exc), "skipped")
+            return None
+        sha1 = hashlib.sha1(data).hexdigest()
+        if sha1 in self.seen:
+            self.report.note(path, f"duplicate of {self.seen[sha1].name}", "skipped")
+            return None
+        self.seen[sha1] = path
+        self.report.formats[kind] += 1
+        if kind not in UPLOADABLE or len(data) > MAX_BYTES:
+            why = f"{len(data) / 1e6:.1f} MB, over the 6 MB limit" if len(data) > MAX_BYTES else f"{kind} format"
+            data = _shrink(image, MAX_BYTES)
+            self.report.note(path, why, f"re-encoded as JPEG ({len(data) / 1e6:.1f} MB)")
+        return data, sha1, image
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+
+
+def _classification(root: Path, report: Report) -> tuple[list[str], list[Item]]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DatasetError(f"{root}: expected one folder per tag, a labels.csv/labels.json, or COCO annotations")
+    reader, items = _Reader(report), []
+    for folder in folders:
+        for stray in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() not in SUFFIXES):
+            report.note(stray, "not an image file", "skipped")
+        for path in _images_in(folder):
+            got = reader.read(path)
+            if got:
+                data, sha1, image = got
+                items.append(Item(path, (folder.name,), sha1, data, image.shape[1], image.shape[0]))
+    return [f.name for f in folders], items
+
+
+def _multilabel(root: Path, manifest: Path, report: Report) -> tuple[list[str], list[Item]]:
+    rows: list[tuple[str, list[str]]] = []
+    try:
+        if manifest.suffix == ".csv":
+            with manifest.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    rows.append((row["image"], [t.strip() for t in (row.get("tags") or "").split(";") if t.strip()]))
+        else:
+            for entry in json.loads(manifest.read_text())["images"]:
+                rows.append((entry["file"], [str(t) for t in entry.get("tags", [])]))
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"{manifest}: cannot read it ({exc}); see the README for its columns") from exc
+    reader, items, tags = _Reader(report), [], []
+    for name, image_tags in rows:
+        got = reader.read(root / name)
+        if got:
+            data, sha1, image = got
+            items.append(Item(root / name, tuple(image_tags), sha1, data, image.shape[1], image.shape[0]))
+            tags += [t for t in image_tags if t not in tags]
+    return sorted(tags), items
+
+
+def _coco(root: Path, annotations: Path, report: Report) -> tuple[list[str], list[Item]]:
+    try:
+        coco = json.loads(annotations.read_text())
+        categories = {c["id"]: str(c["name"]) for c in coco["categories"]}
+        images = {i["id"]: i for i in coco["images"]}
+        boxes: dict[int, list[Region]] = {}
+        for a in coco["annotations"]:
+            image = images[a["image_id"]]
+            x, y, w, h = (float(v) for v in a["bbox"])
+            iw, ih = float(image["width"]), float(image["height"])
+            boxes.setdefault(a["image_id"], []).append(
+                Region(categories[a["category_id"]], x / iw, y / ih, w / iw, h / ih))
+    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise DatasetError(f"{annotations}: not usable COCO JSON ({exc})") from exc
+    reader, items = _Reader(report), []
+    for image_id, image in sorted(images.items()):
+        path = root / image["file_name"]
+        got = reader.read(path)
+        if got:
+            data, sha1, decoded = got
+            if (decoded.shape[1], decoded.shape[0]) != (image["width"], image["height"]):
+                report.note(path, f"is {decoded.shape[1]}x{decoded.shape[0]}, COCO says "
+                                  f"{image['width']}x{image['height']}", "boxes scaled to the COCO size")
+            items.append(Item(path, (), sha1, data, decoded.shape[1], decoded.shape[0],
+                              tuple(boxes.get(image_id, []))))
+    return sorted(set(categories.values())), items
+
+
+def load_dataset(path: Path) -> Dataset:
+    root = path.parent if path.is_file() else path
+    if not root.is_dir():
+        raise DatasetError(f"{path}: no such folder")
+    report = Report()
+    manifest = path if path.is_file() else next((root / n for n in MULTILABEL_FILES + COCO_FILES
+                                                 if (root / n).is_file()), None)
+    if manifest is not None and (manifest.name in COCO_FILES or _is_coco(manifest)):
+        kind = Kind.DETECTION
+        tags, items = _coco(root, manifest, report)
+    elif manifest is not None:
+        kind = Kind.MULTILABEL
+        tags, items = _multilabel(root, manifest, report)
+    else:
+        kind = Kind.CLASSIFICATION
+        tags, items = _classification(root, report)
+    dataset = Dataset(root, kind, tags, items, report)
+    counts = dataset.counts()
+    for tag in tags:
+        if counts[tag] < MIN_PER_TAG:
+            report.errors.append(f"tag {tag!r} has {counts[tag]} images; at least {MIN_PER_TAG} are needed")
+        elif counts[tag] < ADVISED_PER_TAG:
+            report.warnings.append(f"tag {tag!r} has {counts[tag]} images; {ADVISED_PER_TAG} or more train better")
+    if not items:
+        report.errors.append("no usable images")
+    return dataset
+
+
+def _is_coco(path: Path) -> bool:
+    if path.suffix != ".json":
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"images", "annotations", "categories"} <= set(data)

@@ -1,0 +1,101 @@
+"""Write Custom Vision style exports and versioned model bundles.
+
+This is the one contract between exporter and runtime: what `write_export` writes,
+`edge_runtime.bundle.open_bundle` reads (tests check both sides).
+
+    out/shelf/v3/
+      model.onnx  labels.txt  metadata_properties.json  cvexport.manifest
+      bundle.json              source, iteration, domain, metrics, labels, file hashes
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.archive import safe_extract
+from edge_runtime.bundle import BUNDLE_INFO, MANIFEST
+
+from .verify import Verified, verify_export
+
+
+def write_export(
+    folder: Path,
+    model: bytes,
+    labels: Sequence[str],
+    metadata: Mapping[str, str],
+    domain: str = "Classification",
+    flavor: str | None = None,
+    iteration_id: str | None = None,
+) -> Path:
+    """A Custom Vision ONNX export layout, with a manifest whose SHA-1 is the model's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(model)
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    (folder / "metadata_properties.json").write_text(json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n")
+    manifest = {
+        "DomainType": domain, "Platform": "ONNX", "Flavor": flavor, "ExporterVersion": "2.1",
+        "ExportedDate": dt.datetime.now(dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S"),
+        "IterationId": iteration_id or str(uuid.uuid4()), "ModelFileName": "model.onnx",
+        "LabelFileName": "labels.txt", "MetadataPropsFileName": "metadata_properties.json",
+        "ModelFileSHA1": hashlib.sha1(model).hexdigest(), "SchemaVersion": "1.0",
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
+def zip_export(folder: Path, zip_path: Path) -> Path:
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            zf.write(path, path.name)
+    return zip_path
+
+
+def next_version(root: Path) -> Path:
+    taken = [int(m.group(1)) for p in root.glob("v*") if (m := re.fullmatch(r"v(\d+)", p.name))]
+    return root / f"v{max(taken, default=0) + 1}"
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any]) -> tuple[Path, Verified]:
+    """Copy (or safely unzip) an export into out/name/vN, add bundle.json, and verify it
+    loads and runs through the runtime before it is declared good. A bundle that fails
+    verification is removed."""
+    root = out / name
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        if export.is_dir():
+            for path in export.iterdir():
+                if path.is_file():
+                    shutil.copy2(path, staging / path.name)
+        else:
+            safe_extract(export, staging)
+        files = {p.name: _sha1(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        labels = (staging / "labels.txt").read_text().splitlines() if (staging / "labels.txt").is_file() else []
+        bundle_info = {"name": name, "created": dt.datetime.now(dt.timezone.utc).isoformat(), **info,
+                       "labels": labels, "files": files}
+        (staging / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2, default=str) + "\n")
+        verified = verify_export(staging)
+        target = next_version(root)
+        staging.rename(target)
+        return target, verified
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,187 @@
+"""The exporter's offline path: dataset checks, the local trainer, bundles, evaluation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.bundle import open_bundle
+from edge_runtime.errors import ChecksumError
+from edge_runtime.predictor import Predictor
+from exporter.dataset import DatasetError, Kind, load_dataset
+from exporter.evaluate import evaluate
+from exporter.local import train_local
+from exporter.package import write_bundle, write_export
+from tests import models
+
+RNG = np.random.default_rng(3)
+
+
+def photo(color: tuple[int, int, int], size: int = 64) -> np.ndarray:
+    image = np.clip(np.array(color, np.float32) + RNG.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    return image
+
+
+def digits_dataset(root: Path, per_class: int = 20) -> Path:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    counts: dict[int, int] = {}
+    for image, target in zip(digits.images, digits.target, strict=True):
+        if counts.get(target, 0) >= per_class:
+            continue
+        counts[target] = counts.get(target, 0) + 1
+        folder = root / f"digit{target}"
+        folder.mkdir(parents=True, exist_ok=True)
+        big = cv2.resize((image * 16).clip(0, 255).astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(folder / f"{counts[target]:02d}.png"), big)
+    return root
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    return digits_dataset(tmp_path_factory.mktemp("data") / "digits")
+
+
+@pytest.fixture(scope="module")
+def digits_bundle(digits, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundles")
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "train", str(digits), "--backend", "local",
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "bundle:" in proc.stdout and "confusion matrix" in proc.stdout
+    return out / "digits" / "v1"
+
+
+def test_dataset_checks_report_every_problem(tmp_path):
+    root = tmp_path / "set"
+    for tag, count in (("cat", 16), ("dog", 10), ("fox", 3)):
+        (root / tag).mkdir(parents=True)
+        for i in range(count):
+            cv2.imwrite(str(root / tag / f"{i}.jpg"), photo((40 * i % 255, 80, 120)))
+    good = (root / "cat" / "0.jpg").read_bytes()
+    (root / "cat" / "copy.jpg").write_bytes(good)  # duplicate
+    (root / "cat" / "cut.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    (root / "cat" / "notes.txt").write_text("not an image")
+    (root / "cat" / "fake.jpg").write_text("not a jpeg either")
+    noise = RNG.integers(0, 256, (1600, 1600, 3), dtype=np.uint8)
+    cv2.imwrite(str(root / "dog" / "huge.png"), noise)  # about 7.7 MB
+    assert (root / "dog" / "huge.png").stat().st_size > 6 * 1024 * 1024
+
+    dataset = load_dataset(root)
+    problems = {Path(f).name: (p, a) for f, p, a in dataset.report.notices}
+    assert problems["copy.jpg"][1] == "skipped" and "duplicate" in problems["copy.jpg"][0]
+    assert "truncated" in problems["cut.jpg"][0]
+    assert problems["notes.txt"][1] == "skipped" and problems["fake.jpg"][1] == "skipped"
+    assert "re-encoded" in problems["huge.png"][1]
+    huge = next(i for i in dataset.items if i.path.name == "huge.png")
+    assert len(huge.data) <= 6 * 1024 * 1024 and huge.data[:2] == b"\xff\xd8"
+    assert dataset.counts() == {"cat": 16, "dog": 11, "fox": 3}
+    assert any("fox" in e and "at least 5" in e for e in dataset.report.errors)
+    assert any("dog" in w for w in dataset.report.warnings)
+    summary = dataset.summary()
+    for text in ("cut.jpg", "copy.jpg", "huge.png", "error: tag 'fox'", "PNG 1", "JPEG"):
+        assert text in summary
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "check", str(root)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and "tag 'fox' has 3 images" in proc.stdout
+
+
+def test_multilabel_manifests(tmp_path):
+    combos = {"r": ["red"], "g": ["green"], "rg": ["red", "green"], "b": []}
+    rows = ["image,tags"]
+    for i in range(24):
+        name, tags = list(combos.items())[i % 4]
+        color = (0, 255 if "green" in tags else 0, 255 if "red" in tags else 0)
+        cv2.imwrite(str(tmp_path / f"{name}{i}.png"), photo(color))
+        rows.append(f"{name}{i}.png,{';'.join(tags)}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_dataset(tmp_path)
+    assert dataset.kind is Kind.MULTILABEL and dataset.tags == ["green", "red"]
+    assert dataset.counts() == {"red": 12, "green": 12}
+    result = train_local(dataset, copies=1)
+    assert result.multilabel
+    folder = write_export(tmp_path / "export", result.model, result.labels, result.metadata)
+    predictor = Predictor.load(folder)
+    assert predictor.spec.variant.value == "multilabel"
+    yellow = {p.tag_name: p.probability for p in predictor.predict(photo((0, 255, 255))).predictions}
+    assert yellow["red"] > 0.5 and yellow["green"] > 0.5
+    blue = {p.tag_name: p.probability for p in predictor.predict(photo((255, 0, 0))).predictions}
+    assert blue["red"] < 0.5 and blue["green"] < 0.5
+
+
+def test_local_trainer_on_digits_round_trips_through_the_runtime(digits, digits_bundle, tmp_path):
+    info = json.loads((digits_bundle / "bundle.json").read_text())
+    confusion = np.array(info["metrics"]["confusion"])
+    assert confusion.trace() / confusion.sum() >= 0.85  # held-out top-1 accuracy
+    assert info["source"]["backend"] == "local" and len(info["labels"]) == 10
+    assert set(info["files"]) >= {"model.onnx", "labels.txt", "cvexport.manifest", "metadata_properties.json"}
+    bundle = open_bundle(digits_bundle)
+    assert bundle.manifest["ModelFileSHA1"] == info["files"]["model.onnx"]
+    sample = sorted((digits / "digit7").glob("*.png"))[0]
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "predict", str(digits_bundle), str(sample),
+                           "--json", "--top-k", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["predictions"][0]["tagName"] == "digit7"
+
+
+def test_evaluate_reports_per_tag_figures_and_a_confusion_matrix(digits, digits_bundle, tmp_path):
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "evaluate", str(digits_bundle), str(digits),
+                           "--json", str(out), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "confusion matrix" in proc.stdout and "digit9" in proc.stdout
+    figures = json.loads(out.read_text())
+    assert len(figures["per_tag"]) == 10 and figures["average_precision"] > 0.9
+    assert sum(map(sum, figures["confusion"])) == 200
+
+
+def test_a_second_training_run_is_a_new_version(digits_bundle):
+    export = digits_bundle
+    second, verified = write_bundle(digits_bundle.parent.parent, "digits", export, {"source": {"backend": "copy"}})
+    assert second.name == "v2" and verified.tags == 10
+
+
+def test_a_bundle_that_fails_verification_is_not_kept(tmp_path):
+    folder = models.write_export(tmp_path / "bad", models.color_classifier(), models.COLOR_TAGS, sha1="0" * 40)
+    with pytest.raises(ChecksumError):
+        write_bundle(tmp_path / "out", "bad", folder, {})
+    assert not any((tmp_path / "out" / "bad").glob("v*"))
+
+
+def test_local_backend_refuses_detection(tmp_path):
+    coco = coco_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="classifiers only"):
+        train_local(load_dataset(coco))
+
+
+def coco_dataset(root: Path, count: int = 8) -> Path:
+    """Red squares on grey, with their boxes in COCO JSON."""
+    images, annotations = [], []
+    for i in range(count):
+        image = np.full((448, 608, 3), 60, np.uint8)
+        col, row = 2 + i % 5, 1 + i % 4
+        image[row * 32 + 2 : row * 32 + 30, col * 32 + 2 : col * 32 + 30] = (0, 0, 255)
+        cv2.imwrite(str(root / f"{i}.png"), image)
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 608, "height": 448})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [col * 32, row * 32, 32, 32],
+                            "area": 1024, "iscrowd": 0})
+    (root / "annotations.json").write_text(json.dumps({
+        "images": images, "annotations": annotations,
+        "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}))
+    return root / "annotations.json"
+
+
+def test_detection_evaluation_gives_map50(exports, tmp_path):
+    dataset = load_dataset(coco_dataset(tmp_path))
+    assert dataset.kind is Kind.DETECTION and dataset.counts()["red"] == 8
+    metrics = evaluate(Predictor.load(exports["yolo"]), dataset)
+    per_tag = dict(metrics.per_tag)
+    assert per_tag["red"] > 0.95 and metrics.map50 > 0.95
+    assert "mAP@0.5" in metrics.table()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -41,8 +42,15 @@ class Bars:
             bar.close()
 
 
+def _cloud_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--credentials", type=Path,
+                        help="JSON file with endpoint and training_key (default: CUSTOMVISION_* variables)")
+    parser.add_argument("--poll-seconds", type=float, default=5.0, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-export", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check", help="read and check a dataset; print its summary")
@@ -56,6 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the report")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-progress", action="store_true")
+    cloud = train.add_argument_group("customvision backend")
+    cloud.add_argument("--domain", default="General (compact)", help="compact domain name (exportable ones only)")
+    cloud.add_argument("--training-type", choices=["Regular", "Advanced"], default="Regular")
+    cloud.add_argument("--budget-hours", type=int, default=0, help="Advanced training budget")
+    cloud.add_argument("--flavor", choices=["OnnxFloat16"], help="export flavor (default: float32)")
+    cloud.add_argument("--publish", metavar="NAME", help="also publish the iteration under this name")
+    cloud.add_argument("--timeout", type=float, default=3600, help="seconds to wait for training and export")
+    _cloud_args(train)
+
+    export = sub.add_parser("export", help="export an existing Custom Vision iteration as a bundle")
+    export.add_argument("--project", required=True)
+    export.add_argument("--iteration", required=True, help="iteration id")
+    export.add_argument("--out", type=Path, default=Path("bundles"))
+    export.add_argument("--flavor", choices=["OnnxFloat16"])
+    export.add_argument("--timeout", type=float, default=1800)
+    export.add_argument("--no-progress", action="store_true")
+    _cloud_args(export)
+
+    status = sub.add_parser("status", help="a Custom Vision project's iterations and upload state")
+    status.add_argument("--project", required=True)
+    status.add_argument("--out", type=Path, default=Path("bundles"))
+    _cloud_args(status)
 
     evaluate = sub.add_parser("evaluate", help="precision, recall and AP of a model on a labelled dataset")
     evaluate.add_argument("model", type=Path)
@@ -82,8 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     project = args.project or dataset.root.name
     if args.backend == "customvision":
-        print("edge-export: the customvision backend is not available in this version", file=sys.stderr)
-        return EXIT_ERROR
+        return train_cloud(args, dataset, project)
     from .local import train_local
     from .package import write_bundle, write_export
 
@@ -98,6 +127,75 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "metrics": result.metrics.to_json()}
         bundle, verified = write_bundle(args.out, project, export, info)
     print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, verified)")
+    return 0
+
+
+def _cloud(args: argparse.Namespace, project: str) -> tuple[Any, Any]:
+    from .customvision import CloudTraining, SdkService, UploadState
+    from .secrets import guard_logs, load_credentials
+
+    credentials = load_credentials(args.credentials)
+    guard_logs(credentials.training_key)
+    state = UploadState.open(args.out / ".state" / f"{project}.json")
+    progress = Bars(not getattr(args, "no_progress", True))
+    run = CloudTraining(SdkService.connect(credentials), state, progress, poll_s=args.poll_seconds)
+    return run, credentials
+
+
+def _bundle_from_cloud(args: argparse.Namespace, run: Any, project: str, project_id: str, iteration_id: str,
+                       info: dict[str, Any], tag_ids: dict[str, str]) -> int:
+    from .package import write_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        zip_path = run.export(project_id, iteration_id, Path(tmp), flavor=args.flavor, timeout_s=args.timeout)
+        bundle, verified = write_bundle(args.out, project, zip_path, info, tag_ids)
+    print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, SHA-1 and load verified)")
+    return 0
+
+
+def train_cloud(args: argparse.Namespace, dataset: Any, project: str) -> int:
+    run, credentials = _cloud(args, project)
+    result = run.train(dataset, project, args.domain, args.training_type, args.budget_hours, args.timeout,
+                       args.threshold)
+    print(f"\nuploaded {result.upload.uploaded} images ({result.upload.already_there} already there, "
+          f"{len(result.upload.failed)} refused); iteration {result.iteration_id} trained\n")
+    for path, status in result.upload.failed:
+        print(f"refused by the service: {path} ({status})", file=sys.stderr)
+    print(result.metrics.table())
+    (args.out / project).mkdir(parents=True, exist_ok=True)
+    (args.out / project / f"metrics-{result.iteration_id}.json").write_text(
+        json.dumps(result.metrics.to_json(), indent=2) + "\n")
+    if args.publish:
+        run.publish(result.project_id, result.iteration_id, args.publish, credentials.prediction_resource_id)
+        print(f"published as {args.publish!r}")
+    info = {"source": {"backend": "customvision", "endpoint": credentials.endpoint, "project": project,
+                       "projectId": result.project_id, "dataset": str(dataset.root)},
+            "iteration": result.iteration_id, "domain": result.domain, "flavor": args.flavor,
+            "metrics": result.metrics.to_json()}
+    return _bundle_from_cloud(args, run, project, result.project_id, result.iteration_id, info, result.tag_ids)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run, credentials = _cloud(args, args.project)
+    project = next((p for p in run.service.call("get_projects") if p.name == args.project), None)
+    if project is None:
+        print(f"edge-export: no project named {args.project!r}", file=sys.stderr)
+        return EXIT_ERROR
+    tag_ids = {t.name: t.id for t in run.service.call("get_tags", project.id)}
+    info = {"source": {"backend": "customvision", "endpoint": credentials.endpoint, "project": args.project,
+                       "projectId": project.id}, "iteration": args.iteration, "flavor": args.flavor}
+    return _bundle_from_cloud(args, run, args.project, project.id, args.iteration, info, tag_ids)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    run, _ = _cloud(args, args.project)
+    project = next((p for p in run.service.call("get_projects") if p.name == args.project), None)
+    if project is None:
+        print(f"edge-export: no project named {args.project!r}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"project {args.project} ({project.id}); {len(run.state.images)} images recorded as uploaded")
+    for it in run.service.call("get_iterations", project.id):
+        print(f"  {it.id}  {it.name:<14} {it.status:<10} {it.publish_name or ''}")
     return 0
 
 
@@ -124,11 +222,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate, "verify": cmd_verify}
+COMMANDS = {"check": cmd_check, "train": cmd_train, "export": cmd_export, "status": cmd_status,
+            "evaluate": cmd_evaluate, "verify": cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
     except EdgeRuntimeError as exc:

@@ -73,7 +73,8 @@ def _sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any]) -> tuple[Path, Verified]:
+def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
+                 tag_ids: Mapping[str, str] | None = None) -> tuple[Path, Verified]:
     """Copy (or safely unzip) an export into out/name/vN, add bundle.json, and verify it
     loads and runs through the runtime before it is declared good. A bundle that fails
     verification is removed."""
@@ -91,6 +92,8 @@ def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any]) ->
         labels = (staging / "labels.txt").read_text().splitlines() if (staging / "labels.txt").is_file() else []
         bundle_info = {"name": name, "created": dt.datetime.now(dt.timezone.utc).isoformat(), **info,
                        "labels": labels, "files": files}
+        if tag_ids:  # the service's tag ids, in label order: predictions then report them as tagId
+            bundle_info["tagIds"] = [tag_ids.get(label, "") for label in labels]
         (staging / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2, default=str) + "\n")
         verified = verify_export(staging)
         target = next_version(root)

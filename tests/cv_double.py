@@ -1,0 +1,190 @@
+"""A test double of the Custom Vision training API (v3.4-preview), following its REST
+contract closely enough for the official SDK: JSON in camelCase, the batch limits and
+per-image statuses of images/files, iterations that train and exports that finish over
+several polls, errors as {"code", "message"}. Faults are injected on request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+KEY = "test-training-key-0123456789"
+BASE = "/customvision/v3.4-preview/training"
+DOMAINS = [
+    {"id": "0732100f-1a38-4e49-a514-c9b44c697ab5", "name": "General", "type": "Classification",
+     "exportable": False, "enabled": True, "exportablePlatforms": []},
+    {"id": "0732100f-1a38-4e49-a514-c9b44c697ab6", "name": "General (compact)", "type": "Classification",
+     "exportable": True, "enabled": True, "exportablePlatforms": ["CoreML", "TensorFlow", "DockerFile", "ONNX"]},
+    {"id": "a1db07ca-a19a-4830-bae8-e004a42dc863", "name": "General (compact) [S1]", "type": "Classification",
+     "exportable": True, "enabled": True, "exportablePlatforms": ["ONNX"]},
+    {"id": "a27d5ca5-bb19-49d8-a70a-fec086c47f5b", "name": "General (compact)", "type": "ObjectDetection",
+     "exportable": True, "enabled": True, "exportablePlatforms": ["ONNX"]},
+]
+
+
+@dataclass
+class Faults:
+    throttle_first_upload: bool = False  # one 429 with Retry-After on the first images call
+    fail_once: str = ""  # an operation name that answers 500 once
+    break_after_batches: int = 0  # from then on, every images call answers 503
+
+
+@dataclass
+class Double:
+    export_zip: Path
+    faults: Faults = field(default_factory=Faults)
+    projects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    images: dict[str, dict[str, str]] = field(default_factory=dict)  # project -> sha1 -> id
+    received: list[str] = field(default_factory=list)  # sha1 of every image body received
+    batches: int = 0
+    iterations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    polls: dict[str, int] = field(default_factory=dict)
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    base_url: str = ""
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def create_double_app(double: Double) -> FastAPI:
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if request.url.path.startswith(BASE):
+            if request.headers.get("Training-key") != KEY:
+                return error(401, "Unauthorized", "Access denied due to invalid training key.")
+            op = request.method + " " + request.url.path[len(BASE):]
+            double.calls.append(op)
+            if double.faults.fail_once and double.faults.fail_once in op:
+                double.faults.fail_once = ""
+                return error(500, "InternalServerError", "Something went wrong on our side.")
+        return await call_next(request)
+
+    @app.get(BASE + "/domains")
+    async def domains() -> Any:
+        return DOMAINS
+
+    @app.get(BASE + "/projects")
+    async def projects() -> Any:
+        return list(double.projects.values())
+
+    @app.post(BASE + "/projects")
+    async def create_project(name: str, domainId: str = "", classificationType: str = "") -> Any:
+        pid = str(uuid.uuid4())
+        double.projects[pid] = {"id": pid, "name": name, "description": "",
+                                "settings": {"domainId": domainId, "classificationType": classificationType or None,
+                                             "targetExportPlatforms": ["ONNX"]}}
+        double.tags[pid], double.images[pid] = [], {}
+        return double.projects[pid]
+
+    @app.get(BASE + "/projects/{pid}/tags")
+    async def tags(pid: str) -> Any:
+        return double.tags[pid]
+
+    @app.post(BASE + "/projects/{pid}/tags")
+    async def create_tag(pid: str, name: str) -> Any:
+        tag = {"id": str(uuid.uuid4()), "name": name, "description": None, "type": "Regular", "imageCount": 0}
+        double.tags[pid].append(tag)
+        return tag
+
+    @app.post(BASE + "/projects/{pid}/images/files")
+    async def images(pid: str, request: Request) -> Any:
+        if double.faults.throttle_first_upload:
+            double.faults.throttle_first_upload = False
+            return error(429, "TooManyRequests", "Rate limit is exceeded.", {"Retry-After": "2"})
+        if double.faults.break_after_batches and double.batches >= double.faults.break_after_batches:
+            return error(503, "ServiceUnavailable", "The service is unavailable.")
+        body = await request.json()
+        entries = body.get("images") or []
+        tag_ids = {t for e in entries for t in (e.get("tagIds") or [])}
+        tag_ids |= {r["tagId"] for e in entries for r in (e.get("regions") or [])}
+        if len(entries) > 64:
+            return error(400, "BadRequestImageBatch", "Image batch is limited to 64 images.")
+        if len(tag_ids) > 20:
+            return error(400, "BadRequestTagBatch", "Image batch is limited to 20 tags.")
+        double.batches += 1
+        results, ok = [], True
+        for e in entries:
+            data = base64.b64decode(e["contents"])
+            sha1 = hashlib.sha1(data).hexdigest()
+            double.received.append(sha1)
+            if len(data) > 6 * 1024 * 1024:
+                status, ok = "ErrorImageSize", False
+            elif sha1 in double.images[pid]:
+                status = "OKDuplicate"
+            else:
+                double.images[pid][sha1] = str(uuid.uuid4())
+                status = "OK"
+            image = {"id": double.images[pid][sha1], "width": 64, "height": 64} if status.startswith("OK") else None
+            results.append({"sourceUrl": e.get("name"), "status": status, "image": image})
+        return JSONResponse({"isBatchSuccessful": ok, "images": results}, status_code=200 if ok else 207)
+
+    @app.post(BASE + "/projects/{pid}/train")
+    async def train(pid: str, trainingType: str = "Regular", reservedBudgetInHours: int = 0) -> Any:
+        if not double.images.get(pid):
+            return error(400, "BadRequestTrainingValidationFailed", "Not enough images for training.")
+        iid = str(uuid.uuid4())
+        double.iterations[iid] = {"id": iid, "name": f"Iteration {len(double.iterations) + 1}", "status": "Training",
+                                  "projectId": pid, "trainingType": trainingType, "exportable": True,
+                                  "reservedBudgetInHours": reservedBudgetInHours,
+                                  "domainId": double.projects[pid]["settings"]["domainId"]}
+        return double.iterations[iid]
+
+    @app.get(BASE + "/projects/{pid}/iterations")
+    async def iterations(pid: str) -> Any:
+        return [it for it in double.iterations.values() if it["projectId"] == pid]
+
+    @app.get(BASE + "/projects/{pid}/iterations/{iid}")
+    async def iteration(pid: str, iid: str) -> Any:
+        double.polls[iid] = double.polls.get(iid, 0) + 1
+        if double.polls[iid] >= 3:
+            double.iterations[iid]["status"] = "Completed"
+        return double.iterations[iid]
+
+    @app.get(BASE + "/projects/{pid}/iterations/{iid}/performance")
+    async def performance(pid: str, iid: str, threshold: float = 0.5) -> Any:
+        per_tag = [{"id": t["id"], "name": t["name"], "precision": 0.9, "precisionStdDeviation": 0.0,
+                    "recall": 0.8, "recallStdDeviation": 0.0, "averagePrecision": 0.95} for t in double.tags[pid]]
+        return {"perTagPerformance": per_tag, "precision": 0.9, "precisionStdDeviation": 0.0, "recall": 0.8,
+                "recallStdDeviation": 0.0, "averagePrecision": 0.95}
+
+    @app.post(BASE + "/projects/{pid}/iterations/{iid}/export")
+    async def export(pid: str, iid: str, platform: str, flavor: str | None = None) -> Any:
+        double.exports[iid] = {"platform": platform, "status": "Exporting", "downloadUri": None, "flavor": flavor,
+                               "newerVersionAvailable": False, "polls": 0}
+        return {k: v for k, v in double.exports[iid].items() if k != "polls"}
+
+    @app.get(BASE + "/projects/{pid}/iterations/{iid}/export")
+    async def exports(pid: str, iid: str) -> Any:
+        if iid not in double.exports:
+            return []
+        entry = double.exports[iid]
+        entry["polls"] += 1
+        if entry["polls"] >= 2:
+            entry["status"], entry["downloadUri"] = "Done", f"{double.base_url}/download/{iid}.zip"
+        return [{k: v for k, v in entry.items() if k != "polls"}]
+
+    @app.post(BASE + "/projects/{pid}/iterations/{iid}/publish")
+    async def publish(pid: str, iid: str, publishName: str, predictionId: str) -> Any:
+        double.published.append((iid, publishName))
+        double.iterations[iid]["publishName"] = publishName
+        return True
+
+    @app.get("/download/{name}")
+    async def download(name: str) -> Any:
+        return FileResponse(double.export_zip, media_type="application/zip")
+
+    return app

@@ -1,0 +1,187 @@
+"""The customvision backend: the real SDK over loopback against a test double of the service."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.predictor import Predictor
+from exporter.customvision import CloudError, CloudTraining, SdkService, UploadState
+from exporter.dataset import load_dataset
+from exporter.package import write_export
+from exporter.secrets import Credentials, guard_logs, load_credentials
+from tests import models
+from tests.cv_double import KEY, Double, Faults, create_double_app
+from tests.server_util import running
+
+RNG = np.random.default_rng(11)
+
+
+def noise_dataset(root: Path, per_tag: int, tags=("red", "green")) -> Path:
+    for t, tag in enumerate(tags):
+        (root / tag).mkdir(parents=True, exist_ok=True)
+        for i in range(per_tag):
+            image = RNG.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+            image[..., 2 - t] = 255
+            cv2.imwrite(str(root / tag / f"{i:03d}.png"), image)
+    return root
+
+
+@pytest.fixture(scope="module")
+def export_zip(tmp_path_factory) -> Path:
+    """A real export the double hands out: the runtime's own colour classifier layout."""
+    root = tmp_path_factory.mktemp("cvexport")
+    folder = write_export(root / "export", models.color_classifier(tags=2), ("red", "green"),
+                          models.modern_metadata())
+    path = root / "export.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in folder.iterdir():
+            zf.write(f, f.name)
+    return path
+
+
+@pytest.fixture()
+def service(export_zip):
+    double = Double(export_zip)
+    with running(create_double_app(double)) as url:
+        double.base_url = url
+        yield double, url
+
+
+def connect(url: str, sleeps: list[float]) -> SdkService:
+    return SdkService.connect(Credentials(url, KEY), sleep=sleeps.append)
+
+
+def test_full_run_with_throttling_and_a_server_error(service, tmp_path):
+    double, url = service
+    double.faults = Faults(throttle_first_upload=True, fail_once="/train")
+    dataset = load_dataset(noise_dataset(tmp_path / "data", per_tag=40))
+    sleeps: list[float] = []
+    sdk = connect(url, sleeps)
+    run = CloudTraining(sdk, UploadState.open(tmp_path / "state.json"), sleep=sleeps.append, poll_s=0.01)
+    result = run.train(dataset, "shelf", "General (compact)")
+    assert 2.0 in sleeps  # Retry-After honoured
+    assert sdk.retries_done == 2  # the 429 and the 500
+    assert result.upload.uploaded == 80 and not result.upload.failed
+    assert double.batches == 2  # 64 + 16
+    assert result.metrics.precision == pytest.approx(0.9) and len(result.metrics.per_tag) == 2
+    zip_path = run.export(result.project_id, result.iteration_id, tmp_path / "dl")
+    assert zipfile.is_zipfile(zip_path)
+    assert Predictor.load(zip_path).spec.labels == ("red", "green")
+
+
+def test_a_run_broken_after_the_second_batch_resumes_without_duplicates(service, tmp_path):
+    double, url = service
+    double.faults = Faults(break_after_batches=2)
+    dataset = load_dataset(noise_dataset(tmp_path / "data", per_tag=75))  # 150 images: 64 + 64 + 22
+    state_path = tmp_path / "state.json"
+    sleeps: list[float] = []
+    first = CloudTraining(connect(url, sleeps), UploadState.open(state_path), sleep=sleeps.append, poll_s=0.01)
+    with pytest.raises(CloudError, match="503"):
+        first.train(dataset, "resume", "General (compact)")
+    assert len(UploadState.open(state_path).images) == 128
+    double.faults = Faults()
+    second = CloudTraining(connect(url, sleeps), UploadState.open(state_path), sleep=sleeps.append, poll_s=0.01)
+    result = second.train(dataset, "resume", "General (compact)")
+    assert result.upload.uploaded == 22 and result.upload.already_there == 128
+    assert len(double.received) == 150 and len(set(double.received)) == 150  # nothing sent twice
+    # a lost state file: the service answers OKDuplicate, which counts as already there
+    state_path.unlink()
+    third = CloudTraining(connect(url, sleeps), UploadState.open(state_path), sleep=sleeps.append, poll_s=0.01)
+    again = third.train(dataset, "resume", "General (compact)")
+    assert again.upload.already_there == 150 and again.upload.uploaded == 0
+
+
+def test_batches_respect_the_tag_limit():
+    items = [type("I", (), {"tags": (f"t{i}",), "regions": ()})() for i in range(45)]
+    sizes = [len(b) for b in CloudTraining.batches(items)]  # type: ignore[arg-type]
+    assert sizes == [20, 20, 5]
+
+
+def test_unknown_domains_and_bad_keys_are_clear(service, tmp_path):
+    _, url = service
+    dataset = load_dataset(noise_dataset(tmp_path / "data", per_tag=5))
+    run = CloudTraining(connect(url, []), UploadState.open(tmp_path / "s.json"), poll_s=0.01)
+    with pytest.raises(CloudError, match="General \\(compact\\)"):
+        run.train(dataset, "p", "Food")
+    with pytest.raises(CloudError, match="cannot be exported"):
+        run.train(dataset, "p", "General")
+    bad = SdkService.connect(Credentials(url, "wrong-key"), sleep=lambda s: None)
+    with pytest.raises(CloudError, match="401") as info:
+        bad.call("get_domains")
+    assert "wrong-key" not in str(info.value)
+
+
+def cli(url: str, *args: str, key: str = KEY) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CUSTOMVISION_ENDPOINT": url, "CUSTOMVISION_TRAINING_KEY": key,
+           "CUSTOMVISION_PREDICTION_RESOURCE_ID": "/subscriptions/x/resourceGroups/y"}
+    return subprocess.run([sys.executable, "-m", "exporter.cli", "-v", *args, "--poll-seconds", "0.05"],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_cli_trains_exports_and_writes_a_bundle_without_leaking_the_key(service, tmp_path):
+    double, url = service
+    data = noise_dataset(tmp_path / "data", per_tag=8)
+    out = tmp_path / "bundles"
+    proc = cli(url, "train", str(data), "--backend", "customvision", "--project", "kiosk", "--out", str(out),
+               "--publish", "prod", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    assert "DEBUG exporter.customvision: Custom Vision create_images_from_files" in proc.stderr  # verbose was on
+    bundle = out / "kiosk" / "v1"
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["source"]["backend"] == "customvision" and info["iteration"]
+    assert info["metrics"]["precision"] == pytest.approx(0.9)
+    assert double.published and double.published[0][1] == "prod"
+    red_id = next(t["id"] for tags in double.tags.values() for t in tags if t["name"] == "red")
+    assert info["tagIds"][0] == red_id
+    result = Predictor.load(bundle).predict(np.full((50, 50, 3), (0, 0, 255), np.uint8))
+    assert result.predictions[0].to_json()["tagId"] == red_id  # the service's tag id, as the cloud reports
+    status = cli(url, "status", "--project", "kiosk", "--out", str(out))
+    assert status.returncode == 0 and "Completed" in status.stdout and "16 images" in status.stdout
+
+
+def test_a_wrong_sha1_in_the_download_is_refused(service, tmp_path, export_zip):
+    double, url = service
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(export_zip) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "cvexport.manifest":
+                manifest = json.loads(data)
+                manifest["ModelFileSHA1"] = "0" * 40
+                data = json.dumps(manifest).encode()
+            dst.writestr(name, data)
+    double.export_zip = tampered
+    data = noise_dataset(tmp_path / "data", per_tag=5)
+    out = tmp_path / "bundles"
+    proc = cli(url, "train", str(data), "--backend", "customvision", "--project", "bad", "--out", str(out),
+               "--no-progress")
+    assert proc.returncode == 1
+    assert "SHA-1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((out / "bad").glob("v*"))
+
+
+def test_credentials_come_from_env_or_file_and_stay_out_of_logs(tmp_path, caplog):
+    file = tmp_path / "cv.json"
+    file.write_text(json.dumps({"endpoint": "https://x.cognitiveservices.azure.com/", "training_key": "k-file"}))
+    creds = load_credentials(file, env={})
+    assert creds.endpoint == "https://x.cognitiveservices.azure.com" and "k-file" not in repr(creds)
+    assert load_credentials(env={"CUSTOMVISION_ENDPOINT": "https://e", "CUSTOMVISION_TRAINING_KEY": "k-env"}
+                            ).training_key == "k-env"
+    with pytest.raises(Exception, match="CUSTOMVISION_TRAINING_KEY"):
+        load_credentials(env={})
+    caplog.set_level(logging.DEBUG)
+    guard_logs("k-env")
+    logging.getLogger("msrest.http_logger").warning("header Training-key: %s", "k-env")
+    logging.getLogger("anything").error("failed with k-env in it")
+    assert "k-env" not in caplog.text and "***" in caplog.text

@@ -185,3 +185,30 @@ def test_credentials_come_from_env_or_file_and_stay_out_of_logs(tmp_path, caplog
     logging.getLogger("msrest.http_logger").warning("header Training-key: %s", "k-env")
     logging.getLogger("anything").error("failed with k-env in it")
     assert "k-env" not in caplog.text and "***" in caplog.text
+
+
+def test_detection_sets_upload_their_regions(service, tmp_path):
+    from tests.test_exporter import coco_dataset
+
+    double, url = service
+    (tmp_path / "coco").mkdir()
+    dataset = load_dataset(coco_dataset(tmp_path / "coco", count=6))
+    run = CloudTraining(connect(url, []), UploadState.open(tmp_path / "s.json"), poll_s=0.01)
+    result = run.train(dataset, "boxes", "General (compact)")
+    project = double.projects[result.project_id]
+    assert project["settings"]["domainId"] == "a27d5ca5-bb19-49d8-a70a-fec086c47f5b"  # the detection domain
+    assert result.upload.uploaded == 6
+
+
+def test_cli_exports_an_existing_iteration(service, tmp_path):
+    double, url = service
+    data = noise_dataset(tmp_path / "data", per_tag=5)
+    out = tmp_path / "bundles"
+    assert cli(url, "train", str(data), "--backend", "customvision", "--project", "again", "--out", str(out),
+               "--no-progress").returncode == 0
+    iteration = next(iter(double.iterations))
+    proc = cli(url, "export", "--project", "again", "--iteration", iteration, "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "again" / "v2" / "bundle.json").read_text())["iteration"] == iteration
+    missing = cli(url, "export", "--project", "nope", "--iteration", iteration, "--out", str(out))
+    assert missing.returncode == 1 and "no project named 'nope'" in missing.stderr

@@ -1,4 +1,4 @@
-.PHONY: demo test lint bench demo-model clean
+.PHONY: demo test lint bench demo-model clean arm64-smoke
 
 demo:  ## set up and run the built-in demo
 	bash scripts/demo.sh
@@ -18,3 +18,6 @@ demo-model:  ## rebuild the demo export (needs torch; see the script's docstring
 
 clean:
 	rm -rf .venv build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+arm64-smoke:  ## emulated arm64 install and predict, compared with x86-64 (root; several minutes)
+	PYTHON=$(CURDIR)/.venv/bin/python bash deploy/arm64-smoke.sh

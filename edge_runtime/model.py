@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -63,6 +64,31 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str])
     return names
 
 
+class FairGate:
+    """At most `slots` holders at once, admitted first come, first served. A plain semaphore
+    lets a camera's worker, which re-enters at once, starve an upload waiting beside it."""
+
+    def __init__(self, slots: int) -> None:
+        self._cond = threading.Condition()
+        self._slots = slots
+        self._queue: collections.deque[object] = collections.deque()
+
+    def __enter__(self) -> None:
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            while self._queue[0] is not ticket or self._slots == 0:
+                self._cond.wait()
+            self._queue.popleft()
+            self._slots -= 1
+            self._cond.notify_all()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._slots += 1
+            self._cond.notify_all()
+
+
 class OnnxModel:
     """One onnxruntime session and its I/O description; thread-safe for `run`.
 
@@ -74,7 +100,7 @@ class OnnxModel:
     def __init__(self, session: ort.InferenceSession, path: Path, max_concurrent_runs: int = 1) -> None:
         self.session = session
         self.path = path
-        self._runs = threading.BoundedSemaphore(max_concurrent_runs)
+        self._runs = FairGate(max_concurrent_runs)
         self.inputs = tuple(TensorInfo(i.name, i.type, tuple(i.shape)) for i in session.get_inputs())
         self.outputs = tuple(TensorInfo(o.name, o.type, tuple(o.shape)) for o in session.get_outputs())
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)

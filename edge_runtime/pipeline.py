@@ -88,6 +88,12 @@ class Pipeline:
     def running(self) -> bool:
         return any(t.is_alive() for t in self._workers)
 
+    @property
+    def healthy(self) -> bool:
+        """Every worker alive unless its camera finished (a file without --loop), and the publisher."""
+        workers_ok = all(t.is_alive() or c.finished for t, c in zip(self._workers, self.cameras, strict=False))
+        return workers_ok and (self._publisher is None or self._publisher.is_alive())
+
     def fps(self, camera_id: str) -> float:
         return self._fps.get(camera_id, 0.0)
 

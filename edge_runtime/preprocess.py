@@ -1,7 +1,7 @@
 """Pure: BGR uint8 frame -> the model's input tensor, driven by an InputSpec.
 
 Geometry follows the export's metadata (see InputSpec for the order of the steps) with
-OpenCV's bilinear resize and the container's centre-crop arithmetic; colour order, pixel
+OpenCV's bit-exact bilinear resize and the container's centre-crop arithmetic; colour order, pixel
 range, mean/std and the NCHW layout are one `blobFromImage` call plus, only when the
 export asks for it, a per-channel normalisation.
 """
@@ -15,7 +15,12 @@ import numpy as np
 
 from .types import CropMethod, InputSpec, ResizeMethod, Window
 
-INTERPOLATION = cv2.INTER_LINEAR  # what the exported container uses
+# The exported container resizes with bilinear interpolation (INTER_LINEAR). OpenCV's SIMD
+# kernels for INTER_LINEAR round differently on x86 and Arm, by up to one grey level, which
+# moved the demo model's probabilities by up to 0.02 between a laptop and a Raspberry Pi.
+# INTER_LINEAR_EXACT is the same interpolation computed bit-exactly everywhere, so one export
+# gives the same answer on every device (measured by deploy/arm64-smoke.sh, docs/deploy.md).
+INTERPOLATION = cv2.INTER_LINEAR_EXACT
 
 
 def _center_crop(image: np.ndarray, win: Window, crop_w: int, crop_h: int) -> tuple[np.ndarray, Window]:

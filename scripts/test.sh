@@ -9,4 +9,5 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 .venv/bin/ruff check edge_runtime exporter tests scripts
 .venv/bin/mypy edge_runtime exporter
+.venv/bin/hadolint Dockerfile.arm64 deploy/jetson/Dockerfile
 .venv/bin/python -m pytest "$@"

@@ -3,6 +3,8 @@
 The references below follow the exported container and the export zip's code step by
 step (plain arithmetic for sizes, slicing for crops, numpy for the colour work); the
 runtime uses its own code path (one blobFromImage call, a Window that tracks crops).
+Both resize with OpenCV's bit-exact bilinear kernel (LINEAR below); the container's
+INTER_LINEAR differs from it by at most one grey level, which a test checks too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from edge_runtime.types import CropMethod, InputSpec, PixelRange, ResizeMethod
 from tests import models
 
 RNG = np.random.default_rng(7)
+LINEAR = cv2.INTER_LINEAR_EXACT
 SIZES = [(640, 480), (480, 640), (1280, 720), (301, 199), (224, 224), (2000, 1700)]
 
 
@@ -48,7 +51,7 @@ def reference_by_shorter_side(img, target, crop, mean=(0, 0, 0), std=(1, 1, 1)):
         size = (target, int(h * target / w + 0.5))
     else:
         size = (int(w * target / h + 0.5), target)
-    resized = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(img, size, interpolation=LINEAR)
     return colour(crop_center(resized, crop, crop), False, False, mean, std)
 
 
@@ -57,11 +60,11 @@ def reference_container(img, network):
     h, w = img.shape[:2]
     if not (h < 1600 and w < 1600):
         new_size = (1600 * w // h, 1600) if h > w else (1600, 1600 * h // w)
-        img = cv2.resize(img, new_size, interpolation=cv2.INTER_LINEAR)
+        img = cv2.resize(img, new_size, interpolation=LINEAR)
     h, w = img.shape[:2]
     min_dim = min(w, h)
     square = crop_center(img, min_dim, min_dim)
-    resized = cv2.resize(square, (256, 256), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(square, (256, 256), interpolation=LINEAR)
     return crop_center(resized, network, network)
 
 
@@ -69,7 +72,7 @@ def reference_pixel_count_align32(img, target=512 * 512):
     h, w = img.shape[:2]
     ratio = math.sqrt(target / w / h)
     new_w, new_h = 32 * math.ceil(int(w * ratio) / 32), 32 * math.ceil(int(h * ratio) / 32)
-    return colour(cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR), False, False, (0, 0, 0), (1, 1, 1))
+    return colour(cv2.resize(img, (new_w, new_h), interpolation=LINEAR), False, False, (0, 0, 0), (1, 1, 1))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -127,7 +130,7 @@ def test_stretch_rgb_0_255_for_s1(exports, size):
     spec = Predictor.load(exports["s1"], warm_up=False).spec.input
     frame = random_frame(*size)
     tensor, _ = preprocess(frame, spec)
-    expected = colour(cv2.resize(frame, (320, 320), interpolation=cv2.INTER_LINEAR), False, True, (0, 0, 0),
+    expected = colour(cv2.resize(frame, (320, 320), interpolation=LINEAR), False, True, (0, 0, 0),
                       (1, 1, 1))
     np.testing.assert_array_equal(tensor, expected)
 
@@ -149,3 +152,13 @@ def test_window_tracks_the_center_crop(exports):
     assert window.x == pytest.approx((455 // 2 - 112) * sx)
     assert window.y == pytest.approx((128 - 112) * sy)
     assert window.width == pytest.approx(224 * sx) and window.height == pytest.approx(224 * sy)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_within_one_grey_level_of_the_container_resize(exports, size):
+    spec = Predictor.load(exports["s1"], warm_up=False).spec.input  # 0-255: one level is 1.0
+    frame = random_frame(*size)
+    tensor, _ = preprocess(frame, spec)
+    container = colour(cv2.resize(frame, (320, 320), interpolation=cv2.INTER_LINEAR), False, True, (0, 0, 0),
+                       (1, 1, 1))
+    assert np.abs(tensor - container).max() <= 1.0

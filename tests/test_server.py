@@ -195,7 +195,9 @@ def test_token_is_enforced(demo_predictor, video):
     app = make_app(demo_predictor, token="s3cret", cameras=[{"id": "c", "source": str(video), "loop": True}])
     with running(app) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200
-        for path in ("/readyz", "/metrics", "/model", "/cameras", "/predictions/latest", "/snapshot.jpg"):
+        assert httpx.get(f"{url}/readyz").json().keys() <= {"status"}  # open to probes, but says no more
+        assert "cameras" in httpx.get(f"{url}/readyz", headers={"Authorization": "Bearer s3cret"}).json()
+        for path in ("/metrics", "/model", "/cameras", "/predictions/latest", "/snapshot.jpg"):
             r = httpx.get(url + path)
             assert r.status_code == 401, path
             assert r.headers["www-authenticate"] == "Bearer"

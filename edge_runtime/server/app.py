@@ -9,6 +9,7 @@ pipeline and cameras.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__
+from .. import __version__, systemd
 from ..metrics import Metrics
 from . import errors, health, live, predict
 from .state import Services
@@ -70,6 +71,20 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+async def _feed_watchdog(svc: Services) -> None:
+    """Pings systemd's watchdog while the event loop runs and the pipeline's threads live;
+    a hung loop or a dead worker stops the pings, and systemd restarts the service."""
+    interval = systemd.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        if svc.pipeline is None or svc.pipeline.healthy:
+            systemd.notify("WATCHDOG=1")
+        else:
+            log.error("pipeline threads have stopped; letting the systemd watchdog restart the service")
+        await asyncio.sleep(interval)
+
+
 def create_app(svc: Services) -> FastAPI:
     svc.metrics.watch(lambda: svc.cameras)
     svc.events.project, svc.events.iteration = svc.settings.server.project, svc.predictor.iteration
@@ -78,9 +93,13 @@ def create_app(svc: Services) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if svc.pipeline is not None:
             svc.pipeline.start()
+        watchdog = asyncio.create_task(_feed_watchdog(svc))
+        systemd.notify("READY=1")
         try:
             yield
         finally:
+            systemd.notify("STOPPING=1")
+            watchdog.cancel()
             svc.shutting_down.set()
             svc.events.close()
             if svc.pipeline is not None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..camera import CameraState
-from .state import Services, require_token, services
+from .state import Services, require_token, services, supplied_token
 
 open_router = APIRouter(tags=["health"])
 router = APIRouter(dependencies=[Depends(require_token)], tags=["health"])
@@ -20,12 +20,15 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Model loaded and at least one camera online (when cameras are configured)")
-async def readyz(svc: Services = Depends(services)) -> JSONResponse:
+@open_router.get("/readyz", summary="Model loaded and at least one camera online (when cameras are configured)")
+async def readyz(request: Request, svc: Services = Depends(services)) -> JSONResponse:
+    """Open to probes (Kubernetes cannot send a token); the camera details need the token."""
     states = {c.id: c.state.value for c in svc.cameras}
     online = any(s == CameraState.ONLINE.value for s in states.values())
     ready = svc.predictor is not None and (online or not svc.cameras)
-    body = {"status": "ready" if ready else "not ready", "model": True, "cameras": states}
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+    if svc.token_matches(supplied_token(request)):
+        body.update(model=True, cameras=states)
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

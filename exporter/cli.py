@@ -177,10 +177,7 @@ def train_cloud(args: argparse.Namespace, dataset: Any, project: str) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     run, credentials = _cloud(args, args.project)
-    project = next((p for p in run.service.call("get_projects") if p.name == args.project), None)
-    if project is None:
-        print(f"edge-export: no project named {args.project!r}", file=sys.stderr)
-        return EXIT_ERROR
+    project = run.find_project(args.project)
     tag_ids = {t.name: t.id for t in run.service.call("get_tags", project.id)}
     info = {"source": {"backend": "customvision", "endpoint": credentials.endpoint, "project": args.project,
                        "projectId": project.id}, "iteration": args.iteration, "flavor": args.flavor}
@@ -189,10 +186,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     run, _ = _cloud(args, args.project)
-    project = next((p for p in run.service.call("get_projects") if p.name == args.project), None)
-    if project is None:
-        print(f"edge-export: no project named {args.project!r}", file=sys.stderr)
-        return EXIT_ERROR
+    project = run.find_project(args.project)
     print(f"project {args.project} ({project.id}); {len(run.state.images)} images recorded as uploaded")
     for it in run.service.call("get_iterations", project.id):
         print(f"  {it.id}  {it.name:<14} {it.status:<10} {it.publish_name or ''}")

@@ -169,12 +169,18 @@ class CloudTraining:
         choices = ", ".join(sorted(d.name for d in domains if d.type == wanted and d.exportable))
         raise CloudError(f"no exportable {wanted} domain named {name!r}; choose one of: {choices}")
 
+    def find_project(self, name: str, required: bool = True) -> Any:
+        project = next((p for p in self.service.call("get_projects") if p.name == name), None)
+        if project is None and required:
+            raise CloudError(f"no project named {name!r}")
+        return project
+
     def project(self, name: str, domain: Any, kind: Kind) -> Any:
-        for p in self.service.call("get_projects"):
-            if p.name == name:
-                if p.settings and p.settings.domain_id != domain.id:
-                    raise CloudError(f"project {name!r} exists on another domain; use another --project")
-                return p
+        existing = self.find_project(name, required=False)
+        if existing is not None:
+            if existing.settings and existing.settings.domain_id != domain.id:
+                raise CloudError(f"project {name!r} exists on another domain; use another --project")
+            return existing
         classification = {Kind.MULTILABEL: "Multilabel", Kind.CLASSIFICATION: "Multiclass"}.get(kind)
         return self.service.call("create_project", name, domain_id=domain.id, classification_type=classification,
                                  target_export_platforms=["ONNX"])

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run the runtime's tests at the oldest versions we support: Python 3.10, onnxruntime 1.16,
+# numpy 1.24 and OpenCV 4.7 (what JetPack 6 and older Raspberry Pi installs have).
+# Finds python3.10 on PATH or through pyenv. Usage: bash scripts/test_min_versions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY310=""
+candidates=()
+if command -v pyenv >/dev/null; then
+  candidates+=("$(pyenv root)"/versions/3.10*/bin/python3.10)
+fi
+candidates+=("$(command -v python3.10 || true)")
+for candidate in "${candidates[@]}"; do  # a pyenv shim can exist without a usable interpreter
+  if [[ -x "$candidate" ]] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
+    PY310=$candidate
+  fi
+done
+[[ -n "$PY310" ]] || { echo "test_min_versions: no Python 3.10 found" >&2; exit 1; }
+VENV=.venv-min
+[[ -x "$VENV/bin/python" ]] || "$PY310" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet \
+  "onnxruntime==1.16.3" "numpy==1.24.4" "opencv-python-headless==4.7.0.72" \
+  "fastapi==0.110.0" "uvicorn==0.29.0" "pydantic==2.5.3" "prometheus-client==0.19.0" "pyyaml==6.0.1" \
+  "python-multipart==0.0.9" "onnx==1.15.0" "pillow==10.2.0" "httpx==0.27.0" "pytest==8.0.2"
+"$VENV/bin/python" -m pip install --quiet --no-deps -e .
+"$VENV/bin/python" - <<'PY'
+import sys, numpy, onnxruntime, cv2
+print(f"minimum versions: Python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}, "
+      f"numpy {numpy.__version__}, OpenCV {cv2.__version__}")
+PY
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_predictor.py tests/test_preprocess.py \
+  tests/test_postprocess.py tests/test_bundle.py tests/test_imageio.py tests/test_cli.py tests/test_camera.py \
+  tests/test_pipeline.py tests/test_sources.py tests/test_server.py tests/test_config.py tests/test_model.py "$@"

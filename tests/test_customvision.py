@@ -133,8 +133,13 @@ def test_cli_trains_exports_and_writes_a_bundle_without_leaking_the_key(service,
     data = noise_dataset(tmp_path / "data", per_tag=8)
     out = tmp_path / "bundles"
     proc = cli(url, "train", str(data), "--backend", "customvision", "--project", "kiosk", "--out", str(out),
-               "--publish", "prod", "--no-progress")
+               "--publish", "prod", "--training-type", "Advanced", "--budget-hours", "2", "--no-progress")
     assert proc.returncode == 0, proc.stderr
+    (iteration,) = double.iterations.values()
+    assert (iteration["trainingType"], iteration["reservedBudgetInHours"]) == ("Advanced", 2)
+    assert "overall" in proc.stdout and "reported by Custom Vision" in proc.stdout
+    figures = json.loads((out / "kiosk" / f"metrics-{iteration['id']}.json").read_text())
+    assert figures["recall"] == pytest.approx(0.8) and len(figures["per_tag"]) == 2
     assert KEY not in proc.stdout + proc.stderr
     assert "DEBUG exporter.customvision: Custom Vision create_images_from_files" in proc.stderr  # verbose was on
     bundle = out / "kiosk" / "v1"

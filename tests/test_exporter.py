@@ -102,6 +102,15 @@ def test_multilabel_manifests(tmp_path):
         cv2.imwrite(str(tmp_path / f"{name}{i}.png"), photo(color))
         rows.append(f"{name}{i}.png,{';'.join(tags)}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    as_json = {"images": [{"file": r.split(",")[0], "tags": [t for t in r.split(",")[1].split(";") if t]}
+                          for r in rows[1:]]}
+    json_root = tmp_path / "json"
+    json_root.mkdir()
+    for row in rows[1:]:
+        (json_root / row.split(",")[0]).write_bytes((tmp_path / row.split(",")[0]).read_bytes())
+    (json_root / "labels.json").write_text(json.dumps(as_json))
+    from_json = load_dataset(json_root)
+    assert from_json.kind is Kind.MULTILABEL and from_json.counts() == {"red": 12, "green": 12}
     dataset = load_dataset(tmp_path)
     assert dataset.kind is Kind.MULTILABEL and dataset.tags == ["green", "red"]
     assert dataset.counts() == {"red": 12, "green": 12}

@@ -67,8 +67,10 @@ def test_live_page_shows_changing_results_and_a_stream_with_pixels(browser, tmp_
         first = int(browser.find_element("id", "seq").text)
         wait.until(lambda d: d.find_element("id", "seq").text.isdigit()
                    and int(d.find_element("id", "seq").text) > first)
-        rows = browser.find_elements("css selector", "#predictions tr")
-        assert len(rows) == 3 and all("%" in r.text for r in rows)
+        # read the rows in one script call: every event replaces them
+        rows = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#predictions tr')).map(r => r.textContent)")
+        assert len(rows) == 3 and all("%" in r for r in rows)
         wait.until(lambda d: d.find_element("id", "state").text == "online")
         wait.until(lambda d: float(d.find_element("id", "fps").text) > 0)
         pixels = None

@@ -96,7 +96,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "model": str(predictor.bundle.model_path.name),
         "variant": spec.variant.value,
         "domain": spec.domain,
-        "input": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(spec.input).items()},
+        "input": spec.input.to_json(),
         "output": spec.output,
         "labels": list(spec.labels or ()),
         "manifest": predictor.bundle.manifest,

@@ -135,7 +135,7 @@ def postprocess(
 ) -> tuple[Prediction, ...]:
     raw = outputs[spec.output]
     if spec.variant is Variant.YOLO:
-        boxes, probs = decode_yolo(np.asarray(raw), np.asarray(spec.anchors, np.float32))
+        boxes, probs = decode_yolo(np.asarray(raw), spec.anchor_array)
         return detect(boxes, probs, spec, win, options)
     if spec.variant is Variant.S1:
         xyxy = np.asarray(raw, np.float32).reshape(-1, 4)

@@ -82,8 +82,7 @@ def to_tensor(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         cv2.dnn.blobFromImage(image, scalefactor=spec.scale, swapRB=not spec.bgr, ddepth=cv2.CV_32F), np.float32
     )
     if spec.normalizes:  # mean and std are listed in the model's own channel order
-        mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+        mean, std = spec.mean_std
         blob = (blob - mean) / std
     return blob.astype(np.float16) if spec.dtype == "float16" else blob
 

@@ -6,7 +6,10 @@ an export states nothing, the exported container's behaviour is the fallback.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+
+import numpy as np
 
 from . import metadata as md
 from .bundle import Bundle
@@ -50,6 +53,11 @@ class ModelSpec:
     domain: str = ""
 
     output_type: str = "tensor(float)"
+
+    @functools.cached_property
+    def anchor_array(self) -> np.ndarray:
+        """The YOLO anchors as a [A,2] float32 array, built once."""
+        return np.asarray(self.anchors, np.float32)
 
     @property
     def zipmap(self) -> bool:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 class Variant(str, enum.Enum):
@@ -69,6 +73,16 @@ class InputSpec:
     @property
     def scale(self) -> float:
         return 1.0 / 255.0 if self.pixel_range is PixelRange.NORMALIZED_0_1 else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(getattr(self, f.name), "value", getattr(self, f.name))
+                for f in dataclasses.fields(self)}
+
+    @functools.cached_property
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std shaped [1,3,1,1] for the NCHW tensor; built once, not per frame."""
+        return (np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1),
+                np.asarray(self.std, np.float32).reshape(1, 3, 1, 1))
 
     @property
     def normalizes(self) -> bool:

@@ -44,7 +44,7 @@ async def model(svc: Services = Depends(services)) -> dict[str, Any]:
         "variant": spec.variant.value,
         "domain": spec.domain,
         "iteration": svc.predictor.iteration,
-        "input": {k: getattr(v, "value", v) for k, v in vars(spec.input).items()},
+        "input": spec.input.to_json(),
         "labels": list(spec.labels or ()),
         "manifest": bundle.manifest,
         "metadata": dict(spec.metadata),

@@ -18,13 +18,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import EdgeRuntimeError
 from .sources.base import Source, SourceEnded
+from .types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,6 @@ class CameraState(str, enum.Enum):
     OFFLINE = "offline"  # several reopen attempts failed; still retrying at the backoff cap
     ENDED = "ended"  # a file or folder finished (no --loop)
     STOPPED = "stopped"
-
-
-@dataclass(frozen=True)
-class Frame:
-    camera_id: str
-    seq: int  # grows by one per captured frame, never reset while the process runs
-    captured_at: float  # wall clock, seconds since the epoch
-    captured_mono: float  # monotonic clock, for ages and latencies
-    image: np.ndarray = field(repr=False, compare=False)
-    prepared: Any = field(default=None, repr=False, compare=False)  # filled by the camera's `prepare` hook
 
 
 @dataclass

@@ -88,6 +88,8 @@ class ServerConfig(Strict):
 
 class LogConfig(Strict):
     jsonl: Path | None = Field(None, description="append every result to this JSON-lines file")
+    jsonl_max_mb: int = Field(256, ge=1, le=1 << 20, description="the JSON-lines files together stay under this")
+    jsonl_files: int = Field(4, ge=1, le=100, description="rotate through this many JSON-lines files")
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 

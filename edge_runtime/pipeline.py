@@ -26,12 +26,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .camera import Camera, Frame
+from .camera import Camera
 from .errors import EdgeRuntimeError
 from .metrics import Metrics
 from .predictor import Predictor, Prepared
-from .results import FrameResult
 from .sinks import Sink
+from .types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
 FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag

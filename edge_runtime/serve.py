@@ -19,7 +19,7 @@ from .pipeline import Pipeline
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
 from .server import GracefulServer, Services, create_app
-from .sinks import AnnotatedFrames, EventBroadcaster, JsonlLog, LatestResults, MultiSink, Sink
+from .sinks import build_sinks
 from .sources import describe_uri, open_source
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,14 @@ def build_services(
         postprocess_options(settings))
     cameras = [make_camera(c) for c in settings.cameras]
     metrics = Metrics()
-    latest, events, frames = LatestResults(), EventBroadcaster(), AnnotatedFrames()
-    sinks: dict[str, Sink] = {"latest": latest, "events": events, "frames": frames}
-    if settings.log.jsonl:
-        sinks["jsonl"] = JsonlLog(settings.log.jsonl, settings.server.project, predictor.iteration)
-    sink = MultiSink(sinks, on_error=lambda name: metrics.sink_errors.labels(name).inc())
+    sinks = build_sinks(settings, predictor.iteration, on_error=lambda name: metrics.sink_errors.labels(name).inc())
     pipeline = None
     if cameras:
         max_fps = {c.id: c.max_fps for c in settings.cameras if c.max_fps}
-        pipeline = Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics)
+        pipeline = Pipeline(predictor, cameras, sinks.all, max_fps=max_fps, metrics=metrics)
     return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=pipeline,
-                    latest=latest, events=events, frames=frames, metrics=metrics)
+                    latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,
+                    sinks=sinks.all)
 
 
 def serve(settings: Settings) -> None:

@@ -168,6 +168,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def iso_ms(when: dt.datetime) -> str:
+    """UTC with milliseconds and a Z, as the service writes `created`."""
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 @dataclass(frozen=True)
 class PredictionResult:
     """The answer for one image; `to_json` gives the Custom Vision prediction object."""
@@ -183,6 +188,47 @@ class PredictionResult:
             "id": self.id,
             "project": project,
             "iteration": iteration,
-            "created": self.created.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "created": iso_ms(self.created),
             "predictions": [p.to_json() for p in self.predictions],
         }
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image and where and when it came from."""
+
+    camera_id: str
+    seq: int  # grows by one per captured frame, never reset while the process runs
+    captured_at: float  # wall clock, seconds since the epoch
+    captured_mono: float  # monotonic clock, for ages and latencies
+    image: np.ndarray = field(repr=False, compare=False)
+    prepared: Any = field(default=None, repr=False, compare=False)  # filled by the camera's `prepare` hook
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the pipeline publishes for each frame it ran the model on."""
+
+    frame: Frame
+    prediction: PredictionResult
+    inference_ms: float  # preprocess + run + postprocess
+    published_mono: float
+
+    @property
+    def camera_id(self) -> str:
+        return self.frame.camera_id
+
+    @property
+    def age_ms(self) -> float:
+        """From capture to publication."""
+        return (self.published_mono - self.frame.captured_mono) * 1000
+
+    def to_json(self, project: str = "", iteration: str = "") -> dict[str, Any]:
+        """The Custom Vision prediction object plus where and when the frame came from."""
+        body = self.prediction.to_json(project, iteration)
+        body["camera"] = self.frame.camera_id
+        body["seq"] = self.frame.seq
+        body["captured"] = iso_ms(dt.datetime.fromtimestamp(self.frame.captured_at, dt.timezone.utc))
+        body["ageMs"] = round(self.age_ms, 2)
+        body["inferenceMs"] = round(self.inference_ms, 2)
+        return body

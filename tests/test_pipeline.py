@@ -8,12 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.camera import Camera, Frame
+from edge_runtime.camera import Camera
 from edge_runtime.metrics import Metrics
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.predictor import Predictor
 from edge_runtime.sinks import AnnotatedFrames, JsonlLog, LatestResults, MultiSink
 from edge_runtime.sources import open_source
+from edge_runtime.types import Frame
 from tests.conftest import DEMO, wait_for, write_video
 
 
@@ -78,7 +79,7 @@ def test_jsonl_log_survives_a_full_disk(demo_predictor, tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr("edge_runtime.sinks.os.write", full_disk)
+    monkeypatch.setattr("edge_runtime.sinks.jsonl.os.write", full_disk)
     pipeline.process(Frame("cam", 2, time.time(), time.monotonic(), image))
     pipeline.process(Frame("cam", 3, time.time(), time.monotonic(), image))
     log.close()

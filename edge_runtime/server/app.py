@@ -104,6 +104,8 @@ def create_app(svc: Services) -> FastAPI:
             svc.events.close()
             if svc.pipeline is not None:
                 svc.pipeline.stop(STOP_TIMEOUT_S)
+            if svc.sinks is not None:
+                svc.sinks.close()
 
     app = FastAPI(title="edge-runtime", version=__version__, lifespan=lifespan,
                   description="Custom Vision compatible predictions from local cameras and uploads.")

@@ -62,7 +62,7 @@ async def latest(camera: str | None = None, svc: Services = Depends(services)) -
     return result.to_json(project, iteration)
 
 
-@protected.get("/events", summary="Server-Sent Events: one 'prediction' event per result")
+@protected.get("/events", summary="Server-Sent Events: 'prediction' per result, and event messages")
 async def events(
     camera: str | None = None,
     max_fps: float | None = Query(None, gt=0, description="at most this many events per second per camera"),
@@ -83,14 +83,15 @@ async def events(
                     continue
                 if item is None:
                     return
-                cam, data = item
+                kind, cam, data = item
                 if camera is not None and cam != camera:
                     continue
-                now = time.monotonic()
-                if min_gap and now - sent.get(cam, -min_gap) < min_gap:
-                    continue
-                sent[cam] = now
-                yield f"event: prediction\ndata: {data}\n\n"
+                if kind == "prediction":  # max_fps thins predictions, never the other messages
+                    now = time.monotonic()
+                    if min_gap and now - sent.get(cam, -min_gap) < min_gap:
+                        continue
+                    sent[cam] = now
+                yield f"event: {kind}\ndata: {data}\n\n"
         finally:
             svc.events.unsubscribe(sub)
 

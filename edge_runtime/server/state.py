@@ -13,7 +13,7 @@ from ..config import Settings
 from ..metrics import Metrics
 from ..pipeline import Pipeline
 from ..predictor import Predictor
-from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults
+from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
 from .errors import Unauthorized
 
 TOKEN_COOKIE = "edge_runtime_token"
@@ -30,6 +30,7 @@ class Services:
     events: EventBroadcaster = field(default_factory=EventBroadcaster)
     frames: AnnotatedFrames = field(default_factory=AnnotatedFrames)
     metrics: Metrics = field(default_factory=Metrics)
+    sinks: MultiSink | None = None  # closed at shutdown, after the pipeline stops
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     def camera(self, camera_id: str | None) -> Camera | None:

@@ -1,0 +1,16 @@
+"""What a sink's `build` function gets: the settings and the shared parts it may use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Settings
+from .broadcast import EventBroadcaster
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    settings: Settings
+    project: str
+    iteration: str
+    broadcaster: EventBroadcaster  # sinks may publish their own SSE messages through it

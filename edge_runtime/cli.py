@@ -19,6 +19,7 @@ import onnxruntime as ort
 from . import __version__
 from .errors import EdgeRuntimeError
 from .imageio import read_image
+from .paths import graph_cache_dir
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
 from .types import PredictionResult
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, options: PostprocessOptions | None = None) -> Predictor:
-    return Predictor.load(args.model, providers=args.providers, intra_op_threads=args.threads, options=options)
+    return Predictor.load(args.model, providers=args.providers, intra_op_threads=args.threads, options=options,
+                          graph_cache=graph_cache_dir())
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -52,6 +52,8 @@ class ModelConfig(Strict):
                          "but one when cameras run")
     spinning: bool = Field(False, description="idle onnxruntime threads busy-wait (faster bare runs, "
                            "slower when capture shares the cores)")
+    graph_cache: bool = Field(True, description="keep onnxruntime's optimised graph between starts (CPU provider; "
+                              "folder: EDGE_RUNTIME_CACHE_DIR or the user's cache)")
     threshold: float | None = Field(None, ge=0, le=1, description="lowest probability reported")
     top_k: int | None = Field(None, ge=1, description="at most this many predictions per image")
     max_detections: int = Field(20, ge=1, le=1000, description="detection only")

@@ -7,7 +7,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import hashlib
 import logging
+import os
+import platform
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +35,8 @@ PROVIDER_PREFERENCE = (
 )
 PROVIDER_ALIASES = {"tensorrt": 0, "trt": 0, "cuda": 1, "openvino": 2, "cpu": 3}
 OLDEST_SUPPORTED_OPSET = 7  # onnxruntime guarantees nothing below; 2018 "ONNX10" exports are opset 1
+GRAPH_CACHE_KEEP = 8  # optimised graphs kept in the cache folder, newest first
+HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class OnnxModel:
         self.outputs = tuple(TensorInfo(o.name, o.type, tuple(o.shape)) for o in session.get_outputs())
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
         self.providers: list[str] = list(session.get_providers())
+        self.graph_cached = False  # True when the session came from the optimised-graph cache
 
     @classmethod
     def load(
@@ -115,10 +122,14 @@ class OnnxModel:
         inter_op_threads: int = 0,
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         spinning: bool = False,
+        graph_cache: Path | None = None,
     ) -> OnnxModel:
         """`spinning`: let idle intra-op threads busy-wait for the next op. It shaves a little
         off back-to-back runs but steals the cores that capture and decoding need, so it is
-        off unless asked for (measured in docs/benchmarks.md)."""
+        off unless asked for (measured in docs/benchmarks.md).
+
+        `graph_cache`: a folder for onnxruntime's optimised graph, so that the next start
+        loads it instead of optimising again (see GraphCache)."""
         names = resolve_providers(providers, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -127,11 +138,27 @@ class OnnxModel:
         options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
         options.log_severity_level = 3  # errors only: old exports trip harmless warnings
         opts = [dict((provider_options or {}).get(n, {})) for n in names]
+        cache = GraphCache(graph_cache, path, names) if graph_cache is not None else None
+        target = path
+        if cache is not None and cache.usable:
+            if cache.path.is_file():
+                target = cache.path
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            else:
+                options.optimized_model_filepath = str(cache.pending)
         try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=names, provider_options=opts)
+            session = ort.InferenceSession(str(target), sess_options=options, providers=names, provider_options=opts)
         except Exception as exc:  # onnxruntime raises pybind-generated classes
+            if cache is not None and cache.usable:  # a damaged or unwritable cache: load without it
+                log.warning("optimised graph cache %s unusable; loading without it", cache.folder)
+                cache.discard()
+                return cls.load(path, providers, intra_op_threads, inter_op_threads, provider_options, spinning)
             raise _load_error(path, exc) from exc
-        return cls(session, path)
+        if cache is not None and target == path:
+            cache.commit()
+        model = cls(session, path)
+        model.graph_cached = target != path
+        return model
 
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> list[Any]:
         try:
@@ -140,6 +167,54 @@ class OnnxModel:
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InferenceError(f"{self.path.name}: inference failed: {first_line}") from exc
+
+
+class GraphCache:
+    """onnxruntime's optimised graph of one model, saved once and loaded on later starts.
+
+    Optimising a graph takes a noticeable part of start-up on a small device. The saved
+    graph is only valid for the same model bytes, onnxruntime version, providers and
+    processor (the CPU provider bakes in hardware-specific layouts), so all of them are in
+    the file name: a change of any of them misses the cache and writes a new entry. Only
+    the CPU provider is cached: TensorRT and the other compiling providers keep caches of
+    their own. A cache that cannot be written is skipped with a warning, never an error.
+    """
+
+    def __init__(self, folder: Path, model: Path, providers: Sequence[str]) -> None:
+        self.folder = folder
+        self.usable = list(providers) == ["CPUExecutionProvider"]
+        digest = hashlib.sha1()
+        with open(model, "rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                digest.update(chunk)
+        key = "|".join([digest.hexdigest(), ort.__version__, platform.machine(), *providers])
+        name = hashlib.sha1(key.encode()).hexdigest()[:20]
+        self.path = folder / f"{model.stem}-{name}.onnx"
+        self.pending = folder / f".{self.path.name}.{os.getpid()}.tmp"
+        if self.usable:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.warning("optimised graph cache %s: %s; not caching", folder, exc.strerror or exc)
+                self.usable = False
+
+    def commit(self) -> None:
+        """Publish the graph onnxruntime just wrote (atomically), and trim old entries."""
+        if not self.usable or not self.pending.is_file():
+            return
+        try:
+            os.replace(self.pending, self.path)
+            entries = sorted((p for p in self.folder.glob("*.onnx")), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in entries[GRAPH_CACHE_KEEP:]:
+                old.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("optimised graph cache %s: %s", self.folder, exc.strerror or exc)
+            self.pending.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        for path in (self.path, self.pending):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
 
 def _load_error(path: Path, exc: Exception) -> Exception:

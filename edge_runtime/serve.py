@@ -15,6 +15,7 @@ from pathlib import Path
 from .camera import Backoff, Camera
 from .config import DEMO, CameraConfig, Settings, check_access, resolve_token
 from .metrics import Metrics
+from .paths import graph_cache_dir
 from .pipeline import Pipeline
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
@@ -48,7 +49,7 @@ def load_predictor(settings: Settings) -> Predictor:
     m = settings.model
     return Predictor.load(model_path(settings), providers=m.providers or None,
                           intra_op_threads=intra_op_threads(settings), options=postprocess_options(settings),
-                          spinning=m.spinning)
+                          spinning=m.spinning, graph_cache=graph_cache_dir() if m.graph_cache else None)
 
 
 def make_camera(cfg: CameraConfig) -> Camera:

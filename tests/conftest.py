@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -9,6 +11,8 @@ import pytest
 from tests import models
 
 DEMO = Path(__file__).resolve().parent.parent / "edge_runtime" / "demo"
+# Optimised graphs and other caches go to a folder of the test run's own, never the user's.
+os.environ.setdefault("EDGE_RUNTIME_CACHE_DIR", tempfile.mkdtemp(prefix="edge-runtime-test-cache-"))
 
 
 @pytest.fixture(scope="session")

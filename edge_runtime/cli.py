@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--provider", action="append", dest="providers", metavar="NAME")
     serve.add_argument("--threads", type=int)
 
+    quantize = sub.add_parser("quantize", help="write a static INT8 export calibrated on real frames")
+    quantize.add_argument("model", type=Path, help="float32 export zip, folder or .onnx file")
+    quantize.add_argument("--calibrate", type=Path, required=True, metavar="DIR|VIDEO",
+                          help="images (a folder, searched recursively) or a video from the camera's scene")
+    quantize.add_argument("--out", type=Path, required=True, help="folder for the INT8 export (new or empty)")
+    quantize.add_argument("--eval", type=Path, metavar="LABELLED_DIR", help="folder-per-tag images: compare accuracy")
+    quantize.add_argument("--max-drop", type=float, default=1.0,
+                          help="refuse when more than this many points of top-1 agreement or accuracy are lost")
+    quantize.add_argument("--force", action="store_true", help="write even when the drop is larger")
+    quantize.add_argument("--max-frames", type=int, default=200, help="calibration frames to use at most")
+
     bench = sub.add_parser("bench", help="time each stage on a 1280x720 frame and print a table")
     _model_args(bench)
     bench.add_argument("--iterations", type=int, default=200)
@@ -169,6 +180,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import format_report, quantize_export
+
+    report = quantize_export(args.model, args.calibrate, args.out, eval_dir=args.eval, max_drop=args.max_drop,
+                             force=args.force, max_frames=args.max_frames)
+    print(format_report(report, args.max_drop))
+    return 0 if report.written else EXIT_ERROR
+
+
 def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Flags given on the command line, as a settings tree that overrides file and environment."""
     def given(**values: Any) -> dict[str, Any]:
@@ -209,7 +229,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench}
+COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench,
+            "quantize": cmd_quantize}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,325 @@
+"""Static INT8 exports: QDQ, per-channel, calibrated on real frames through the export's own
+preprocessing, and checked against their float32 parent before they are written.
+
+    report = quantize_export(Path("export.zip"), Path("frames/"), Path("export-int8"))
+    print(format_report(report))
+
+The result is a Custom Vision style folder (model.onnx, labels.txt, metadata, a manifest
+with Flavor "ONNX-INT8" and the true SHA-1) plus bundle.json recording the parent and the
+figures. It is refused (QuantizeRefused) when it agrees with the parent less well than
+`max_drop` allows, unless forced. Needs the `onnx` package (the `quantize` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
+from .errors import ConfigError, EdgeRuntimeError, ImageError
+from .imageio import read_image
+from .predictor import Predictor
+from .sources.images import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+FLAVOR = "ONNX-INT8"
+MIN_FRAMES = 4
+SPEED_RUNS = 50
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg"}
+
+
+class QuantizeError(EdgeRuntimeError):
+    """The export or the calibration data cannot be used for quantisation."""
+
+
+class QuantizeRefused(EdgeRuntimeError):
+    """The INT8 model disagrees with its parent by more than allowed."""
+
+
+@dataclass(frozen=True)
+class Figures:
+    frames: int  # calibration frames
+    agreement: float  # top-1 agreement with the parent on the calibration frames, 0..1
+    fp32_run_ms: float  # bare session.run, median
+    int8_run_ms: float
+    fp32_predict_ms: float  # preprocess + run + postprocess, median
+    int8_predict_ms: float
+    eval_images: int = 0
+    fp32_accuracy: float | None = None  # top-1 on --eval, 0..1
+    int8_accuracy: float | None = None
+    skipped: int = 0  # calibration or evaluation images that could not be read
+
+    @property
+    def speedup_run(self) -> float:
+        return self.fp32_run_ms / self.int8_run_ms
+
+    @property
+    def speedup_predict(self) -> float:
+        return self.fp32_predict_ms / self.int8_predict_ms
+
+    @property
+    def drop_points(self) -> float:
+        """The larger loss, in percentage points: agreement with the parent, or accuracy on --eval."""
+        drop = 100.0 * (1.0 - self.agreement)
+        if self.fp32_accuracy is not None and self.int8_accuracy is not None:
+            drop = max(drop, 100.0 * (self.fp32_accuracy - self.int8_accuracy))
+        return drop
+
+
+@dataclass(frozen=True)
+class Report:
+    out: Path | None  # None when refused
+    figures: Figures
+    written: bool
+
+
+# -- calibration frames ---------------------------------------------------------------------
+def iter_frames(source: Path, limit: int, skipped: list[str] | None = None) -> Iterator[np.ndarray]:
+    """Frames from an image folder (recursive, name order) or a video (evenly spaced)."""
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if len(paths) > limit:  # spread over the whole folder, not only its first tags
+            paths = [paths[round(i * (len(paths) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else paths[:1]
+        for path in paths:
+            try:
+                yield read_image(path)
+            except ImageError as exc:
+                if skipped is not None:
+                    skipped.append(str(exc))
+        return
+    if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
+        capture = cv2.VideoCapture(str(source))
+        if not capture.isOpened():
+            raise QuantizeError(f"{source}: cannot open as a video")
+        try:
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or limit
+            n = min(limit, count)
+            wanted = {round(i * (count - 1) / max(1, n - 1)) for i in range(n)}
+            index = 0
+            while wanted:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if index in wanted:
+                    wanted.discard(index)
+                    yield frame
+                index += 1
+        finally:
+            capture.release()
+        return
+    raise QuantizeError(f"{source}: expected a folder of images or a video file for calibration")
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader protocol over prepared tensors."""
+
+    def __init__(self, name: str, tensors: Sequence[np.ndarray]) -> None:
+        self._feeds = iter([{name: t} for t in tensors])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # pragma: no cover - only some calibrators call it
+        pass
+
+
+# -- quantisation ----------------------------------------------------------------------------
+def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndarray]) -> None:
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as exc:
+        raise QuantizeError("quantize needs the onnx package: pip install 'edge-runtime[quantize]'") from exc
+    with tempfile.TemporaryDirectory(prefix="edge-runtime-quantize-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:  # shape inference and fusions make better INT8 graphs; not every model takes them
+            quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+        except Exception as exc:  # the quantizer raises plain Exceptions of many kinds
+            log.info("pre-processing skipped (%s); quantising the model as it is", str(exc).splitlines()[0])
+            prepared = model
+        try:
+            quantize_static(
+                str(prepared), str(out), _Reader(input_name, tensors),
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QuantizeError(f"{model.name}: quantisation failed: {first}") from exc
+    _keep_metadata(model, out)
+
+
+def _keep_metadata(parent: Path, child: Path) -> None:
+    """The export's own metadata_props drive preprocessing: carry them over if the quantiser dropped them."""
+    import onnx
+
+    source = onnx.load(str(parent), load_external_data=False)
+    target = onnx.load(str(child))
+    have = {p.key for p in target.metadata_props}
+    missing = [p for p in source.metadata_props if p.key not in have]
+    if missing:
+        for prop in missing:
+            target.metadata_props.add(key=prop.key, value=prop.value)
+        onnx.save(target, str(child))
+
+
+def _median_ms(fn: Callable[[], object], runs: int) -> float:
+    fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def _top1(predictor: Predictor, frame: np.ndarray) -> str | None:
+    predictions = predictor.predict(frame).predictions
+    return max(predictions, key=lambda p: p.probability).tag_name if predictions else None
+
+
+def _accuracy(
+    fp32: Predictor, int8: Predictor, folder: Path, limit: int, skipped: list[str]
+) -> tuple[int, float, float]:
+    """Top-1 accuracy of both on a folder-per-tag set (the tag is the image's folder name)."""
+    right32 = right8 = total = 0
+    for tag_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for frame in iter_frames(tag_dir, limit, skipped):
+            total += 1
+            right32 += _top1(fp32, frame) == tag_dir.name
+            right8 += _top1(int8, frame) == tag_dir.name
+    if total == 0:
+        raise QuantizeError(f"{folder}: no images in tag folders (expected {folder}/<tag>/*.jpg)")
+    return total, right32 / total, right8 / total
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_export(parent: Predictor, model: Path, folder: Path) -> None:
+    """The INT8 model beside the parent's labels and metadata, with its own manifest."""
+    bundle = parent.bundle
+    folder.mkdir(parents=True)
+    shutil.copy(model, folder / "model.onnx")
+    labels = bundle.labels or parent.spec.labels
+    if labels is not None:
+        (folder / DEFAULT_LABELS).write_text("\n".join(labels) + "\n")
+    (folder / DEFAULT_METADATA).write_text(json.dumps(bundle.metadata, indent=2, sort_keys=True) + "\n")
+    manifest = {**bundle.manifest, "Flavor": FLAVOR, "ModelFileName": "model.onnx",
+                "LabelFileName": DEFAULT_LABELS, "MetadataPropsFileName": DEFAULT_METADATA,
+                "ModelFileSHA1": _sha1(folder / "model.onnx")}
+    manifest.setdefault("Platform", "ONNX")
+    manifest.setdefault("DomainType", "ObjectDetection" if parent.spec.variant.is_detection else "Classification")
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _write_info(parent: Predictor, folder: Path, figures: Figures, calibrate: Path) -> None:
+    bundle = parent.bundle
+    info: dict[str, Any] = {k: v for k, v in bundle.info.items() if k in ("tagIds", "project", "domain")}
+    info.update({
+        "flavor": FLAVOR,
+        "parent": {"source": str(bundle.source.resolve()), "modelSha1": _sha1(bundle.model_path),
+                   "iteration": parent.iteration, "flavor": bundle.manifest.get("Flavor")},
+        "calibration": str(calibrate.resolve()),
+        "figures": {**asdict(figures), "dropPoints": round(figures.drop_points, 3),
+                    "speedupRun": round(figures.speedup_run, 3), "speedupPredict": round(figures.speedup_predict, 3)},
+    })
+    (folder / BUNDLE_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    for path in folder.iterdir():  # readable by the service user, whoever made it
+        os.chmod(path, 0o644)
+    os.chmod(folder, 0o755)
+
+
+def quantize_export(
+    model: Path,
+    calibrate: Path,
+    out: Path,
+    eval_dir: Path | None = None,
+    max_drop: float = 1.0,
+    force: bool = False,
+    max_frames: int = 200,
+) -> Report:
+    """Quantise, measure against the parent, and write `out` unless the drop is too large."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not an empty folder")
+    if max_drop < 0:
+        raise ConfigError("--max-drop must be 0 or more (percentage points)")
+    if max_frames < MIN_FRAMES:
+        raise ConfigError(f"--max-frames must be at least {MIN_FRAMES}")
+    parent = Predictor.load(model, providers=["cpu"])
+    if parent.spec.input.dtype != "float32":
+        raise QuantizeError(f"{model}: a {parent.spec.input.dtype} export; quantise the float32 (ONNX) flavor")
+    skipped: list[str] = []
+    frames = list(iter_frames(calibrate, max_frames, skipped))
+    if len(frames) < MIN_FRAMES:
+        raise QuantizeError(f"{calibrate}: {len(frames)} usable frames; calibration needs at least {MIN_FRAMES}")
+    tensors = [parent.prepare(f).tensor for f in frames]
+    with tempfile.TemporaryDirectory(prefix="edge-runtime-int8-") as tmp:
+        quantized, staging = Path(tmp) / "quantized.onnx", Path(tmp) / "bundle"
+        _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors)
+        _write_export(parent, quantized, staging)
+        int8 = Predictor.load(staging, providers=["cpu"])
+        agree = sum(_top1(parent, f) == _top1(int8, f) for f in frames) / len(frames)
+        tensor, frame = tensors[0], frames[0]
+        figures = Figures(
+            frames=len(frames), agreement=agree,
+            fp32_run_ms=_median_ms(lambda: parent.infer(tensor), SPEED_RUNS),
+            int8_run_ms=_median_ms(lambda: int8.infer(tensor), SPEED_RUNS),
+            fp32_predict_ms=_median_ms(lambda: parent.predict(frame), SPEED_RUNS),
+            int8_predict_ms=_median_ms(lambda: int8.predict(frame), SPEED_RUNS),
+            skipped=len(skipped),
+        )
+        if eval_dir is not None:
+            total, acc32, acc8 = _accuracy(parent, int8, eval_dir, max_frames * 10, skipped)
+            figures = Figures(**{**asdict(figures), "eval_images": total, "fp32_accuracy": acc32,
+                                 "int8_accuracy": acc8, "skipped": len(skipped)})
+        if figures.drop_points > max_drop and not force:
+            return Report(None, figures, written=False)
+        _write_info(parent, staging, figures, calibrate)
+        if out.exists():
+            out.rmdir()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(out))
+    Predictor.load(out, providers=["cpu"])  # what was written loads through the runtime
+    return Report(out, figures, written=True)
+
+
+def format_report(report: Report, max_drop: float) -> str:
+    f = report.figures
+    rows = [
+        ("", "FP32", "INT8", "ratio"),
+        ("bare run (ms, median)", f"{f.fp32_run_ms:.2f}", f"{f.int8_run_ms:.2f}", f"{f.speedup_run:.2f}x"),
+        ("full predict (ms, median)", f"{f.fp32_predict_ms:.2f}", f"{f.int8_predict_ms:.2f}",
+         f"{f.speedup_predict:.2f}x"),
+        (f"top-1 agreement ({f.frames} frames)", "", f"{f.agreement:.1%}", ""),
+    ]
+    if f.fp32_accuracy is not None and f.int8_accuracy is not None:
+        rows.append((f"top-1 accuracy ({f.eval_images} images)", f"{f.fp32_accuracy:.1%}", f"{f.int8_accuracy:.1%}",
+                     ""))
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(width[i]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(r)) for r in rows]
+    verdict = (f"written to {report.out}" if report.written
+               else f"not written: {f.drop_points:.2f} points lost, more than --max-drop {max_drop:g} "
+                    "(--force writes it anyway)")
+    if f.skipped:
+        verdict += f"; {f.skipped} images could not be read"
+    return "\n".join([*lines, verdict])

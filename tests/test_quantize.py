@@ -1,0 +1,106 @@
+"""INT8 exports: written with the export's own preprocessing, measured, and refused when they disagree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_runtime.bundle import open_bundle
+from edge_runtime.predictor import Predictor
+from edge_runtime.quantize import FLAVOR, quantize_export
+from tests import models
+from tests.conftest import write_video
+
+pytestmark = pytest.mark.slow
+
+
+def colour_frames(folder, count=24):
+    """Photos-like frames: noisy, each mostly one colour, so the colour classifier's answer varies."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        base = np.zeros(3)
+        base[i % 3] = 200
+        image = np.clip(rng.normal(base + 30, 25, (96, 128, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), image)
+    return folder
+
+
+def near_tie_classifier() -> bytes:
+    """Two tags whose scores differ by far less than one INT8 step: float32 always says `b`,
+    an 8-bit activation cannot tell them apart."""
+    inits = [numpy_helper.from_array(np.array([[1.0, 1.002]] * 3, np.float32), "w"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "bias")]
+    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["gap"]), helper.make_node("Flatten", ["gap"], ["f"]),
+             helper.make_node("Gemm", ["f", "w", "bias"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["model_output"], axis=1)]
+    graph = helper.make_graph(nodes, "tie", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("model_output", TensorProto.FLOAT, [1, 2])], inits)
+    return models._finish(graph, models.modern_metadata(), [helper.make_opsetid("", models.MODERN_OPSET)],
+                          models.MODERN_IR)
+
+
+def test_an_int8_export_loads_predicts_and_agrees_with_its_parent(exports, tmp_path):
+    frames = colour_frames(tmp_path / "frames")
+    report = quantize_export(exports["modern"], frames, tmp_path / "int8", eval_dir=None, max_drop=1.0)
+    assert report.written and report.figures.agreement == 1.0 and report.figures.frames == 24
+    bundle = open_bundle(tmp_path / "int8")  # the manifest's SHA-1 is checked here
+    assert bundle.manifest["Flavor"] == FLAVOR and bundle.labels == models.COLOR_TAGS
+    info = json.loads((tmp_path / "int8" / "bundle.json").read_text())
+    assert info["parent"]["source"] == str(exports["modern"].resolve()) and info["figures"]["frames"] == 24
+    int8 = Predictor.load(tmp_path / "int8")
+    parent = Predictor.load(exports["modern"])
+    assert int8.spec.input == parent.spec.input  # the same preprocessing
+    ops = {node.op_type for node in __import__("onnx").load(str(bundle.model_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    for path in sorted(frames.iterdir())[:6]:
+        image = cv2.imread(str(path))
+        assert int8.predict(image).predictions[0].tag_name == parent.predict(image).predictions[0].tag_name
+
+
+def test_calibration_from_a_video_and_accuracy_on_a_labelled_folder(exports, tmp_path):
+    video = write_video(tmp_path / "scene.avi", frames=40)
+    labelled = tmp_path / "eval"
+    for tag, bgr in zip(models.COLOR_TAGS, [(220, 30, 30), (30, 220, 30), (30, 30, 220)], strict=True):
+        (labelled / tag).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(labelled / tag / f"{i}.png"), np.full((50, 60, 3), bgr, np.uint8))
+    report = quantize_export(exports["modern"], video, tmp_path / "int8", eval_dir=labelled)
+    f = report.figures
+    assert report.written and f.frames >= 30 and f.eval_images == 9
+    assert f.fp32_accuracy == 1.0 and f.int8_accuracy == 1.0
+
+
+def test_max_drop_refuses_a_model_that_int8_cannot_represent(tmp_path):
+    parent = models.write_export(tmp_path / "tie", near_tie_classifier(), ("a", "b"))
+    frames = colour_frames(tmp_path / "frames", count=8)
+    refused = quantize_export(parent, frames, tmp_path / "int8", max_drop=1.0)
+    assert not refused.written and refused.figures.drop_points > 1.0 and not (tmp_path / "int8").exists()
+    forced = quantize_export(parent, frames, tmp_path / "int8", max_drop=1.0, force=True)
+    assert forced.written and open_bundle(tmp_path / "int8").manifest["Flavor"] == FLAVOR
+
+
+def test_the_cli_prints_the_table_and_exits_1_when_refused(tmp_path):
+    parent = models.write_export(tmp_path / "tie", near_tie_classifier(), ("a", "b"))
+    frames = colour_frames(tmp_path / "frames", count=8)
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "quantize", str(parent), "--calibrate",
+                           str(frames), "--out", str(tmp_path / "int8")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "top-1 agreement (8 frames)" in proc.stdout and "not written" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "quantize", str(parent), "--calibrate",
+                          str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "calibration" in bad.stderr
+
+
+def test_a_float16_export_is_refused_in_one_line(exports, tmp_path):
+    frames = colour_frames(tmp_path / "frames", count=4)
+    with pytest.raises(Exception, match="float16") as err:
+        quantize_export(exports["float16"], frames, tmp_path / "int8")
+    assert "\n" not in str(err.value)

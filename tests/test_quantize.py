@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_runtime.bundle import open_bundle
 from edge_runtime.predictor import Predictor
-from edge_runtime.quantize import FLAVOR, quantize_export
+from edge_runtime.quantize import FLAVOR, float_nodes, quantize_export
 from tests import models
 from tests.conftest import write_video
 
@@ -34,16 +34,30 @@ def colour_frames(folder, count=24):
 
 def near_tie_classifier() -> bytes:
     """Two tags whose scores differ by far less than one INT8 step: float32 always says `b`,
-    an 8-bit activation cannot tell them apart."""
-    inits = [numpy_helper.from_array(np.array([[1.0, 1.002]] * 3, np.float32), "w"),
+    8-bit activations mostly cannot tell them apart. The first layer and the head stay in
+    float (quantize keeps them), so the tie is made in a middle layer."""
+    inits = [numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "first"),
+             numpy_helper.from_array(np.array([[1.0, 1.0, 1.0], [1.002, 1.002, 1.002]], np.float32)
+                                     .reshape(2, 3, 1, 1), "mix"),
+             numpy_helper.from_array(np.eye(2, dtype=np.float32), "head"),
              numpy_helper.from_array(np.zeros(2, np.float32), "bias")]
-    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["gap"]), helper.make_node("Flatten", ["gap"], ["f"]),
-             helper.make_node("Gemm", ["f", "w", "bias"], ["logits"]),
+    nodes = [helper.make_node("Conv", ["data", "first"], ["c0"]), helper.make_node("Conv", ["c0", "mix"], ["c1"]),
+             helper.make_node("GlobalAveragePool", ["c1"], ["gap"]), helper.make_node("Flatten", ["gap"], ["f"]),
+             helper.make_node("Gemm", ["f", "head", "bias"], ["logits"]),
              helper.make_node("Softmax", ["logits"], ["model_output"], axis=1)]
     graph = helper.make_graph(nodes, "tie", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 32])],
                               [helper.make_tensor_value_info("model_output", TensorProto.FLOAT, [1, 2])], inits)
     return models._finish(graph, models.modern_metadata(), [helper.make_opsetid("", models.MODERN_OPSET)],
                           models.MODERN_IR)
+
+
+def test_the_first_layer_and_the_head_stay_in_float():
+    import onnx
+
+    graph = onnx.load_from_string(near_tie_classifier()).graph
+    for i, node in enumerate(graph.node):
+        node.name = f"n{i}"
+    assert float_nodes(graph) == ["n0", "n4", "n5"]  # the first Conv; the Gemm and Softmax of the head
 
 
 def test_an_int8_export_loads_predicts_and_agrees_with_its_parent(exports, tmp_path):

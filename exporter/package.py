@@ -24,6 +24,7 @@ from typing import Any
 
 from edge_runtime.archive import safe_extract
 from edge_runtime.bundle import BUNDLE_INFO, MANIFEST
+from edge_runtime.hashing import file_sha1
 
 from .verify import Verified, verify_export
 
@@ -65,14 +66,6 @@ def next_version(root: Path) -> Path:
     return root / f"v{max(taken, default=0) + 1}"
 
 
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
                  tag_ids: Mapping[str, str] | None = None) -> tuple[Path, Verified]:
     """Copy (or safely unzip) an export into out/name/vN, add bundle.json, and verify it
@@ -88,7 +81,7 @@ def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
                     shutil.copy2(path, staging / path.name)
         else:
             safe_extract(export, staging)
-        files = {p.name: _sha1(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        files = {p.name: file_sha1(p) for p in sorted(staging.iterdir()) if p.is_file()}
         labels = (staging / "labels.txt").read_text().splitlines() if (staging / "labels.txt").is_file() else []
         bundle_info = {"name": name, "created": dt.datetime.now(dt.timezone.utc).isoformat(), **info,
                        "labels": labels, "files": files}

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
 
-from .dataset import load_dataset
+from .dataset import WHAT_A_DATASET_IS, load_dataset
 from .verify import verify_export
 
 EXIT_ERROR = 1
+DATASET_HELP = WHAT_A_DATASET_IS[0].upper() + WHAT_A_DATASET_IS[1:]
 
 
 class Bars:
@@ -51,13 +53,14 @@ def _cloud_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-export", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check", help="read and check a dataset; print its summary")
-    check.add_argument("dataset", type=Path)
+    check.add_argument("dataset", type=Path, help=DATASET_HELP)
 
     train = sub.add_parser("train", help="train a model and write a verified bundle")
-    train.add_argument("dataset", type=Path)
+    train.add_argument("dataset", type=Path, help=DATASET_HELP)
     train.add_argument("--backend", choices=["local", "customvision"], default="local")
     train.add_argument("--project", help="project / bundle name (default: the dataset folder's name)")
     train.add_argument("--out", type=Path, default=Path("bundles"), help="bundles are written to OUT/PROJECT/vN")
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="precision, recall and AP of a model on a labelled dataset")
     evaluate.add_argument("model", type=Path)
-    evaluate.add_argument("dataset", type=Path)
+    evaluate.add_argument("dataset", type=Path, help=DATASET_HELP)
     evaluate.add_argument("--threshold", type=float, default=0.5)
     evaluate.add_argument("--json", type=Path, help="also write the figures here")
     evaluate.add_argument("--no-progress", action="store_true")
@@ -122,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(result.metrics.table())
     with tempfile.TemporaryDirectory() as tmp:
         export = write_export(Path(tmp) / "export", result.model, result.labels, result.metadata)
-        info = {"source": {"backend": "local", "dataset": str(dataset.root), "images": len(dataset.items)},
+        info = {"source": {"backend": "local", "dataset": str(dataset.root.resolve()), "images": len(dataset.items)},
                 "domain": "General (compact), offline", "iteration": None,
                 "metrics": result.metrics.to_json()}
         bundle, verified = write_bundle(args.out, project, export, info)
@@ -169,7 +172,7 @@ def train_cloud(args: argparse.Namespace, dataset: Any, project: str) -> int:
         run.publish(result.project_id, result.iteration_id, args.publish, credentials.prediction_resource_id)
         print(f"published as {args.publish!r}")
     info = {"source": {"backend": "customvision", "endpoint": credentials.endpoint, "project": project,
-                       "projectId": result.project_id, "dataset": str(dataset.root)},
+                       "projectId": result.project_id, "dataset": str(dataset.root.resolve())},
             "iteration": result.iteration_id, "domain": result.domain, "flavor": args.flavor,
             "metrics": result.metrics.to_json()}
     return _bundle_from_cloud(args, run, project, result.project_id, result.iteration_id, info, result.tag_ids)

@@ -232,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeRuntimeError as exc:
         print(f"edge-export: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except PermissionError as exc:  # an unreadable bundle or dataset, an output folder we may not write
+        print(f"edge-export: {exc.filename or exc}: permission denied", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix
 
 NAMED_COLUMN_WIDTH = 12  # longer tag names would make the matrix too wide: columns are numbered then
 
@@ -86,6 +85,8 @@ def classification_metrics(
     multiclass: bool = True, source: str = "",
 ) -> Metrics:
     """`truth` and `scores` are [images, tags]: 0/1 ground truth and probabilities."""
+    from sklearn.metrics import average_precision_score, confusion_matrix  # slow to import: only when needed
+
     truth = np.asarray(truth).astype(bool)
     predicted = np.asarray(scores) >= threshold
     per_tag = []

@@ -78,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.add_argument("--domain", default="General (compact)", help="compact domain name (exportable ones only)")
     cloud.add_argument("--training-type", choices=["Regular", "Advanced"], default="Regular")
     cloud.add_argument("--budget-hours", type=int, default=0, help="Advanced training budget")
-    cloud.add_argument("--flavor", choices=FLAVORS, default=Flavor.ONNX.value,
-                       help=FLAVOR_HELP)
+    cloud.add_argument("--flavor", choices=FLAVORS, default=Flavor.ONNX.value, help=FLAVOR_HELP)
     cloud.add_argument("--publish", metavar="NAME", help="also publish the iteration under this name")
     cloud.add_argument("--timeout", type=float, default=3600, help="seconds to wait for training and export")
     _cloud_args(train)
@@ -88,8 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--project", required=True)
     export.add_argument("--iteration", required=True, help="iteration id")
     export.add_argument("--out", type=Path, default=Path("bundles"))
-    export.add_argument("--flavor", choices=FLAVORS, default=Flavor.ONNX.value,
-                        help=FLAVOR_HELP)
+    export.add_argument("--flavor", choices=FLAVORS, default=Flavor.ONNX.value, help=FLAVOR_HELP)
     export.add_argument("--timeout", type=float, default=1800)
     export.add_argument("--no-progress", action="store_true")
     _cloud_args(export)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from . import predict
 from .errors import NotSupported
@@ -26,6 +26,8 @@ from .state import Services, require_prediction_key, services
 router = APIRouter(dependencies=[Depends(require_prediction_key)], tags=["Custom Vision Prediction API"])
 VERSIONS = ("v3.1", "v3.0")  # v3.1 is what current SDKs call; v3.0 for older ones
 APPLICATION = Query(None, description="the calling application's name; accepted and ignored")
+PROJECT_ID = Path(alias="projectId", description="the project's id; echoed as `project`")
+PUBLISHED_NAME = Path(alias="publishedName", description="the published iteration's name; any name is accepted")
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -39,6 +41,8 @@ def _check_kind(svc: Services, detect: bool) -> None:
 
 
 def _echo_project(response: Response, project_id: str) -> Response:
+    """POST /url's own handler answers, so its rules (and any hardening of them) hold here
+    unchanged; its small answer is then rewritten to echo the project."""
     body = json.loads(bytes(response.body))
     body["project"] = project_id
     return Response(json.dumps(body).encode(), media_type="application/json")
@@ -46,7 +50,7 @@ def _echo_project(response: Response, project_id: str) -> Response:
 
 def _image_route(detect: bool) -> Handler:
     async def predict_image(
-        project_id: str, published_name: str, request: Request,
+        request: Request, project_id: str = PROJECT_ID, published_name: str = PUBLISHED_NAME,
         application: str | None = APPLICATION, svc: Services = Depends(services),
     ) -> Response:
         """An image as multipart field `imageData` or as the raw body (application/octet-stream)."""
@@ -59,7 +63,7 @@ def _image_route(detect: bool) -> Handler:
 
 def _url_route(detect: bool) -> Handler:
     async def predict_url(
-        project_id: str, published_name: str, body: predict.UrlBody,
+        body: predict.UrlBody, project_id: str = PROJECT_ID, published_name: str = PUBLISHED_NAME,
         application: str | None = APPLICATION, svc: Services = Depends(services),
     ) -> Response:
         """JSON {"url": ...}; off unless server.url.enabled, and only allow-listed hosts."""
@@ -71,7 +75,7 @@ def _url_route(detect: bool) -> Handler:
 
 for version in VERSIONS:
     for kind in ("classify", "detect"):
-        base = f"/customvision/{version}/prediction/{{project_id}}/{kind}/iterations/{{published_name}}"
+        base = f"/customvision/{version}/prediction/{{projectId}}/{kind}/iterations/{{publishedName}}"
         for suffix in ("", "/nostore"):
             shown = version == VERSIONS[0]
             router.add_api_route(f"{base}/image{suffix}", _image_route(kind == "detect"), methods=["POST"],

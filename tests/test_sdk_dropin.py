@@ -183,3 +183,14 @@ def test_project_and_published_name_are_taken_as_given(predictors):
         assert r.json()["project"] == "shelf"
         plain = httpx.post(f"{endpoint}/image", content=IMAGE).json()  # no project in the path: the model's own
         assert plain["project"] == predictors["classify"].project == str(uuid.UUID(plain["project"]))
+
+
+def test_an_upload_over_a_megabyte_arrives_byte_for_byte(predictors):
+    """The SDK sends imageData without a filename, which multipart parsers treat as text."""
+    big = png(np.random.default_rng(7).integers(0, 256, (900, 1200, 3), np.uint8))
+    assert 1 << 20 < len(big) < 4 * 1024 * 1024
+    expected = [(p.tag_name, pytest.approx(p.probability, abs=1e-7))
+                for p in predictors["classify"].predict(decode_image(big)).predictions]
+    with running(make_app(predictors["classify"])) as endpoint:
+        result = sdk(endpoint, None).classify_image_with_no_store(PROJECT, PUBLISHED, big)
+    assert [(p.tag_name, p.probability) for p in result.predictions] == expected

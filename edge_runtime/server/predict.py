@@ -51,9 +51,10 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
 
     # A part sent without a filename, as the service's SDKs send imageData, is parsed as text:
     # decoded as latin-1 (whatever charset the client named) it turns back into the same bytes.
-    headers = Headers({"content-type": f"{content_type}; charset=latin-1"})
+    parser = MultiPartParser(Headers({"content-type": f"{content_type}; charset=latin-1"}), stream())
+    parser.max_part_size = limit + MULTIPART_OVERHEAD  # starlette >= 0.40 caps text parts at 1 MB
     try:
-        form = await MultiPartParser(headers, stream(), max_part_size=limit + MULTIPART_OVERHEAD).parse()
+        form = await parser.parse()
     except Exception as exc:  # the parser raises its own MultiPartException and ValueErrors
         raise BadRequest(f"malformed multipart body: {exc}") from exc
     part = form.get(IMAGE_FIELD)

@@ -9,7 +9,6 @@ the model computes is decided in `spec.py`, once onnxruntime has opened it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any
 
 from .archive import safe_extract
 from .errors import BundleError, ChecksumError, LabelsError
+from .hashing import file_sha1
 
 MANIFEST = "cvexport.manifest"
 DEFAULT_LABELS = "labels.txt"
@@ -110,16 +110,21 @@ def _find_model(root: Path, manifest: dict[str, Any]) -> Path:
     return models[0]
 
 
+def file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _verify_sha1(model_path: Path, expected: object) -> None:
     if not expected:
         return
-    digest = hashlib.sha1()
-    with open(model_path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest().lower() != str(expected).strip().lower():
+    actual = file_sha1(model_path)
+    if actual != str(expected).strip().lower():
         raise ChecksumError(
-            f"{model_path.name}: SHA-1 {digest.hexdigest()} does not match the manifest's "
+            f"{model_path.name}: SHA-1 {actual} does not match the manifest's "
             f"ModelFileSHA1 {expected}; the file is corrupt or was changed"
         )
 

@@ -242,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeRuntimeError as exc:
         print(f"edge-runtime: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except PermissionError as exc:  # e.g. a bundle made by another user, read by the service's own user
+        print(f"edge-runtime: {exc.filename or exc}: permission denied for the user running edge-runtime",
+              file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -76,7 +76,9 @@ class Predictor:
         tensor, _ = preprocess(frame, self.spec.input)
         outputs = self.infer(tensor)
         if self.spec.zipmap and self.spec.labels is None:
-            self.spec = dataclasses.replace(self.spec, labels=tuple(outputs[self.spec.output][0].keys()))
+            labels = tuple(outputs[self.spec.output][0].keys())
+            tag_ids = self.spec.ids.tag_ids(labels) if self.spec.ids else None
+            self.spec = dataclasses.replace(self.spec, labels=labels, tag_ids=tag_ids)
         self.predict(frame)  # also checks labels against the outputs
 
     def infer(self, tensor: np.ndarray) -> dict[str, Any]:
@@ -94,7 +96,8 @@ class Predictor:
         """Stage 3 of 3: raw outputs -> result (stage 2 is `infer`)."""
         window = prepared.window
         predictions = postprocess(outputs, self.spec, window, options or self.options)
-        return PredictionResult(predictions, image_width=window.image_width, image_height=window.image_height)
+        return PredictionResult(predictions, image_width=window.image_width, image_height=window.image_height,
+                                project=self.project, iteration=self.iteration)
 
     def predict(self, frame: np.ndarray, options: PostprocessOptions | None = None) -> PredictionResult:
         prepared = self.prepare(frame)
@@ -105,4 +108,10 @@ class Predictor:
 
     @property
     def iteration(self) -> str:
-        return str(self.bundle.manifest.get("IterationId") or "")
+        """The iteration's UUID: recorded in the export, or derived from the model (ids.py)."""
+        return self.spec.ids.iteration if self.spec.ids else str(self.bundle.manifest.get("IterationId") or "")
+
+    @property
+    def project(self) -> str:
+        """The project's UUID: recorded by edge-export, or derived from the model (ids.py)."""
+        return self.spec.ids.project if self.spec.ids else ""

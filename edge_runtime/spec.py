@@ -14,6 +14,7 @@ import numpy as np
 from . import metadata as md
 from .bundle import Bundle
 from .errors import BundleError, LabelsError, MetadataError
+from .ids import ModelIds
 from .model import OnnxModel, TensorInfo
 from .types import CropMethod, InputSpec, PixelRange, ResizeMethod, Variant
 
@@ -53,6 +54,7 @@ class ModelSpec:
     domain: str = ""
 
     output_type: str = "tensor(float)"
+    ids: ModelIds | None = None  # project, iteration and tag UUIDs (None only for hand-built specs)
 
     @functools.cached_property
     def anchor_array(self) -> np.ndarray:
@@ -79,18 +81,19 @@ def describe(bundle: Bundle, model: OnnxModel) -> ModelSpec:
         nms = S1_NMS_IOU
     labels = bundle.labels
     _check_labels(labels, variant, outputs[output], len(anchors))
-    tag_ids = bundle.tag_ids if labels and bundle.tag_ids and len(bundle.tag_ids) == len(labels) else None
+    ids = ModelIds.of(bundle)
     return ModelSpec(
         variant=variant,
         input=input_spec,
         labels=labels,
-        tag_ids=tag_ids,
+        tag_ids=ids.tag_ids(labels) if labels else None,
         output=output,
         anchors=anchors,
         nms_iou=nms,
         metadata=tuple(sorted(meta.items())),
         domain=str(bundle.manifest.get("DomainType") or ""),
         output_type=outputs[output].type,
+        ids=ids,
     )
 
 

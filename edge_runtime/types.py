@@ -182,8 +182,11 @@ class PredictionResult:
     image_height: int
     created: dt.datetime = field(default_factory=_now)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    project: str = ""  # the model's project and iteration UUIDs (ids.py); to_json's arguments override them
+    iteration: str = ""
 
     def to_json(self, project: str = "", iteration: str = "") -> dict[str, Any]:
+        project, iteration = project or self.project, iteration or self.iteration
         return {
             "id": self.id,
             "project": project,

@@ -12,14 +12,23 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
 
-from .dataset import load_dataset
+from .dataset import WHAT_A_DATASET_IS, Dataset, load_dataset
+from .training_client import Flavor
 from .verify import verify_export
 
+if TYPE_CHECKING:
+    from .customvision import CloudTraining
+    from .secrets import Credentials
+
 EXIT_ERROR = 1
+DATASET_HELP = WHAT_A_DATASET_IS[0].upper() + WHAT_A_DATASET_IS[1:]
+FLAVORS = [f.value for f in Flavor]
+FLAVOR_HELP = "export flavor (default: ONNX, which is float32)"
 
 
 class Bars:
@@ -51,13 +60,14 @@ def _cloud_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-export", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check", help="read and check a dataset; print its summary")
-    check.add_argument("dataset", type=Path)
+    check.add_argument("dataset", type=Path, help=DATASET_HELP)
 
     train = sub.add_parser("train", help="train a model and write a verified bundle")
-    train.add_argument("dataset", type=Path)
+    train.add_argument("dataset", type=Path, help=DATASET_HELP)
     train.add_argument("--backend", choices=["local", "customvision"], default="local")
     train.add_argument("--project", help="project / bundle name (default: the dataset folder's name)")
     train.add_argument("--out", type=Path, default=Path("bundles"), help="bundles are written to OUT/PROJECT/vN")
@@ -68,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.add_argument("--domain", default="General (compact)", help="compact domain name (exportable ones only)")
     cloud.add_argument("--training-type", choices=["Regular", "Advanced"], default="Regular")
     cloud.add_argument("--budget-hours", type=int, default=0, help="Advanced training budget")
-    cloud.add_argument("--flavor", choices=["OnnxFloat16"], help="export flavor (default: float32)")
+    cloud.add_argument("--flavor", choices=FLAVORS, default=Flavor.ONNX.value, help=FLAVOR_HELP)
     cloud.add_argument("--publish", metavar="NAME", help="also publish the iteration under this name")
     cloud.add_argument("--timeout", type=float, default=3600, help="seconds to wait for training and export")
     _cloud_args(train)
@@ -77,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--project", required=True)
     export.add_argument("--iteration", required=True, help="iteration id")
     export.add_argument("--out", type=Path, default=Path("bundles"))
-    export.add_argument("--flavor", choices=["OnnxFloat16"])
+    export.add_argument("--flavor", choices=FLAVORS, default=Flavor.ONNX.value, help=FLAVOR_HELP)
     export.add_argument("--timeout", type=float, default=1800)
     export.add_argument("--no-progress", action="store_true")
     _cloud_args(export)
@@ -89,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="precision, recall and AP of a model on a labelled dataset")
     evaluate.add_argument("model", type=Path)
-    evaluate.add_argument("dataset", type=Path)
+    evaluate.add_argument("dataset", type=Path, help=DATASET_HELP)
     evaluate.add_argument("--threshold", type=float, default=0.5)
     evaluate.add_argument("--json", type=Path, help="also write the figures here")
     evaluate.add_argument("--no-progress", action="store_true")
@@ -122,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(result.metrics.table())
     with tempfile.TemporaryDirectory() as tmp:
         export = write_export(Path(tmp) / "export", result.model, result.labels, result.metadata)
-        info = {"source": {"backend": "local", "dataset": str(dataset.root), "images": len(dataset.items)},
+        info = {"source": {"backend": "local", "dataset": str(dataset.root.resolve()), "images": len(dataset.items)},
                 "domain": "General (compact), offline", "iteration": None,
                 "metrics": result.metrics.to_json()}
         bundle, verified = write_bundle(args.out, project, export, info)
@@ -130,30 +140,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cloud(args: argparse.Namespace, project: str) -> tuple[Any, Any]:
-    from .customvision import CloudTraining, SdkService, UploadState
+def _cloud(args: argparse.Namespace, project: str) -> tuple[CloudTraining, Credentials]:
+    from .customvision import CloudTraining, UploadState
+    from .sdk_client import SdkClient
     from .secrets import guard_logs, load_credentials
 
     credentials = load_credentials(args.credentials)
     guard_logs(credentials.training_key)
     state = UploadState.open(args.out / ".state" / f"{project}.json")
     progress = Bars(not getattr(args, "no_progress", True))
-    run = CloudTraining(SdkService.connect(credentials), state, progress, poll_s=args.poll_seconds)
+    run = CloudTraining(SdkClient.connect(credentials), state, progress, poll_s=args.poll_seconds)
     return run, credentials
 
 
-def _bundle_from_cloud(args: argparse.Namespace, run: Any, project: str, project_id: str, iteration_id: str,
-                       info: dict[str, Any], tag_ids: dict[str, str]) -> int:
+def _bundle_from_cloud(args: argparse.Namespace, run: CloudTraining, project: str, project_id: str,
+                       iteration_id: str, info: dict[str, Any], tag_ids: dict[str, str]) -> int:
     from .package import write_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
-        zip_path = run.export(project_id, iteration_id, Path(tmp), flavor=args.flavor, timeout_s=args.timeout)
+        zip_path = run.export(project_id, iteration_id, Path(tmp), Flavor(args.flavor), timeout_s=args.timeout)
         bundle, verified = write_bundle(args.out, project, zip_path, info, tag_ids)
     print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, SHA-1 and load verified)")
     return 0
 
 
-def train_cloud(args: argparse.Namespace, dataset: Any, project: str) -> int:
+def train_cloud(args: argparse.Namespace, dataset: Dataset, project: str) -> int:
     run, credentials = _cloud(args, project)
     result = run.train(dataset, project, args.domain, args.training_type, args.budget_hours, args.timeout,
                        args.threshold)
@@ -169,7 +180,7 @@ def train_cloud(args: argparse.Namespace, dataset: Any, project: str) -> int:
         run.publish(result.project_id, result.iteration_id, args.publish, credentials.prediction_resource_id)
         print(f"published as {args.publish!r}")
     info = {"source": {"backend": "customvision", "endpoint": credentials.endpoint, "project": project,
-                       "projectId": result.project_id, "dataset": str(dataset.root)},
+                       "projectId": result.project_id, "dataset": str(dataset.root.resolve())},
             "iteration": result.iteration_id, "domain": result.domain, "flavor": args.flavor,
             "metrics": result.metrics.to_json()}
     return _bundle_from_cloud(args, run, project, result.project_id, result.iteration_id, info, result.tag_ids)
@@ -178,7 +189,7 @@ def train_cloud(args: argparse.Namespace, dataset: Any, project: str) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     run, credentials = _cloud(args, args.project)
     project = run.find_project(args.project)
-    tag_ids = {t.name: t.id for t in run.service.call("get_tags", project.id)}
+    tag_ids = {t.name: t.id for t in run.client.tags(project.id)}
     info = {"source": {"backend": "customvision", "endpoint": credentials.endpoint, "project": args.project,
                        "projectId": project.id}, "iteration": args.iteration, "flavor": args.flavor}
     return _bundle_from_cloud(args, run, args.project, project.id, args.iteration, info, tag_ids)
@@ -188,8 +199,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     run, _ = _cloud(args, args.project)
     project = run.find_project(args.project)
     print(f"project {args.project} ({project.id}); {len(run.state.images)} images recorded as uploaded")
-    for it in run.service.call("get_iterations", project.id):
-        print(f"  {it.id}  {it.name:<14} {it.status:<10} {it.publish_name or ''}")
+    for it in run.client.iterations(project.id):
+        print(f"  {it.id}  {it.name:<14} {it.status:<10} {it.publish_name}")
     return 0
 
 
@@ -228,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except EdgeRuntimeError as exc:
         print(f"edge-export: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except PermissionError as exc:  # an unreadable bundle or dataset, an output folder we may not write
+        print(f"edge-export: {exc.filename or exc}: permission denied", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

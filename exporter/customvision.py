@@ -1,12 +1,10 @@
-"""Train in Azure Custom Vision through its official SDK, resumably, and export ONNX.
+"""Train in Azure Custom Vision, resumably, and export ONNX: the logic, over a TrainingClient.
 
-    service = SdkService.connect(load_credentials())
-    run = CloudTraining(service, state=UploadState.open(out / ".state" / "shelf.json"))
+    client = SdkClient.connect(load_credentials())      # or FakeTrainingClient(...) in tests
+    run = CloudTraining(client, state=UploadState.open(out / ".state" / "shelf.json"))
     result = run.train(dataset, project="shelf", domain="General (compact)")
     zip_path = run.export(result.project_id, result.iteration_id, out / "download")
 
-Every SDK call goes through `SdkService.call`, which retries 429 (honouring Retry-After)
-and 5xx with capped exponential backoff and maps the SDK's exceptions to CloudError.
 Uploads record each image's content hash once the service has it, in a state file
 written after every batch, so a run that crashed re-uploads nothing.
 """
@@ -27,23 +25,42 @@ from edge_runtime.errors import EdgeRuntimeError
 
 from .dataset import Dataset, Item, Kind
 from .metrics import Metrics, TagMetrics
-from .secrets import Credentials
+from .training_client import (
+    EXPORT_FAILED,
+    EXPORTED,
+    FAILED,
+    MAX_BATCH_IMAGES,
+    MAX_BATCH_TAGS,
+    TRAINED,
+    UPLOADED,
+    CloudError,
+    Domain,
+    DomainType,
+    Export,
+    Flavor,
+    NewImage,
+    NewRegion,
+    Progress,
+    Project,
+    TrainingClient,
+)
+
+__all__ = ["CloudError", "CloudTraining", "TrainedIteration", "UploadReport", "UploadState", "UploadStateError"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_BATCH_IMAGES = 64
-MAX_BATCH_TAGS = 20
-RETRIES = 6
-BACKOFF_S = 1.0
-BACKOFF_MAX_S = 60.0
 POLL_S = 5.0
-UPLOADED = {"OK", "OKDuplicate"}
-Progress = Callable[[str, int, int], None]
 
 
-class CloudError(EdgeRuntimeError):
-    """The Custom Vision service refused or failed a request."""
+class UploadStateError(EdgeRuntimeError):
+    """The upload state file cannot be read."""
+
+
+def _strings(value: Any, key: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"{key!r} is not a map of strings")
+    return dict(value)
 
 
 @dataclass
@@ -59,8 +76,20 @@ class UploadState:
     def open(cls, path: Path) -> UploadState:
         if not path.is_file():
             return cls(path)
-        data = json.loads(path.read_text())
-        return cls(path, data.get("project_id", ""), dict(data.get("tags", {})), dict(data.get("images", {})))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            project_id = data.get("project_id", "")
+            if not isinstance(project_id, str):
+                raise ValueError("'project_id' is not a string")
+            return cls(path, project_id, _strings(data.get("tags", {}), "tags"),
+                       _strings(data.get("images", {}), "images"))
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+            raise UploadStateError(
+                f"upload state {path} is unreadable ({reason}); delete it and run again: images the service "
+                "already holds are then recognised as duplicates, not stored twice") from None
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,66 +98,6 @@ class UploadState:
         with os.fdopen(fd, "w") as f:
             f.write(body)
         os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new state, never half
-
-
-def _status(exc: Exception) -> tuple[int | None, float | None]:
-    response = getattr(exc, "response", None)
-    code = getattr(response, "status_code", None)
-    retry_after = None
-    headers = getattr(response, "headers", None) or {}
-    if headers.get("Retry-After"):
-        try:
-            retry_after = float(headers["Retry-After"])
-        except ValueError:
-            retry_after = None
-    return code, retry_after
-
-
-def _message(exc: Exception) -> str:
-    error = getattr(exc, "error", None)
-    inner = getattr(error, "message", None) or getattr(getattr(error, "error", None), "message", None)
-    code, _ = _status(exc)
-    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    text = inner or first_line
-    return f"{text} (HTTP {code})" if code else text
-
-
-class SdkService:
-    """The training SDK behind one retrying, error-mapping `call`."""
-
-    def __init__(self, client: Any, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.client = client
-        self.sleep = sleep
-        self.retries_done = 0
-
-    @classmethod
-    def connect(cls, credentials: Credentials, sleep: Callable[[float], None] = time.sleep) -> SdkService:
-        from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
-        from msrest.authentication import ApiKeyCredentials
-
-        client = CustomVisionTrainingClient(  # type: ignore[no-untyped-call]
-            credentials.endpoint, ApiKeyCredentials(in_headers={"Training-key": credentials.training_key}))
-        client.config.retry_policy.retries = 0  # retries happen in `call`, where Retry-After is honoured
-        client.config.connection.timeout = 120
-        return cls(client, sleep)
-
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        from msrest.exceptions import ClientRequestError, HttpOperationError
-
-        for attempt in range(RETRIES + 1):
-            log.debug("Custom Vision %s (attempt %d)", name, attempt + 1)
-            try:
-                return getattr(self.client, name)(*args, **kwargs)
-            except (HttpOperationError, ClientRequestError) as exc:
-                code, retry_after = _status(exc)
-                transient = code is None or code == 429 or code >= 500
-                if not transient or attempt == RETRIES:
-                    raise CloudError(f"Custom Vision {name}: {_message(exc)}") from None
-                delay = retry_after if retry_after is not None else min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt)
-                log.warning("Custom Vision %s: %s; retrying in %.1f s", name, _message(exc), delay)
-                self.retries_done += 1
-                self.sleep(delay)
-        raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -149,47 +118,50 @@ class TrainedIteration:
 
 
 class CloudTraining:
-    def __init__(self, service: SdkService, state: UploadState, progress: Progress | None = None,
+    def __init__(self, client: TrainingClient, state: UploadState, progress: Progress | None = None,
                  sleep: Callable[[float], None] = time.sleep, poll_s: float = POLL_S) -> None:
-        self.service = service
+        self.client = client
         self.state = state
         self.progress = progress
         self.sleep = sleep
         self.poll_s = poll_s
 
     # -- project, tags ---------------------------------------------------------------
-    def domain(self, name: str, kind: Kind) -> Any:
-        wanted = "ObjectDetection" if kind is Kind.DETECTION else "Classification"
-        domains = self.service.call("get_domains")
+    def domain(self, name: str, kind: Kind) -> Domain:
+        wanted = DomainType.OBJECT_DETECTION if kind is Kind.DETECTION else DomainType.CLASSIFICATION
+        domains = [d for d in self.client.domains() if d.type is wanted]
         for d in domains:
-            if d.name.lower() == name.lower() and d.type == wanted:
+            if d.name.lower() == name.lower():
                 if not d.exportable:
                     raise CloudError(f"domain {d.name!r} cannot be exported; pick a compact domain")
                 return d
-        choices = ", ".join(sorted(d.name for d in domains if d.type == wanted and d.exportable))
-        raise CloudError(f"no exportable {wanted} domain named {name!r}; choose one of: {choices}")
+        choices = ", ".join(sorted(d.name for d in domains if d.exportable))
+        raise CloudError(f"no exportable {wanted.value} domain named {name!r}; choose one of: {choices}")
 
-    def find_project(self, name: str, required: bool = True) -> Any:
-        project = next((p for p in self.service.call("get_projects") if p.name == name), None)
-        if project is None and required:
+    def _named(self, name: str) -> Project | None:
+        return next((p for p in self.client.projects() if p.name == name), None)
+
+    def find_project(self, name: str) -> Project:
+        project = self._named(name)
+        if project is None:
             raise CloudError(f"no project named {name!r}")
         return project
 
-    def project(self, name: str, domain: Any, kind: Kind) -> Any:
-        existing = self.find_project(name, required=False)
+    def project(self, name: str, domain: Domain, kind: Kind) -> Project:
+        """The named project, created on `domain` if it does not exist yet."""
+        existing = self._named(name)
         if existing is not None:
-            if existing.settings and existing.settings.domain_id != domain.id:
+            if existing.domain_id and existing.domain_id != domain.id:
                 raise CloudError(f"project {name!r} exists on another domain; use another --project")
             return existing
         classification = {Kind.MULTILABEL: "Multilabel", Kind.CLASSIFICATION: "Multiclass"}.get(kind)
-        return self.service.call("create_project", name, domain_id=domain.id, classification_type=classification,
-                                 target_export_platforms=["ONNX"])
+        return self.client.create_project(name, domain.id, classification)
 
     def tags(self, project_id: str, names: Sequence[str]) -> dict[str, str]:
-        existing = {t.name: t.id for t in self.service.call("get_tags", project_id)}
+        existing = {t.name: t.id for t in self.client.tags(project_id)}
         for name in names:
             if name not in existing:
-                existing[name] = self.service.call("create_tag", project_id, name).id
+                existing[name] = self.client.create_tag(project_id, name).id
         return existing
 
     # -- uploads -------------------------------------------------------------------------
@@ -208,25 +180,20 @@ class CloudTraining:
         if batch:
             yield batch
 
-    def upload(self, project_id: str, dataset: Dataset, tag_ids: dict[str, str]) -> UploadReport:
-        from azure.cognitiveservices.vision.customvision.training.models import (
-            ImageFileCreateBatch,
-            ImageFileCreateEntry,
-            Region,
-        )
+    @staticmethod
+    def new_image(item: Item, tag_ids: dict[str, str]) -> NewImage:
+        return NewImage(item.path.name, item.data, tuple(tag_ids[t] for t in item.tags),
+                        tuple(NewRegion(tag_ids[r.tag], r.left, r.top, r.width, r.height) for r in item.regions))
 
+    def upload(self, project_id: str, dataset: Dataset, tag_ids: dict[str, str]) -> UploadReport:
         pending = [i for i in dataset.items if i.sha1 not in self.state.images]
         already = len(dataset.items) - len(pending)
         uploaded, failed = 0, []
         for batch in self.batches(pending):
-            entries = [ImageFileCreateEntry(
-                name=item.path.name, contents=bytearray(item.data), tag_ids=[tag_ids[t] for t in item.tags] or None,
-                regions=[Region(tag_id=tag_ids[r.tag], left=r.left, top=r.top, width=r.width, height=r.height)
-                         for r in item.regions] or None) for item in batch]
-            summary = self.service.call("create_images_from_files", project_id, ImageFileCreateBatch(images=entries))
-            for item, result in zip(batch, summary.images, strict=True):
+            results = self.client.upload(project_id, [self.new_image(item, tag_ids) for item in batch])
+            for item, result in zip(batch, results, strict=True):
                 if result.status in UPLOADED:
-                    self.state.images[item.sha1] = result.image.id if result.image else ""
+                    self.state.images[item.sha1] = result.image_id
                     uploaded += result.status == "OK"
                     already += result.status == "OKDuplicate"
                 else:
@@ -250,11 +217,10 @@ class CloudTraining:
         if upload.failed:
             log.warning("%d images were refused: %s", len(upload.failed),
                         ", ".join(f"{f} ({s})" for f, s in upload.failed[:5]))
-        iteration = self.service.call("train_project", proj.id, training_type=training_type,
-                                      reserved_budget_in_hours=budget_hours, force_train=False)
-        iteration = self.wait_for("training", lambda: self.service.call("get_iteration", proj.id, iteration.id),
-                                  lambda it: it.status in ("Completed", "Failed"), timeout_s)
-        if iteration.status != "Completed":
+        started = self.client.train(proj.id, training_type, budget_hours)
+        iteration = self.wait_for("training", lambda: self.client.iteration(proj.id, started.id),
+                                  lambda it: it.status in (TRAINED, FAILED), timeout_s)
+        if iteration.status != TRAINED:
             raise CloudError(f"training iteration {iteration.id} ended as {iteration.status}")
         metrics = self.performance(proj.id, iteration.id, threshold, dataset.kind)
         return TrainedIteration(proj.id, iteration.id, dom.name, metrics, tag_ids, upload)
@@ -274,54 +240,30 @@ class CloudTraining:
             self.sleep(self.poll_s)
 
     def performance(self, project_id: str, iteration_id: str, threshold: float, kind: Kind) -> Metrics:
-        perf = self.service.call("get_iteration_performance", project_id, iteration_id, threshold=threshold,
-                                 overlap_threshold=0.3 if kind is Kind.DETECTION else None)
-        per_tag = tuple(TagMetrics(t.name, t.precision, t.recall, t.average_precision, 0)
-                        for t in perf.per_tag_performance or [])
+        perf = self.client.performance(project_id, iteration_id, threshold,
+                                       0.3 if kind is Kind.DETECTION else None)
+        per_tag = tuple(TagMetrics(t.name, t.precision, t.recall, t.average_precision, 0) for t in perf.per_tag)
         return Metrics(threshold, perf.precision, perf.recall, perf.average_precision, per_tag,
                        source="reported by Custom Vision")
 
     def publish(self, project_id: str, iteration_id: str, name: str, prediction_resource_id: str) -> None:
         if not prediction_resource_id:
             raise CloudError("publishing needs CUSTOMVISION_PREDICTION_RESOURCE_ID (the prediction resource's id)")
-        self.service.call("publish_iteration", project_id, iteration_id, name, prediction_resource_id)
+        self.client.publish(project_id, iteration_id, name, prediction_resource_id)
 
     # -- export ----------------------------------------------------------------------------
-    def export(self, project_id: str, iteration_id: str, folder: Path, flavor: str | None = None,
+    def export(self, project_id: str, iteration_id: str, folder: Path, flavor: Flavor = Flavor.ONNX,
                timeout_s: float = 1800) -> Path:
         """Ask for an ONNX export, wait until it is Done, and stream the zip to `folder`."""
-        def current() -> Any:
-            exports = self.service.call("get_exports", project_id, iteration_id)
-            return next((e for e in exports if e.platform == "ONNX" and (e.flavor or None) == flavor), None)
+        def current() -> Export | None:
+            exports = self.client.exports(project_id, iteration_id)
+            return next((e for e in exports if e.platform == "ONNX" and e.flavor is flavor), None)
 
         if current() is None:
-            self.service.call("export_iteration", project_id, iteration_id, "ONNX", flavor=flavor)
-        done = self.wait_for("export", current, lambda e: e is not None and e.status in ("Done", "Failed"),
+            self.client.export(project_id, iteration_id, flavor)
+        done = self.wait_for("export", current, lambda e: e is not None and e.status in (EXPORTED, EXPORT_FAILED),
                              timeout_s)
-        if done.status != "Done" or not done.download_uri:
-            raise CloudError(f"export of iteration {iteration_id} ended as {done.status}")
-        return download(done.download_uri, folder / f"{iteration_id}.zip", self.progress)
-
-
-def download(url: str, target: Path, progress: Progress | None = None, chunk: int = 1 << 16) -> Path:
-    """Stream a file to disk (a partial download never takes the final name)."""
-    import requests
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
-    try:
-        with requests.get(url, stream=True, timeout=60) as r:
-            r.raise_for_status()
-            total = int(r.headers.get("Content-Length") or 0)
-            got = 0
-            with open(partial, "wb") as f:
-                for block in r.iter_content(chunk):
-                    f.write(block)
-                    got += len(block)
-                    if progress and total:
-                        progress("download", got, total)
-    except (requests.RequestException, OSError) as exc:
-        partial.unlink(missing_ok=True)
-        raise CloudError(f"downloading the export failed: {exc.__class__.__name__}") from None
-    partial.replace(target)
-    return target
+        if done is None or done.status != EXPORTED or not done.download_uri:
+            status = done.status if done else "missing"
+            raise CloudError(f"export of iteration {iteration_id} ({flavor.value}) ended as {status}")
+        return self.client.download(done.download_uri, folder / f"{iteration_id}.zip", self.progress)

@@ -36,6 +36,9 @@ MIN_PER_TAG = 5
 ADVISED_PER_TAG = 15
 MULTILABEL_FILES = ("labels.csv", "labels.json")
 COCO_FILES = ("annotations.json", "coco.json", "_annotations.coco.json")
+MANIFEST_SUFFIXES = (".csv", ".json")
+WHAT_A_DATASET_IS = ("a dataset is a folder with one sub-folder of images per tag, or a labels.csv or labels.json "
+                     "(multilabel) or a COCO annotations.json (detection) with the images beside it")
 
 
 class DatasetError(EdgeRuntimeError):
@@ -178,7 +181,7 @@ def _images_in(folder: Path) -> list[Path]:
 def _classification(root: Path, report: Report) -> tuple[list[str], list[Item]]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise DatasetError(f"{root}: expected one folder per tag, a labels.csv/labels.json, or COCO annotations")
+        raise DatasetError(f"{root}: no tag folders or label file found; {WHAT_A_DATASET_IS}")
     reader, items = _Reader(report), []
     for folder in folders:
         for stray in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() not in SUFFIXES):
@@ -201,6 +204,8 @@ def _multilabel(root: Path, manifest: Path, report: Report) -> tuple[list[str], 
         else:
             for entry in json.loads(manifest.read_text())["images"]:
                 rows.append((entry["file"], [str(t) for t in entry.get("tags", [])]))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{manifest}: not UTF-8 text; {WHAT_A_DATASET_IS}") from exc
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{manifest}: cannot read it ({exc}); see the README for its columns") from exc
     reader, items, tags = _Reader(report), [], []
@@ -225,6 +230,8 @@ def _coco(root: Path, annotations: Path, report: Report) -> tuple[list[str], lis
             iw, ih = float(image["width"]), float(image["height"])
             boxes.setdefault(a["image_id"], []).append(
                 Region(categories[a["category_id"]], x / iw, y / ih, w / iw, h / ih))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{annotations}: not UTF-8 text; {WHAT_A_DATASET_IS}") from exc
     except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise DatasetError(f"{annotations}: not usable COCO JSON ({exc})") from exc
     reader, items = _Reader(report), []
@@ -244,7 +251,9 @@ def _coco(root: Path, annotations: Path, report: Report) -> tuple[list[str], lis
 def load_dataset(path: Path) -> Dataset:
     root = path.parent if path.is_file() else path
     if not root.is_dir():
-        raise DatasetError(f"{path}: no such folder")
+        raise DatasetError(f"{path}: no such folder; {WHAT_A_DATASET_IS}")
+    if path.is_file() and path.name not in MULTILABEL_FILES + COCO_FILES and path.suffix not in MANIFEST_SUFFIXES:
+        raise DatasetError(f"{path} is a file, not a dataset; {WHAT_A_DATASET_IS}")
     report = Report()
     manifest = path if path.is_file() else next((root / n for n in MULTILABEL_FILES + COCO_FILES
                                                  if (root / n).is_file()), None)

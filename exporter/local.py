@@ -23,13 +23,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 
 from edge_runtime.imageio import decode_image
 from edge_runtime.predictor import Predictor
 
 from .dataset import Dataset, DatasetError, Kind
 from .metrics import Metrics, classification_metrics
+from .split import split
 
 BACKBONE = Path(__file__).resolve().parent.parent / "edge_runtime" / "demo"
 FEATURES = "features"
@@ -153,14 +153,6 @@ def metadata(multilabel: bool, backbone: Path = BACKBONE) -> dict[str, str]:
     return meta
 
 
-def _split(dataset: Dataset, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    indices = np.arange(len(dataset.items))
-    stratify = y.argmax(1) if dataset.kind is Kind.CLASSIFICATION else None
-    n_val = max(round(len(indices) * VALIDATION_SHARE), len(dataset.tags) if stratify is not None else 1)
-    train, val = train_test_split(indices, test_size=n_val, random_state=seed, stratify=stratify)
-    return np.sort(train), np.sort(val)
-
-
 def train_local(dataset: Dataset, seed: int = 0, threshold: float = 0.5, copies: int | None = None,
                 progress: Progress | None = None, backbone: Path = BACKBONE) -> TrainResult:
     if dataset.kind is Kind.DETECTION:
@@ -170,7 +162,7 @@ def train_local(dataset: Dataset, seed: int = 0, threshold: float = 0.5, copies:
     start = time.perf_counter()
     multilabel = dataset.kind is Kind.MULTILABEL
     y = _targets(dataset)
-    train, val = _split(dataset, y, seed)
+    train, val = split(y, VALIDATION_SHARE, multilabel, seed)
     per_tag = min(dataset.counts().values())
     copies = copies if copies is not None else (3 if per_tag < SMALL_SET else 1)
     rng = np.random.default_rng(seed)

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix
+
+NAMED_COLUMN_WIDTH = 12  # longer tag names would make the matrix too wide: columns are numbered then
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Metrics:
     per_tag: tuple[TagMetrics, ...]
     confusion: tuple[tuple[int, ...], ...] = ()  # multiclass only: rows truth, columns argmax
     source: str = ""  # "local validation split", "Custom Vision", "evaluate"
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(json.dumps(asdict(self), default=float).replace("NaN", "null"))
@@ -50,15 +52,24 @@ class Metrics:
         lines.append(f"{'overall':<{width}}  {_pct(self.precision):>9}  {_pct(self.recall):>6}  "
                      f"{_pct(self.average_precision):>5}")
         lines.append(f"(probability threshold {self.threshold:.2f}{'; ' + self.source if self.source else ''})")
+        lines += [f"warning: {w}" for w in self.warnings]
         if self.confusion:
-            labels = [t.tag for t in self.per_tag]
-            cell = max([len(str(v)) for row in self.confusion for v in row] + [3])
-            lines.append("")
-            lines.append("confusion matrix (rows: true tag, columns: top prediction)")
-            lines.append(" " * (width + 2) + " ".join(f"{i:>{cell}}" for i in range(len(labels))))
-            for i, (tag, row) in enumerate(zip(labels, self.confusion, strict=True)):
-                lines.append(f"{tag:<{width}}  " + " ".join(f"{v:>{cell}}" for v in row) + f"   ({i})")
+            lines += ["", *confusion_lines([t.tag for t in self.per_tag], self.confusion)]
         return "\n".join(lines)
+
+
+def confusion_lines(labels: list[str], matrix: tuple[tuple[int, ...], ...]) -> list[str]:
+    """Columns are headed by the tag names when they are short; otherwise by numbers, and each
+    row starts with its number, so column k is the tag of row k."""
+    named = max(len(t) for t in labels) <= NAMED_COLUMN_WIDTH
+    heads = labels if named else [str(i) for i in range(len(labels))]
+    rows = labels if named else [f"{i:>{len(heads[-1])}} {t}" for i, t in enumerate(labels)]
+    cell = max([len(str(v)) for row in matrix for v in row] + [len(h) for h in heads] + [3])
+    width = max([len(r) for r in rows] + [7])
+    how = "columns: top prediction" if named else "columns: top prediction, numbered as the rows"
+    lines = [f"confusion matrix (rows: true tag, {how})", " " * (width + 2) + " ".join(f"{h:>{cell}}" for h in heads)]
+    lines += [f"{r:<{width}}  " + " ".join(f"{v:>{cell}}" for v in row) for r, row in zip(rows, matrix, strict=True)]
+    return lines
 
 
 def _pct(value: float) -> str:
@@ -74,6 +85,8 @@ def classification_metrics(
     multiclass: bool = True, source: str = "",
 ) -> Metrics:
     """`truth` and `scores` are [images, tags]: 0/1 ground truth and probabilities."""
+    from sklearn.metrics import average_precision_score, confusion_matrix  # slow to import: only when needed
+
     truth = np.asarray(truth).astype(bool)
     predicted = np.asarray(scores) >= threshold
     per_tag = []
@@ -88,5 +101,7 @@ def classification_metrics(
     if multiclass and len(truth):
         matrix = confusion_matrix(truth.argmax(1), np.asarray(scores).argmax(1), labels=list(range(len(labels))))
         confusion = tuple(tuple(int(v) for v in row) for row in matrix)
+    unmeasured = tuple(f"no evaluated image carries tag {t.tag!r}, so its recall and AP are not measured"
+                       for t in per_tag if not t.images)
     return Metrics(threshold, _ratio(tp_all, predicted.sum()), _ratio(tp_all, truth.sum()),
-                   float(np.mean(aps)) if aps else float("nan"), tuple(per_tag), confusion, source)
+                   float(np.mean(aps)) if aps else float("nan"), tuple(per_tag), confusion, source, unmeasured)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -24,8 +25,12 @@ from typing import Any
 
 from edge_runtime.archive import safe_extract
 from edge_runtime.bundle import BUNDLE_INFO, MANIFEST
+from edge_runtime.hashing import file_sha1
 
 from .verify import Verified, verify_export
+
+DIR_MODE = 0o755
+FILE_MODE = 0o644
 
 
 def write_export(
@@ -65,21 +70,30 @@ def next_version(root: Path) -> Path:
     return root / f"v{max(taken, default=0) + 1}"
 
 
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def make_dirs(path: Path) -> None:
+    """Create the missing folders of `path` as 0755, whatever the umask; leave existing ones alone."""
+    for folder in [*reversed(path.parents), path]:
+        if not folder.exists():
+            folder.mkdir(exist_ok=True)
+            folder.chmod(DIR_MODE)
+
+
+def make_world_readable(folder: Path) -> None:
+    """Folders 0755, files 0644. The staging folder comes from mkdtemp (0700), and the runtime's
+    service usually runs as its own user (systemd DynamicUser), which must be able to read it."""
+    for current, _, files in os.walk(folder):
+        os.chmod(current, DIR_MODE)
+        for file in files:
+            os.chmod(os.path.join(current, file), FILE_MODE)
 
 
 def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
                  tag_ids: Mapping[str, str] | None = None) -> tuple[Path, Verified]:
     """Copy (or safely unzip) an export into out/name/vN, add bundle.json, and verify it
     loads and runs through the runtime before it is declared good. A bundle that fails
-    verification is removed."""
+    verification is removed. Bundles are readable by every user."""
     root = out / name
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         if export.is_dir():
@@ -88,7 +102,7 @@ def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
                     shutil.copy2(path, staging / path.name)
         else:
             safe_extract(export, staging)
-        files = {p.name: _sha1(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        files = {p.name: file_sha1(p) for p in sorted(staging.iterdir()) if p.is_file()}
         labels = (staging / "labels.txt").read_text().splitlines() if (staging / "labels.txt").is_file() else []
         bundle_info = {"name": name, "created": dt.datetime.now(dt.timezone.utc).isoformat(), **info,
                        "labels": labels, "files": files}
@@ -96,6 +110,7 @@ def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
             bundle_info["tagIds"] = [tag_ids.get(label, "") for label in labels]
         (staging / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2, default=str) + "\n")
         verified = verify_export(staging)
+        make_world_readable(staging)
         target = next_version(root)
         staging.rename(target)
         return target, verified

@@ -1,4 +1,8 @@
-"""The customvision backend: the real SDK over loopback against a test double of the service."""
+"""The customvision backend end to end: the real SDK over loopback against a REST double of the service.
+
+The upload, resume, train and export logic is tested in memory in test_cloud_training.py;
+these tests cover what only the real SDK and HTTP show: retries, errors, the CLI.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ import numpy as np
 import pytest
 
 from edge_runtime.predictor import Predictor
-from exporter.customvision import CloudError, CloudTraining, SdkService, UploadState
+from exporter.customvision import CloudError, CloudTraining, UploadState
 from exporter.dataset import load_dataset
 from exporter.package import write_export
+from exporter.sdk_client import SdkClient
 from exporter.secrets import Credentials, guard_logs, load_credentials
 from tests import models
 from tests.cv_double import KEY, Double, Faults, create_double_app
@@ -38,8 +43,11 @@ def noise_dataset(root: Path, per_tag: int, tags=("red", "green")) -> Path:
 
 @pytest.fixture(scope="module")
 def export_zip(tmp_path_factory) -> Path:
-    """A real export the double hands out: the runtime's own colour classifier layout."""
-    root = tmp_path_factory.mktemp("cvexport")
+    return make_export_zip(tmp_path_factory.mktemp("cvexport"))
+
+
+def make_export_zip(root: Path) -> Path:
+    """A real export the service hands out: the runtime's own colour classifier layout."""
     folder = write_export(root / "export", models.color_classifier(tags=2), ("red", "green"),
                           models.modern_metadata())
     path = root / "export.zip"
@@ -57,8 +65,8 @@ def service(export_zip):
         yield double, url
 
 
-def connect(url: str, sleeps: list[float]) -> SdkService:
-    return SdkService.connect(Credentials(url, KEY), sleep=sleeps.append)
+def connect(url: str, sleeps: list[float]) -> SdkClient:
+    return SdkClient.connect(Credentials(url, KEY), sleep=sleeps.append)
 
 
 def test_full_run_with_throttling_and_a_server_error(service, tmp_path):
@@ -79,34 +87,6 @@ def test_full_run_with_throttling_and_a_server_error(service, tmp_path):
     assert Predictor.load(zip_path).spec.labels == ("red", "green")
 
 
-def test_a_run_broken_after_the_second_batch_resumes_without_duplicates(service, tmp_path):
-    double, url = service
-    double.faults = Faults(break_after_batches=2)
-    dataset = load_dataset(noise_dataset(tmp_path / "data", per_tag=75))  # 150 images: 64 + 64 + 22
-    state_path = tmp_path / "state.json"
-    sleeps: list[float] = []
-    first = CloudTraining(connect(url, sleeps), UploadState.open(state_path), sleep=sleeps.append, poll_s=0.01)
-    with pytest.raises(CloudError, match="503"):
-        first.train(dataset, "resume", "General (compact)")
-    assert len(UploadState.open(state_path).images) == 128
-    double.faults = Faults()
-    second = CloudTraining(connect(url, sleeps), UploadState.open(state_path), sleep=sleeps.append, poll_s=0.01)
-    result = second.train(dataset, "resume", "General (compact)")
-    assert result.upload.uploaded == 22 and result.upload.already_there == 128
-    assert len(double.received) == 150 and len(set(double.received)) == 150  # nothing sent twice
-    # a lost state file: the service answers OKDuplicate, which counts as already there
-    state_path.unlink()
-    third = CloudTraining(connect(url, sleeps), UploadState.open(state_path), sleep=sleeps.append, poll_s=0.01)
-    again = third.train(dataset, "resume", "General (compact)")
-    assert again.upload.already_there == 150 and again.upload.uploaded == 0
-
-
-def test_batches_respect_the_tag_limit():
-    items = [type("I", (), {"tags": (f"t{i}",), "regions": ()})() for i in range(45)]
-    sizes = [len(b) for b in CloudTraining.batches(items)]  # type: ignore[arg-type]
-    assert sizes == [20, 20, 5]
-
-
 def test_unknown_domains_and_bad_keys_are_clear(service, tmp_path):
     _, url = service
     dataset = load_dataset(noise_dataset(tmp_path / "data", per_tag=5))
@@ -115,9 +95,9 @@ def test_unknown_domains_and_bad_keys_are_clear(service, tmp_path):
         run.train(dataset, "p", "Food")
     with pytest.raises(CloudError, match="cannot be exported"):
         run.train(dataset, "p", "General")
-    bad = SdkService.connect(Credentials(url, "wrong-key"), sleep=lambda s: None)
+    bad = SdkClient.connect(Credentials(url, "wrong-key"), sleep=lambda s: None)
     with pytest.raises(CloudError, match="401") as info:
-        bad.call("get_domains")
+        bad.domains()
     assert "wrong-key" not in str(info.value)
 
 
@@ -141,7 +121,7 @@ def test_cli_trains_exports_and_writes_a_bundle_without_leaking_the_key(service,
     figures = json.loads((out / "kiosk" / f"metrics-{iteration['id']}.json").read_text())
     assert figures["recall"] == pytest.approx(0.8) and len(figures["per_tag"]) == 2
     assert KEY not in proc.stdout + proc.stderr
-    assert "DEBUG exporter.customvision: Custom Vision create_images_from_files" in proc.stderr  # verbose was on
+    assert "DEBUG exporter.sdk_client: Custom Vision create_images_from_files" in proc.stderr  # verbose was on
     bundle = out / "kiosk" / "v1"
     info = json.loads((bundle / "bundle.json").read_text())
     assert info["source"]["backend"] == "customvision" and info["iteration"]
@@ -192,19 +172,6 @@ def test_credentials_come_from_env_or_file_and_stay_out_of_logs(tmp_path, caplog
     assert "k-env" not in caplog.text and "***" in caplog.text
 
 
-def test_detection_sets_upload_their_regions(service, tmp_path):
-    from tests.test_exporter import coco_dataset
-
-    double, url = service
-    (tmp_path / "coco").mkdir()
-    dataset = load_dataset(coco_dataset(tmp_path / "coco", count=6))
-    run = CloudTraining(connect(url, []), UploadState.open(tmp_path / "s.json"), poll_s=0.01)
-    result = run.train(dataset, "boxes", "General (compact)")
-    project = double.projects[result.project_id]
-    assert project["settings"]["domainId"] == "a27d5ca5-bb19-49d8-a70a-fec086c47f5b"  # the detection domain
-    assert result.upload.uploaded == 6
-
-
 def test_cli_exports_an_existing_iteration(service, tmp_path):
     double, url = service
     data = noise_dataset(tmp_path / "data", per_tag=5)
@@ -212,8 +179,12 @@ def test_cli_exports_an_existing_iteration(service, tmp_path):
     assert cli(url, "train", str(data), "--backend", "customvision", "--project", "again", "--out", str(out),
                "--no-progress").returncode == 0
     iteration = next(iter(double.iterations))
-    proc = cli(url, "export", "--project", "again", "--iteration", iteration, "--out", str(out), "--no-progress")
+    proc = cli(url, "export", "--project", "again", "--iteration", iteration, "--out", str(out), "--no-progress",
+               "--flavor", "OnnxFloat16")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((out / "again" / "v2" / "bundle.json").read_text())["iteration"] == iteration
+    info = json.loads((out / "again" / "v2" / "bundle.json").read_text())
+    assert info["iteration"] == iteration and info["flavor"] == "OnnxFloat16"
+    assert double.exports[iteration]["flavor"] == "OnnxFloat16"  # asked for by its API name
+    assert json.loads((out / "again" / "v1" / "bundle.json").read_text())["flavor"] == "ONNX"
     missing = cli(url, "export", "--project", "nope", "--iteration", iteration, "--out", str(out))
     assert missing.returncode == 1 and "no project named 'nope'" in missing.stderr

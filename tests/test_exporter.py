@@ -52,10 +52,12 @@ def digits(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def digits_bundle(digits, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles")
-    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "train", str(digits), "--backend", "local",
-                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "train", digits.name, "--backend", "local",
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300,
+                          cwd=digits.parent)  # the dataset named by a relative path
     assert proc.returncode == 0, proc.stderr
     assert "bundle:" in proc.stdout and "confusion matrix" in proc.stdout
+    assert "digit0 digit1 digit2" in " ".join(proc.stdout.split())  # the columns are labelled
     return out / "digits" / "v1"
 
 
@@ -116,6 +118,7 @@ def test_multilabel_manifests(tmp_path):
     assert dataset.counts() == {"red": 12, "green": 12}
     result = train_local(dataset, copies=1)
     assert result.multilabel
+    assert all(t.images > 0 for t in result.metrics.per_tag) and not result.metrics.warnings  # both held out
     folder = write_export(tmp_path / "export", result.model, result.labels, result.metadata)
     predictor = Predictor.load(folder)
     assert predictor.spec.variant.value == "multilabel"
@@ -130,6 +133,7 @@ def test_local_trainer_on_digits_round_trips_through_the_runtime(digits, digits_
     confusion = np.array(info["metrics"]["confusion"])
     assert confusion.trace() / confusion.sum() >= 0.85  # held-out top-1 accuracy
     assert info["source"]["backend"] == "local" and len(info["labels"]) == 10
+    assert info["source"]["dataset"] == str(digits.resolve())  # absolute, though the command named it relatively
     assert set(info["files"]) >= {"model.onnx", "labels.txt", "cvexport.manifest", "metadata_properties.json"}
     bundle = open_bundle(digits_bundle)
     assert bundle.manifest["ModelFileSHA1"] == info["files"]["model.onnx"]

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__, systemd
 from ..metrics import Metrics
-from . import errors, health, live, predict
+from . import cloud, errors, health, live, predict
 from .state import Services
 
 log = logging.getLogger("edge_runtime.http")
@@ -116,5 +116,6 @@ def create_app(svc: Services) -> FastAPI:
     app.include_router(live.router)
     app.include_router(live.protected)
     app.include_router(predict.router)
+    app.include_router(cloud.router)
     app.add_middleware(RequestMetrics, metrics=svc.metrics)
     return app

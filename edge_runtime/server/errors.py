@@ -37,6 +37,10 @@ class BadRequest(HttpError):
     pass
 
 
+class NotSupported(BadRequest):
+    """The request asks the model for what it does not do (classify on a detector, detect on a classifier)."""
+
+
 class Unauthorized(HttpError):
     pass
 
@@ -58,6 +62,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     PayloadTooLarge: (413, "BadRequestImageSizeBytes"),
     ImageTooLargeError: (400, "BadRequestImageDimensions"),
     ImageDecodeError: (400, "BadRequestImageFormat"),
+    NotSupported: (400, "BadRequestNotSupported"),
     BadRequest: (400, "BadRequest"),
     Unauthorized: (401, "Unauthorized"),
     Forbidden: (403, "Forbidden"),

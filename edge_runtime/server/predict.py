@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from ..imageio import decode_image
@@ -49,26 +49,30 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
+    # A part sent without a filename, as the service's SDKs send imageData, is parsed as text:
+    # decoded as latin-1 (whatever charset the client named) it turns back into the same bytes.
+    parser = MultiPartParser(Headers({"content-type": f"{content_type}; charset=latin-1"}), stream())
+    parser.max_part_size = limit + MULTIPART_OVERHEAD  # starlette >= 0.40 caps text parts at 1 MB
     try:
-        form = await MultiPartParser(request.headers, stream()).parse()
+        form = await parser.parse()
     except Exception as exc:  # the parser raises its own MultiPartException and ValueErrors
         raise BadRequest(f"malformed multipart body: {exc}") from exc
     part = form.get(IMAGE_FIELD)
-    if not isinstance(part, UploadFile):
+    if not isinstance(part, (UploadFile, str)):
         part = next((v for v in form.values() if isinstance(v, UploadFile)), None)
     if part is None:
         raise BadRequest(f"multipart body has no file field (expected '{IMAGE_FIELD}')")
-    data = await part.read()
+    data = part.encode("latin-1") if isinstance(part, str) else await part.read()
     if len(data) > limit:
         raise PayloadTooLarge(f"the image is {len(data)} bytes; the limit is {limit}")
     return data
 
 
-async def _predict(svc: Services, data: bytes) -> Response:
+async def _predict(svc: Services, data: bytes, project: str = "") -> Response:
     def work() -> bytes:
         result = svc.predictor.predict(decode_image(data, svc.settings.server.max_image_pixels))
         # serialised here, off the event loop, and without FastAPI's generic encoder (slow for 1000 tags)
-        return json.dumps(result.to_json(svc.settings.server.project, svc.predictor.iteration)).encode()
+        return json.dumps(result.to_json(project or svc.settings.server.project, svc.predictor.iteration)).encode()
 
     return Response(await run_in_threadpool(work), media_type="application/json")
 

@@ -61,3 +61,14 @@ def require_token(request: Request) -> None:
     or ?token= (for clients such as EventSource that cannot set headers)."""
     if not services(request).token_matches(supplied_token(request)):
         raise Unauthorized("a valid bearer token is required")
+
+
+PREDICTION_KEY_HEADER = "Prediction-Key"
+
+
+def require_prediction_key(request: Request) -> None:
+    """Dependency for the cloud Prediction API routes: the token as the service's SDKs send
+    their key (a `Prediction-Key` header), or any way `require_token` accepts it."""
+    svc, key = services(request), request.headers.get(PREDICTION_KEY_HEADER)
+    if not ((key is not None and svc.token_matches(key)) or svc.token_matches(supplied_token(request))):
+        raise Unauthorized(f"a valid {PREDICTION_KEY_HEADER} header or bearer token is required")

@@ -1,0 +1,30 @@
+"""The SHA-1 helper that the runtime checks manifests with and the exporter records in bundle.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from edge_runtime.hashing import CHUNK, file_sha1
+from exporter.package import write_bundle
+from tests import models
+
+
+def test_file_sha1_reads_in_chunks_and_matches_hashlib(tmp_path):
+    data = np.random.default_rng(5).integers(0, 256, 2 * CHUNK + 123, dtype=np.uint8).tobytes()
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert file_sha1(path) == hashlib.sha1(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_sha1(tmp_path / "empty") == hashlib.sha1(b"").hexdigest()
+
+
+def test_bundle_hashes_are_what_the_runtime_checks(tmp_path):
+    model = models.color_classifier()
+    folder = models.write_export(tmp_path / "export", model, models.COLOR_TAGS)
+    bundle, _ = write_bundle(tmp_path / "out", "colors", folder, {})
+    files = json.loads((bundle / "bundle.json").read_text())["files"]
+    assert files["model.onnx"] == hashlib.sha1(model).hexdigest()
+    assert files == {name: file_sha1(bundle / name) for name in files}

@@ -110,14 +110,6 @@ def _find_model(root: Path, manifest: dict[str, Any]) -> Path:
     return models[0]
 
 
-def file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify_sha1(model_path: Path, expected: object) -> None:
     if not expected:
         return

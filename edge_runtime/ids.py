@@ -20,7 +20,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .bundle import Bundle, file_sha1
+from .bundle import Bundle
+from .hashing import file_sha1
 
 # Fixed once: changing it would change every derived id.
 NAMESPACE = uuid.UUID("2b406d22-ce7c-4a01-8d00-b5070444408a")

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import LabelsError
 from .spec import ModelSpec
-from .types import BoundingBox, Prediction, Variant, Window
+from .types import BoundingBox, Prediction, Predictions, Variant, Window
 
 CLASSIFICATION_THRESHOLD = 0.0  # the service returns every tag
 DETECTION_THRESHOLD = 0.10  # the export zip's default
@@ -56,7 +56,7 @@ def _tag(spec: ModelSpec, index: int) -> tuple[str, str]:
     return labels[index], spec.tag_ids[index] if spec.tag_ids else ""
 
 
-def classify(probs: np.ndarray, spec: ModelSpec, options: PostprocessOptions) -> tuple[Prediction, ...]:
+def classify(probs: np.ndarray, spec: ModelSpec, options: PostprocessOptions) -> Predictions:
     threshold = CLASSIFICATION_THRESHOLD if options.threshold is None else options.threshold
     labels = spec.labels or ()
     if len(probs) != len(labels):
@@ -66,7 +66,7 @@ def classify(probs: np.ndarray, spec: ModelSpec, options: PostprocessOptions) ->
         order = order[: options.top_k]
     ordered = probs[order]
     keep = ordered >= threshold
-    return Prediction.many(order[keep].tolist(), labels, ordered[keep].astype(float).tolist(), spec.tag_ids)
+    return Predictions(order[keep].tolist(), ordered[keep].astype(float).tolist(), labels, spec.tag_ids)
 
 
 def decode_yolo(
@@ -132,7 +132,7 @@ def detect(
 
 def postprocess(
     outputs: Mapping[str, Any], spec: ModelSpec, win: Window, options: PostprocessOptions
-) -> tuple[Prediction, ...]:
+) -> Sequence[Prediction]:
     raw = outputs[spec.output]
     if spec.variant is Variant.YOLO:
         boxes, probs = decode_yolo(np.asarray(raw), spec.anchor_array)

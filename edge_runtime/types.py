@@ -6,10 +6,11 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -164,6 +165,81 @@ class Prediction:
         }
 
 
+class Predictions(Sequence[Prediction]):
+    """A classifier's predictions kept as columns (tag indices and probabilities, highest
+    first); a Prediction object is made only when one is read, and `json_text` encodes all
+    of them without making any. A 1000-tag model's results then cost little to publish and
+    stream when a consumer reads only the top few, or only the JSON.
+
+    Equal to the tuple of the same Predictions, and usable wherever a sequence is.
+    """
+
+    __slots__ = ("_indices", "_made", "_names", "_probabilities", "_tag_ids")
+
+    def __init__(self, indices: list[int], probabilities: list[float], names: Sequence[str],
+                 tag_ids: Sequence[str] | None) -> None:
+        self._indices, self._probabilities = indices, probabilities
+        self._names, self._tag_ids = names, tag_ids
+        self._made: dict[int, Prediction] = {}
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @overload
+    def __getitem__(self, i: int) -> Prediction: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Prediction, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Prediction | tuple[Prediction, ...]:
+        if isinstance(i, slice):
+            return tuple(self._make(j) for j in range(*i.indices(len(self))))
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("prediction index out of range")
+        return self._make(i)
+
+    def _make(self, i: int) -> Prediction:
+        made = self._made.get(i)
+        if made is None:
+            index = self._indices[i]
+            made = self._made[i] = Prediction(index, self._names[index], self._probabilities[i],
+                                              self._tag_ids[index] if self._tag_ids else "")
+        return made
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Predictions, tuple)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Predictions({len(self)} tags)"
+
+    def json_text(self) -> str:
+        """The JSON array of the predictions, as `[p.to_json() ...]` would encode compactly."""
+        tails = _json_tails(tuple(self._names), tuple(self._tag_ids) if self._tag_ids else None)
+        return "[" + ",".join([f'{{"probability":{round(p, 8)!r},{tails[i]}'
+                               for i, p in zip(self._indices, self._probabilities, strict=True)]) + "]"
+
+
+@functools.lru_cache(maxsize=8)
+def _json_tails(names: tuple[str, ...], tag_ids: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Per tag, the constant rest of its prediction object: built once per model."""
+    dumps = functools.partial(json.dumps, ensure_ascii=True)
+    return tuple(f'"tagId":{dumps((tag_ids[i] if tag_ids else "") or str(i))},"tagName":{dumps(name)},'
+                 '"boundingBox":null}' for i, name in enumerate(names))
+
+
+def predictions_json(predictions: Sequence[Prediction]) -> str:
+    if isinstance(predictions, Predictions):
+        return predictions.json_text()
+    return json.dumps([p.to_json() for p in predictions], separators=(",", ":"))
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -177,7 +253,7 @@ def iso_ms(when: dt.datetime) -> str:
 class PredictionResult:
     """The answer for one image; `to_json` gives the Custom Vision prediction object."""
 
-    predictions: tuple[Prediction, ...]
+    predictions: Sequence[Prediction]  # a tuple, or Predictions (lazy) for classifiers
     image_width: int
     image_height: int
     created: dt.datetime = field(default_factory=_now)
@@ -194,6 +270,15 @@ class PredictionResult:
             "created": iso_ms(self.created),
             "predictions": [p.to_json() for p in self.predictions],
         }
+
+    def json_text(self, project: str = "", iteration: str = "", extra: Mapping[str, Any] | None = None) -> str:
+        """`to_json` encoded compactly, with `extra` keys after the predictions; the
+        predictions are encoded without building a dict per tag."""
+        project, iteration = project or self.project, iteration or self.iteration
+        head = json.dumps({"id": self.id, "project": project, "iteration": iteration,
+                           "created": iso_ms(self.created)}, separators=(",", ":"))
+        tail = json.dumps(dict(extra), separators=(",", ":"))[1:] if extra else "}"
+        return f'{head[:-1]},"predictions":{predictions_json(self.predictions)}' + ("," + tail if extra else tail)
 
 
 @dataclass(frozen=True)
@@ -226,12 +311,23 @@ class FrameResult:
         """From capture to publication."""
         return (self.published_mono - self.frame.captured_mono) * 1000
 
+    def _where(self) -> dict[str, Any]:
+        return {"camera": self.frame.camera_id, "seq": self.frame.seq,
+                "captured": iso_ms(dt.datetime.fromtimestamp(self.frame.captured_at, dt.timezone.utc)),
+                "ageMs": round(self.age_ms, 2), "inferenceMs": round(self.inference_ms, 2)}
+
     def to_json(self, project: str = "", iteration: str = "") -> dict[str, Any]:
         """The Custom Vision prediction object plus where and when the frame came from."""
         body = self.prediction.to_json(project, iteration)
-        body["camera"] = self.frame.camera_id
-        body["seq"] = self.frame.seq
-        body["captured"] = iso_ms(dt.datetime.fromtimestamp(self.frame.captured_at, dt.timezone.utc))
-        body["ageMs"] = round(self.age_ms, 2)
-        body["inferenceMs"] = round(self.inference_ms, 2)
+        body.update(self._where())
         return body
+
+    def json_text(self, project: str = "", iteration: str = "") -> str:
+        """`to_json` as compact JSON, encoded once per result however many sinks and
+        clients ask (they all pass the server's project and iteration)."""
+        cached = self.__dict__.get("_json")
+        if cached is not None and cached[0] == (project, iteration):
+            return str(cached[1])
+        text = self.prediction.json_text(project, iteration, self._where())
+        self.__dict__["_json"] = ((project, iteration), text)  # frozen: set beside the fields
+        return text

@@ -142,3 +142,37 @@ def test_predictions_built_in_bulk_equal_constructed_ones():
     assert hash(bulk[0]) == hash(Prediction(2, "c", 0.7, "ic"))
     with pytest.raises(AttributeError):
         bulk[0].probability = 1.0  # type: ignore[misc]
+
+
+def test_lazy_classifier_predictions_equal_eager_ones_and_encode_the_same():
+    import json
+
+    from edge_runtime.types import Prediction, PredictionResult, Predictions
+
+    names = ("a", 'quote"d', "ünï")
+    lazy = Predictions([2, 0, 1], [0.7, 0.2000000049, 0.1], names, ("id2", "", "id1"))
+    eager = (Prediction(2, "ünï", 0.7, "id1"), Prediction(0, "a", 0.2000000049, "id2"),
+             Prediction(1, 'quote"d', 0.1, ""))
+    assert lazy == eager and len(lazy) == 3 and lazy[-1] == eager[-1] and lazy[:2] == eager[:2]
+    assert list(lazy) == list(eager) and lazy[0] is lazy[0]  # made once, when read
+    with pytest.raises(IndexError):
+        lazy[3]
+    assert json.loads(lazy.json_text()) == [p.to_json() for p in eager]
+    result = PredictionResult(lazy, 10, 10, project="p", iteration="i")
+    assert json.loads(result.json_text(extra={"camera": "c"})) == {**result.to_json(), "camera": "c"}
+    plain = PredictionResult(eager, 10, 10)
+    assert json.loads(plain.json_text("p2")) == plain.to_json("p2")
+
+
+def test_frame_results_are_encoded_once_for_every_sink():
+    import json
+    import time
+
+    from edge_runtime.types import Frame, FrameResult, Prediction, PredictionResult
+
+    frame = Frame("cam", 4, time.time(), time.monotonic(), np.zeros((2, 2, 3), np.uint8))
+    result = FrameResult(frame, PredictionResult((Prediction(0, "a", 0.5),), 2, 2), 1.5, time.monotonic())
+    first = result.json_text("p", "i")
+    assert result.json_text("p", "i") is first  # the same string object: encoded once
+    assert json.loads(first) == result.to_json("p", "i")
+    assert json.loads(result.json_text("other", "i"))["project"] == "other"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -72,7 +71,7 @@ async def _predict(svc: Services, data: bytes, project: str = "") -> Response:
     def work() -> bytes:
         result = svc.predictor.predict(decode_image(data, svc.settings.server.max_image_pixels))
         # serialised here, off the event loop, and without FastAPI's generic encoder (slow for 1000 tags)
-        return json.dumps(result.to_json(project or svc.settings.server.project, svc.predictor.iteration)).encode()
+        return result.json_text(project or svc.settings.server.project, svc.predictor.iteration).encode()
 
     return Response(await run_in_threadpool(work), media_type="application/json")
 

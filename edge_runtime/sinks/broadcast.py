@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 from dataclasses import dataclass, field
 
@@ -59,7 +58,7 @@ class EventBroadcaster:
             subs = list(self._subs)
         if not subs:
             return
-        data = json.dumps(result.to_json(self.project, self.iteration), separators=(",", ":"))
+        data = result.json_text(self.project, self.iteration)
         self._send(subs, ("prediction", result.camera_id, data))
 
     def publish(self, kind: str, camera_id: str, data: str) -> None:

@@ -15,7 +15,6 @@ is removed when the log is opened again, so every line in the files is whole JSO
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -75,7 +74,7 @@ class JsonlLog:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def __call__(self, result: FrameResult) -> None:
-        line = json.dumps(result.to_json(self.project, self.iteration), separators=(",", ":")) + "\n"
+        line = result.json_text(self.project, self.iteration) + "\n"
         self.write_line(line.encode())
 
     def write_line(self, line: bytes) -> None:

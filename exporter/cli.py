@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_runtime import __version__
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import ConfigError, EdgeRuntimeError
 
 from .dataset import WHAT_A_DATASET_IS, Dataset, load_dataset
 from .training_client import Flavor
@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the report")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-progress", action="store_true")
+    local = train.add_argument_group("local backend")
+    local.add_argument("--int8", action="store_true",
+                       help="also write a static INT8 export (OUT/PROJECT/vN-int8) calibrated on the training images")
+    local.add_argument("--int8-max-drop", type=float, default=1.0, metavar="POINTS",
+                       help="refuse the INT8 export when it loses more top-1 agreement than this")
     cloud = train.add_argument_group("customvision backend")
     cloud.add_argument("--domain", default="General (compact)", help="compact domain name (exportable ones only)")
     cloud.add_argument("--training-type", choices=["Regular", "Advanced"], default="Regular")
@@ -116,6 +121,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.int8 and args.backend != "local":
+        raise ConfigError("--int8 is for the local backend; run edge-runtime quantize on the exported bundle")
     dataset = load_dataset(args.dataset)
     print(dataset.summary())
     if dataset.report.errors:
@@ -137,7 +144,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "metrics": result.metrics.to_json()}
         bundle, verified = write_bundle(args.out, project, export, info)
     print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, verified)")
-    return 0
+    return _int8(bundle, dataset.root, args.int8_max_drop) if args.int8 else 0
+
+
+def _int8(bundle: Path, images: Path, max_drop: float) -> int:
+    """The INT8 sibling of a fresh bundle, calibrated on the images it was trained on."""
+    from edge_runtime.quantize import format_report, quantize_export
+
+    print("\nquantising to INT8 ...")
+    report = quantize_export(bundle, images, bundle.with_name(f"{bundle.name}-int8"), max_drop=max_drop)
+    print(format_report(report, max_drop))
+    return 0 if report.written else EXIT_ERROR
 
 
 def _cloud(args: argparse.Namespace, project: str) -> tuple[CloudTraining, Credentials]:

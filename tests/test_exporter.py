@@ -198,3 +198,24 @@ def test_detection_evaluation_gives_map50(exports, tmp_path):
     per_tag = dict(metrics.per_tag)
     assert per_tag["red"] > 0.95 and metrics.map50 > 0.95
     assert "mAP@0.5" in metrics.table()
+
+
+@pytest.mark.slow
+def test_train_int8_writes_a_quantised_sibling_calibrated_on_the_training_images(digits, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "train", str(digits), "--backend", "local",
+                           "--out", str(tmp_path), "--no-progress", "--int8", "--int8-max-drop", "100"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "top-1 agreement" in proc.stdout and "written to" in proc.stdout
+    int8 = open_bundle(tmp_path / "digits" / "v1-int8")
+    assert int8.manifest["Flavor"] == "ONNX-INT8" and int8.labels == open_bundle(tmp_path / "digits" / "v1").labels
+    info = json.loads((tmp_path / "digits" / "v1-int8" / "bundle.json").read_text())
+    assert info["calibration"] == str(digits.resolve()) and info["figures"]["frames"] == 200
+    sample = next((digits / "digit3").iterdir())
+    assert Predictor.load(tmp_path / "digits" / "v1-int8").predict(cv2.imread(str(sample))).predictions
+
+
+def test_int8_is_refused_for_the_cloud_backend_in_one_line(digits, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "train", str(digits), "--backend", "customvision",
+                           "--int8"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "local backend" in proc.stderr

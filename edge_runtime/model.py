@@ -149,11 +149,14 @@ class OnnxModel:
         try:
             session = ort.InferenceSession(str(target), sess_options=options, providers=names, provider_options=opts)
         except Exception as exc:  # onnxruntime raises pybind-generated classes
-            if cache is not None and cache.usable:  # a damaged or unwritable cache: load without it
-                log.warning("optimised graph cache %s unusable; loading without it", cache.folder)
-                cache.discard()
-                return cls.load(path, providers, intra_op_threads, inter_op_threads, provider_options, spinning)
-            raise _load_error(path, exc) from exc
+            if cache is None or not cache.usable:
+                raise _load_error(path, exc) from exc
+            # The cache entry is damaged or cannot be written, or the model itself is bad: load
+            # without the cache, which raises the model's own error in the last case.
+            cache.discard()
+            model = cls.load(path, providers, intra_op_threads, inter_op_threads, provider_options, spinning)
+            log.warning("optimised graph cache %s unusable; loaded the model without it", cache.folder)
+            return model
         if cache is not None and target == path:
             cache.commit()
         model = cls(session, path)

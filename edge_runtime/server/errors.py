@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import (
     ConfigError,
     EdgeRuntimeError,
+    ImageBusyError,
     ImageDecodeError,
     ImageTooLargeError,
     InferenceError,
@@ -58,6 +59,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     PayloadTooLarge: (413, "BadRequestImageSizeBytes"),
     ImageTooLargeError: (400, "BadRequestImageDimensions"),
     ImageDecodeError: (400, "BadRequestImageFormat"),
+    ImageBusyError: (503, "ServiceUnavailable"),
     BadRequest: (400, "BadRequest"),
     Unauthorized: (401, "Unauthorized"),
     Forbidden: (403, "Forbidden"),

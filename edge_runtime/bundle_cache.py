@@ -1,0 +1,135 @@
+"""Unpacked export zips, kept in a cache folder named by the zip's SHA-256.
+
+A zip is unpacked once and reused by every later start; a restart killed by a signal
+leaves nothing behind that the next start does not reuse or remove. Unpacking goes to a
+hidden `.partial-` folder that is renamed into place when complete, so a crash midway
+never leaves a half bundle under a real name. The `KEEP` most recently used bundles stay;
+older ones and abandoned partial folders are removed whenever a zip is opened.
+
+Where: $CACHE_DIRECTORY (systemd's CacheDirectory=, for a DynamicUser), else
+$XDG_CACHE_HOME/edge-runtime or ~/.cache/edge-runtime, else a private folder in the
+temporary directory (a PrivateTmp under systemd).
+
+    folder = unpacked(Path("export.zip"))     # <cache>/bundles/<sha256>/
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from .archive import MAX_TOTAL_BYTES, safe_extract
+from .errors import BundleError
+
+KEEP = 3  # bundles kept, the one being opened included
+PARTIAL_PREFIX = ".partial-"
+PARTIAL_STALE_S = 3600  # a partial folder this old belongs to a process that died
+COMPLETE = ".edge-runtime-complete"
+CHUNK = 1 << 20
+
+
+def _usable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _private_tmp() -> Path:
+    """A folder in the temporary directory that only this user owns (never another's)."""
+    path = Path(tempfile.gettempdir()) / f"edge-runtime-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+            return path
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="edge-runtime-"))
+
+
+def cache_root(env: Mapping[str, str] | None = None) -> Path:
+    """The folder unpacked bundles go to (created if need be)."""
+    env = os.environ if env is None else env
+    candidates = []
+    if env.get("CACHE_DIRECTORY"):
+        candidates.append(Path(env["CACHE_DIRECTORY"].split(":")[0]))
+    home_cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    candidates.append(Path(home_cache) / "edge-runtime")
+    for base in candidates:
+        if base.is_absolute() and _usable(base / "bundles"):
+            return base / "bundles"
+    return _private_tmp() / "bundles"
+
+
+def file_digest(path: Path, limit: int = MAX_TOTAL_BYTES) -> str:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise BundleError(f"{path.name}: larger than the {limit}-byte limit for an export")
+                digest.update(chunk)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def prune(root: Path, keep: int = KEEP) -> None:
+    """Remove all but the `keep` most recently used bundles, and stale partial folders."""
+    now = time.time()
+    done, stale = [], []
+    for entry in root.iterdir():
+        try:
+            mtime = entry.lstat().st_mtime
+        except OSError:
+            continue
+        if entry.name.startswith(PARTIAL_PREFIX):
+            if now - mtime > PARTIAL_STALE_S:
+                stale.append(entry)
+        elif entry.is_dir() and not entry.is_symlink():
+            done.append((mtime, entry))
+    done.sort(reverse=True)
+    for entry in stale + [e for _, e in done[keep:]]:
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def unpacked(zip_path: Path, root: Path | None = None) -> Path:
+    """The folder holding `zip_path`'s files, unpacked now or by an earlier run."""
+    root = cache_root() if root is None else root
+    target = root / file_digest(zip_path)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not (target / COMPLETE).is_file():
+            _unpack(zip_path, root, target)
+        os.utime(target)  # most recently used
+        prune(root)
+    except OSError as exc:
+        raise BundleError(f"cannot unpack {zip_path.name} into {root}: {exc.strerror or exc}") from exc
+    return target
+
+
+def _unpack(zip_path: Path, root: Path, target: Path) -> None:
+    partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=root))
+    try:
+        safe_extract(zip_path, partial)
+        (partial / COMPLETE).write_text(f"{zip_path.name}\n")
+        os.chmod(partial, 0o755)
+        if target.exists():  # left incomplete by a run that died before the marker
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.rename(partial, target)
+        except OSError:
+            if not (target / COMPLETE).is_file():  # not merely a concurrent start that won
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

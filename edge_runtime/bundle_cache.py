@@ -61,7 +61,7 @@ def cache_root(env: Mapping[str, str] | None = None) -> Path:
     candidates = []
     if env.get("CACHE_DIRECTORY"):
         candidates.append(Path(env["CACHE_DIRECTORY"].split(":")[0]))
-    home_cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home_cache = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
     candidates.append(Path(home_cache) / "edge-runtime")
     for base in candidates:
         if base.is_absolute() and _usable(base / "bundles"):

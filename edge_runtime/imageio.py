@@ -7,9 +7,10 @@ Nothing reaches a decoder before its cost is known. The format is recognised by 
 first bytes (JPEG, PNG, BMP, GIF and WebP, the formats Custom Vision takes: OpenCV's
 other decoders include some that write the upload to a temporary file), and the size is
 read from the header (the few documented bytes of each format, so no decoder runs).
-Then the shape is checked against the limits, a share of the process-wide pixel budget
-is reserved, and a large JPEG is decoded at 1/2, 1/4 or 1/8 size when the network needs
-far fewer pixels (libjpeg scales while decoding, so the full image never exists).
+Then the shape is checked against the limits, the decoder's memory is reserved from the
+process-wide decode budget (or the image refused if it alone would exceed it), and a
+large JPEG is decoded at 1/2, 1/4 or 1/8 size when the network needs far fewer pixels
+(libjpeg scales while decoding, so the full image never exists).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from .types import InputSpec
 
 JPEG_SOI, JPEG_SOS, JPEG_EOI = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
 ACCEPTED = "JPEG, PNG, BMP, GIF or WebP"
-# Decoders that hold a 4-channel copy beside the BGR result count twice against the budget.
-BUDGET_FACTOR = {"jpeg": 1, "png": 1, "bmp": 1, "gif": 2, "webp": 2}
+# Peak bytes per decoded pixel, measured with OpenCV 5 (the decoder's buffer, then the
+# BGR result it is copied into); GIF and WebP decode through a 4-channel canvas.
+DECODE_BYTES_PER_PIXEL = {"jpeg": 6, "png": 6, "bmp": 6, "gif": 8, "webp": 8}
 REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                  8: cv2.IMREAD_REDUCED_COLOR_8}
 # JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
@@ -118,7 +120,7 @@ def header_size(data: bytes, kind: str) -> tuple[int, int]:
 
 @contextmanager
 def decoded(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, spec: InputSpec | None = None) -> Iterator[np.ndarray]:
-    """Decode within the limits and hold the image's share of the pixel budget while in use.
+    """Decode within the limits and hold its share of the decode budget while in use.
 
         with decoded(upload, spec=predictor.spec.input) as frame:
             result = predictor.predict(frame)
@@ -143,8 +145,14 @@ def decoded(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, spec: InputSpec | N
     if kind == "jpeg" and data.rfind(JPEG_EOI) < data.rfind(JPEG_SOS):
         # OpenCV 4 returns a half-grey picture for a cut-off JPEG; refuse it on every version.
         raise ImageDecodeError("truncated JPEG: the data ends before the image does")
-    cost = -(-width // factor) * -(-height // factor) * BUDGET_FACTOR[kind]
-    with decode_budget().reserve(cost):
+    cost = -(-width // factor) * -(-height // factor) * DECODE_BYTES_PER_PIXEL[kind]
+    budget = decode_budget()
+    if cost > budget.total:
+        raise ImageTooLargeError(
+            f"decoding this {width}x{height} {kind.upper()} needs about {cost >> 20} MiB; "
+            f"at most {budget.total >> 20} MiB (EDGE_RUNTIME_DECODE_BUDGET_MB)"
+        )
+    with budget.reserve(cost):
         try:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED_FLAGS[factor])
         except cv2.error as exc:

@@ -4,7 +4,7 @@ The figures in `Limits` can be changed with environment variables, read once, on
 use (docs/limits.md lists them). A bad value is a ConfigError naming the variable.
 
     data = read_capped(path, current().max_image_file_bytes, ImageDecodeError)
-    with decode_budget().reserve(width * height):     # waits while others decode
+    with decode_budget().reserve(6 * width * height):  # bytes; waits while others decode
         frame = cv2.imdecode(...)
 """
 
@@ -37,9 +37,10 @@ class Limits:
     max_aspect_ratio: int = 20
     # No image made while preprocessing (after any resize) may have more pixels than this.
     max_work_pixels: int = 1 << 22
-    # Pixels that all decodes and preprocessing in this process may hold at once (uploads,
-    # `predict`, camera frames); a request beyond it waits its turn.
-    decode_budget_pixels: int = 1 << 26
+    # Memory (MiB) that all decodes and preprocessing in this process may hold at once
+    # (uploads, `predict`, camera frames); a request beyond what is free waits its turn, and
+    # an image that alone would need more is refused. 160 MiB decodes a 26-megapixel PNG.
+    decode_budget_mb: int = 160
     # How long a decode waits for its share of that budget before giving up.
     decode_wait_s: int = 30
     # Largest image file `predict` and image-folder sources will read.
@@ -87,23 +88,23 @@ def read_capped(path: Path, limit: int, error: type[EdgeRuntimeError]) -> bytes:
     return data
 
 
-class PixelBudget:
-    """A counting semaphore measured in pixels, shared by every decode in the process.
+class MemoryBudget:
+    """A counting semaphore measured in bytes, shared by every decode in the process.
 
-    A request larger than the whole budget waits until it can have all of it, so any
-    image within the per-image limits is served, one at a time if need be. Nested
-    reservations on one thread (decode, then preprocess the same frame) are free.
+    A request larger than the whole budget waits until it can have all of it (decoders
+    refuse such images first; a camera frame is already in memory). Nested reservations
+    on one thread (decode, then preprocess the same frame) are free.
     """
 
-    def __init__(self, pixels: int, wait_s: float) -> None:
-        self.total = pixels
+    def __init__(self, total_bytes: int, wait_s: float) -> None:
+        self.total = total_bytes
         self.wait_s = wait_s
         self.in_use = 0
         self._cond = threading.Condition()
         self._held = threading.local()
 
     @contextmanager
-    def reserve(self, pixels: int) -> Iterator[None]:
+    def reserve(self, nbytes: int) -> Iterator[None]:
         if getattr(self._held, "depth", 0):
             self._held.depth += 1
             try:
@@ -111,12 +112,12 @@ class PixelBudget:
             finally:
                 self._held.depth -= 1
             return
-        want = min(max(pixels, 0), self.total)
+        want = min(max(nbytes, 0), self.total)
         with self._cond:
             if not self._cond.wait_for(lambda: self.in_use + want <= self.total, timeout=self.wait_s):
                 raise ImageBusyError(
-                    f"other images are being decoded; waited {self.wait_s:g} s for "
-                    f"{want} of EDGE_RUNTIME_DECODE_BUDGET_PIXELS={self.total}; try again"
+                    f"other images are being decoded; waited {self.wait_s:g} s for {want >> 20} MiB "
+                    f"of EDGE_RUNTIME_DECODE_BUDGET_MB={self.total >> 20}; try again"
                 )
             self.in_use += want
         self._held.depth = 1
@@ -130,7 +131,7 @@ class PixelBudget:
 
 
 @functools.cache
-def decode_budget() -> PixelBudget:
+def decode_budget() -> MemoryBudget:
     """The one budget shared by every decode in this process."""
     limits = current()
-    return PixelBudget(limits.decode_budget_pixels, limits.decode_wait_s)
+    return MemoryBudget(limits.decode_budget_mb * MiB, limits.decode_wait_s)

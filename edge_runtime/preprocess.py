@@ -7,7 +7,7 @@ export asks for it, a per-channel normalisation.
 
 The work is bounded before any pixel is touched: `check_bounds` computes every size the
 steps would produce and refuses a shape that is too thin or would grow too large
-(limits.py), and preprocessing holds its frame's share of the process-wide pixel budget.
+(limits.py), and preprocessing holds its frame's share of the process-wide decode budget.
 """
 
 from __future__ import annotations
@@ -150,7 +150,6 @@ def to_tensor(image: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def preprocess(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Window]:
-    h, w = frame.shape[:2]
-    with decode_budget().reserve(w * h):
+    with decode_budget().reserve(frame.nbytes):
         image, win = prepare(frame, spec)
         return to_tensor(image, spec), win

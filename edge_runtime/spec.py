@@ -74,7 +74,9 @@ def describe(bundle: Bundle, model: OnnxModel) -> ModelSpec:
     outputs = {o.name: o for o in model.outputs}
     variant, output = _variant(outputs, meta)
     input_spec = _input_spec(model, meta, variant, outputs[output])
-    anchors, nms = _yolo_params(meta) if variant is Variant.YOLO else (DEFAULT_ANCHORS, DEFAULT_NMS_IOU)
+    anchors, nms = _yolo_params(meta)  # checked for every model: no number goes unvalidated
+    if variant is not Variant.YOLO:
+        anchors, nms = DEFAULT_ANCHORS, DEFAULT_NMS_IOU
     if variant is Variant.S1:
         nms = S1_NMS_IOU
     labels = bundle.labels

@@ -73,6 +73,8 @@ def file_digest(path: Path, limit: int = MAX_TOTAL_BYTES) -> str:
     digest = hashlib.sha256()
     size = 0
     try:
+        if path.stat().st_size > limit:
+            raise BundleError(f"{path.name}: larger than the {limit}-byte limit for an export")
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 size += len(chunk)

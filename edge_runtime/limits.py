@@ -130,8 +130,23 @@ class MemoryBudget:
                 self._cond.notify_all()
 
 
-@functools.cache
+_budget_lock = threading.Lock()
+_budget: MemoryBudget | None = None
+
+
 def decode_budget() -> MemoryBudget:
     """The one budget shared by every decode in this process."""
-    limits = current()
-    return MemoryBudget(limits.decode_budget_mb * MiB, limits.decode_wait_s)
+    global _budget
+    with _budget_lock:
+        if _budget is None:
+            limits = current()
+            _budget = MemoryBudget(limits.decode_budget_mb * MiB, limits.decode_wait_s)
+        return _budget
+
+
+def reset() -> None:
+    """Read the environment again on next use (for tests; a running budget is dropped)."""
+    global _budget
+    with _budget_lock:
+        current.cache_clear()
+        _budget = None

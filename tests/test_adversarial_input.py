@@ -66,13 +66,11 @@ def set_limits(monkeypatch):
     def apply(**values: int) -> None:
         for name, value in values.items():
             monkeypatch.setenv(f"EDGE_RUNTIME_{name.upper()}", str(value))
-        limits.current.cache_clear()
-        limits.decode_budget.cache_clear()
+        limits.reset()
 
     yield apply
     monkeypatch.undo()
-    limits.current.cache_clear()
-    limits.decode_budget.cache_clear()
+    limits.reset()
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +309,23 @@ def test_reading_an_endless_file_stops_at_the_cap(set_limits):
 def test_predict_on_dev_zero_is_one_line(exports):
     proc = cli("predict", exports["modern"], "/dev/zero", env={"EDGE_RUNTIME_MAX_IMAGE_FILE_BYTES": str(8 * MiB)})
     assert proc.returncode == 1 and one_line(proc.stderr) and "limit" in proc.stderr, proc.stderr
+
+
+def test_predict_refuses_hostile_images_in_one_line_each_and_goes_on(exports, tmp_path):
+    files = {"thin.png": encode(np.zeros((20000, 4, 3), np.uint8), "PNG"), "radiance.hdr": HOSTILE_FORMATS["hdr"],
+             "ok.png": encode(np.full((48, 64, 3), (0, 0, 255), np.uint8), "PNG")}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = cli("predict", exports["modern"], *(tmp_path / n for n in files),
+               env={"TMPDIR": str(scratch), "OPENCV_TEMP_PATH": str(scratch)})
+    assert proc.returncode == 1 and "red" in proc.stdout, proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "thin.png" in errors[0] and "EDGE_RUNTIME_MAX_ASPECT_RATIO" in errors[0]
+    assert "radiance.hdr" in errors[1] and "JPEG, PNG, BMP, GIF or WebP" in errors[1]
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", ["labels.txt", "cvexport.manifest", "metadata_properties.json"])

@@ -59,8 +59,11 @@ def sniff(data: bytes) -> str:
 def _jpeg_size(data: bytes) -> tuple[int, int]:
     pos = 2
     while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            break
+        if data[pos] != 0xFF:  # stray bytes between segments: libjpeg skips them too
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1

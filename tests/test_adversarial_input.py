@@ -148,6 +148,8 @@ def test_header_size_of_format_variants():
         buf = io.BytesIO()
         Image.fromarray(rgb).convert(mode).save(buf, "WEBP", **kwargs)
         variants.append(buf.getvalue())
+    jpeg = encode(rgb, "JPEG")
+    variants.append(jpeg[:2] + jpeg[2:].replace(b"\xff\xdb", b"\0\0\xff\xdb", 1))  # stray bytes before a segment
     bmp = bytearray(encode(rgb, "BMP"))
     bmp[22:26] = (-23).to_bytes(4, "little", signed=True)  # top-down rows
     variants.append(bytes(bmp))

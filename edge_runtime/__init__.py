@@ -7,4 +7,9 @@ import os
 # photos. Set the variable yourself, before importing, to allow more.
 MAX_IMAGE_PIXELS = int(os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 26)))
 
+# onnxruntime's Linux builds start a telemetry uploader on import, which also writes a
+# session file into the temporary folder; a device that runs offline has no use for it.
+# It reads this once, before its first use; set ORT_DISABLE_TELEMETRY=0 yourself to keep it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 __version__ = "0.1.0"

@@ -1,4 +1,10 @@
-"""Safe extraction of export zips: no path escapes, no links, bounded sizes."""
+"""Safe extraction of export zips: no path escapes, no links, bounded sizes.
+
+Everything about the members is checked before the first byte is written: names (no
+escapes, no over-long names, no file that is also a folder), compression methods that
+Python can read, no encryption. What still fails while writing (a full disk) is a
+BundleError too.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,10 @@ from .errors import BundleError, UnsafeArchiveError
 MAX_MEMBERS = 2_000
 MAX_TOTAL_BYTES = 2 * 1024**3  # a large float32 detection export is ~100 MB
 CHUNK = 1 << 20
+MAX_NAME_PART = 255  # bytes in one folder or file name, as on ext4
+MAX_NAME = 1024  # bytes in a member's whole path
+METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+           zipfile.ZIP_LZMA: "lzma"}
 
 
 def _member_target(dest: Path, info: zipfile.ZipInfo) -> Path:
@@ -21,6 +31,15 @@ def _member_target(dest: Path, info: zipfile.ZipInfo) -> Path:
         raise UnsafeArchiveError(f"zip member {info.filename!r} would be written outside the bundle folder")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise UnsafeArchiveError(f"zip member {info.filename!r} is a symbolic link; refusing to extract it")
+    if len(name.encode()) > MAX_NAME or any(len(p.encode()) > MAX_NAME_PART for p in parts) or "\0" in name:
+        raise UnsafeArchiveError(f"zip member {info.filename[:60]!r}... has a name longer than a file system allows")
+    if info.compress_type not in METHODS:
+        raise BundleError(
+            f"zip member {info.filename!r} is compressed with method {info.compress_type}; "
+            f"repack the zip with one of: {', '.join(METHODS.values())}"
+        )
+    if info.flag_bits & 0x1:
+        raise BundleError(f"zip member {info.filename!r} is encrypted; export zips are not")
     target = (dest / name).resolve()
     if not target.is_relative_to(dest):
         raise UnsafeArchiveError(f"zip member {info.filename!r} would be written outside the bundle folder")
@@ -40,6 +59,7 @@ def safe_extract(zip_path: Path, dest: Path, max_total_bytes: int = MAX_TOTAL_BY
             if len(infos) > MAX_MEMBERS:
                 raise UnsafeArchiveError(f"{zip_path.name}: {len(infos)} members is more than {MAX_MEMBERS}")
             targets = [(_member_target(dest, info), info) for info in infos]
+            _check_layout(zip_path, dest, targets)
             if sum(info.file_size for info in infos) > max_total_bytes:
                 raise UnsafeArchiveError(f"{zip_path.name}: unpacks to more than {max_total_bytes} bytes")
             written = 0
@@ -57,5 +77,22 @@ def safe_extract(zip_path: Path, dest: Path, max_total_bytes: int = MAX_TOTAL_BY
                             )
                         out.write(chunk)
                 os.chmod(target, 0o644)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as exc:
         raise BundleError(f"{zip_path.name} is not a readable zip file: {exc}") from exc
+    except OSError as exc:
+        raise BundleError(f"{zip_path.name}: cannot unpack into {dest}: {exc.strerror or exc}") from exc
+
+
+def _check_layout(zip_path: Path, dest: Path, targets: list[tuple[Path, zipfile.ZipInfo]]) -> None:
+    """No name twice, and no file where another member needs a folder."""
+    files = {t for t, info in targets if not info.is_dir()}
+    seen: set[Path] = set()
+    for target, info in targets:
+        if target in seen and not info.is_dir():
+            raise UnsafeArchiveError(f"{zip_path.name}: member {info.filename!r} appears twice")
+        seen.add(target)
+        clash = next((p for p in target.parents if p in files and p.is_relative_to(dest)), None)
+        if clash is not None or (info.is_dir() and target in files):
+            raise UnsafeArchiveError(
+                f"{zip_path.name}: {(clash or target).relative_to(dest)} is both a file and a folder in this zip"
+            )

@@ -9,29 +9,32 @@ the model computes is decided in `spec.py`, once onnxruntime has opened it.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
-import tempfile
-import weakref
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .archive import safe_extract
+from .archive import MAX_TOTAL_BYTES
+from .bundle_cache import unpacked
 from .errors import BundleError, ChecksumError, LabelsError
-from .hashing import file_sha1
+from .limits import MAX_JSON_BYTES, MAX_LABELS_BYTES, read_capped
 
 MANIFEST = "cvexport.manifest"
 DEFAULT_LABELS = "labels.txt"
 DEFAULT_METADATA = "metadata_properties.json"
 BUNDLE_INFO = "bundle.json"  # written by edge-export; optional
+# Manifest keys that name files in the bundle, and the others that hold text.
+FILE_KEYS = ("ModelFileName", "LabelFileName", "MetadataPropsFileName")
+TEXT_KEYS = (*FILE_KEYS, "ModelFileSHA1", "DomainType", "IterationId", "Platform", "Flavor", "ExporterVersion",
+             "ExportedDate", "SchemaVersion")
 
 
 @dataclass(frozen=True)
 class Bundle:
     source: Path  # what the user named
-    root: Path  # the folder holding the files (a private temporary folder for zips)
+    root: Path  # the folder holding the files (for a zip, its folder in the cache: bundle_cache.py)
     model_path: Path
     labels: tuple[str, ...] | None
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -46,20 +49,16 @@ class Bundle:
 
 def open_bundle(path: str | Path) -> Bundle:
     source = Path(path)
-    if not source.exists():
-        raise BundleError(f"{source}: no such file or folder")
-    if source.is_dir():
-        return _open_folder(source, source)
-    if zipfile.is_zipfile(source):
-        tmp = Path(tempfile.mkdtemp(prefix="edge-runtime-bundle-"))
-        try:
-            safe_extract(source, tmp)
-            bundle = _open_folder(_export_root(tmp), source)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        weakref.finalize(bundle, shutil.rmtree, tmp, True)
-        return bundle
+    try:
+        if not source.exists():
+            raise BundleError(f"{source}: no such file or folder")
+        if source.is_dir():
+            return _open_folder(source, source)
+        is_zip = zipfile.is_zipfile(source)
+    except OSError as exc:
+        raise BundleError(f"{source}: {exc.strerror or exc}") from exc
+    if is_zip:
+        return _open_folder(_export_root(unpacked(source)), source)
     if source.suffix.lower() == ".onnx":
         return _open_folder(source.parent, source, model_override=source)
     raise BundleError(f"{source}: expected a Custom Vision export zip, a folder, or an .onnx file")
@@ -76,28 +75,51 @@ def _export_root(folder: Path) -> Path:
 
 
 def _open_folder(root: Path, source: Path, model_override: Path | None = None) -> Bundle:
-    manifest = _read_json(root / MANIFEST) if (root / MANIFEST).is_file() else {}
+    manifest = _read_manifest(root / MANIFEST) if (root / MANIFEST).is_file() else {}
     if model_override is not None and manifest.get("ModelFileName") not in (None, model_override.name):
         manifest = {}  # that manifest describes another model in the same folder
     model_path = model_override or _find_model(root, manifest)
     _verify_sha1(model_path, manifest.get("ModelFileSHA1"))
 
-    labels_path = root / (manifest.get("LabelFileName") or DEFAULT_LABELS)
+    labels_path = _inside(root, manifest, "LabelFileName", DEFAULT_LABELS)
     labels = _read_labels(labels_path) if labels_path.is_file() else None
 
-    metadata_name = manifest.get("MetadataPropsFileName") or DEFAULT_METADATA
+    metadata_path = _inside(root, manifest, "MetadataPropsFileName", DEFAULT_METADATA)
     metadata: dict[str, str] = {}
-    if (root / metadata_name).is_file():
-        raw = _read_json(root / metadata_name)
+    if metadata_path.is_file():
+        raw = _read_json(metadata_path)
         metadata = {str(k): str(v) for k, v in raw.items()}
     info = _read_json(root / BUNDLE_INFO) if (root / BUNDLE_INFO).is_file() else {}
     return Bundle(source, root, model_path, labels, manifest, metadata, info)
 
 
+def _inside(root: Path, manifest: dict[str, Any], key: str, default: str) -> Path:
+    """The file the manifest names under `key` (or `default`), refused if it leaves `root`."""
+    name = manifest.get(key) or default
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    path = root / name
+    outside = name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]) or "\0" in name
+    try:
+        outside = outside or not path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        outside = True
+    if outside:
+        raise BundleError(f"{MANIFEST}: {key} {name!r} is outside the bundle folder; only names inside it are allowed")
+    return path
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    manifest = _read_json(path)
+    for key in TEXT_KEYS:
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise BundleError(f"{path.name}: {key} should be text, not {type(manifest[key]).__name__}")
+    return manifest
+
+
 def _find_model(root: Path, manifest: dict[str, Any]) -> Path:
     name = manifest.get("ModelFileName")
     if name:
-        path = root / str(name)
+        path = _inside(root, manifest, "ModelFileName", name)
         if not path.is_file():
             raise BundleError(f"{root}: the manifest names model file {name!r}, which is missing")
         return path
@@ -113,18 +135,27 @@ def _find_model(root: Path, manifest: dict[str, Any]) -> Path:
 def _verify_sha1(model_path: Path, expected: object) -> None:
     if not expected:
         return
-    actual = file_sha1(model_path)
-    if actual != str(expected).strip().lower():
+    digest, size = hashlib.sha1(), 0
+    try:
+        with open(model_path, "rb") as f:
+            while (chunk := f.read(1 << 20)) and size <= MAX_TOTAL_BYTES:
+                size += len(chunk)
+                digest.update(chunk)
+    except OSError as exc:
+        raise BundleError(f"{model_path.name}: cannot read: {exc.strerror or exc}") from exc
+    if size > MAX_TOTAL_BYTES:
+        raise BundleError(f"{model_path.name}: larger than the {MAX_TOTAL_BYTES}-byte limit for a model")
+    if digest.hexdigest().lower() != str(expected).strip().lower():
         raise ChecksumError(
-            f"{model_path.name}: SHA-1 {actual} does not match the manifest's "
+            f"{model_path.name}: SHA-1 {digest.hexdigest()} does not match the manifest's "
             f"ModelFileSHA1 {expected}; the file is corrupt or was changed"
         )
 
 
 def _read_labels(path: Path) -> tuple[str, ...]:
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        lines = read_capped(path, MAX_LABELS_BYTES, LabelsError).decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
         raise LabelsError(f"{path.name}: cannot read labels: {exc}") from exc
     labels = [line.strip() for line in lines]
     while labels and not labels[-1]:
@@ -137,10 +168,13 @@ def _read_labels(path: Path) -> tuple[str, ...]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    data = read_capped(path, MAX_JSON_BYTES, BundleError)
     try:
-        value = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and ints of too many digits
         raise BundleError(f"{path.name}: not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BundleError(f"{path.name}: not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise BundleError(f"{path.name}: expected a JSON object")
     return value

@@ -159,7 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for path in args.images:
         try:
-            result = predictor.predict(read_image(path))
+            result = predictor.predict(read_image(path, spec=predictor.spec.input))
         except EdgeRuntimeError as exc:
             print(f"edge-runtime: {exc}", file=sys.stderr)
             failed += 1

@@ -10,7 +10,10 @@
     │   └── UnsafeArchiveError       a zip that would write outside its folder, or a bomb
     ├── ImageError                   an input image cannot be used
     │   ├── ImageDecodeError         not a decodable image (or truncated)
-    │   └── ImageTooLargeError       too many pixels (decompression bombs)
+    │   │   └── ImageFormatError     not JPEG, PNG, BMP, GIF or WebP (by its first bytes)
+    │   ├── ImageTooLargeError       too many pixels (decompression bombs)
+    │   │   └── ImageShapeError      too long and thin, or would grow too large when resized
+    │   └── ImageBusyError           the shared decode budget stayed full too long
     ├── ProviderError                an execution provider was asked for but is absent
     ├── InferenceError               onnxruntime failed while running a model
     └── ConfigError                  a setting is wrong (the key is named)
@@ -63,8 +66,20 @@ class ImageDecodeError(ImageError):
     pass
 
 
+class ImageFormatError(ImageDecodeError):
+    pass
+
+
 class ImageTooLargeError(ImageError):
     pass
+
+
+class ImageShapeError(ImageTooLargeError):
+    pass
+
+
+class ImageBusyError(ImageError):
+    """Temporary: try again once other images have been decoded."""
 
 
 class ProviderError(EdgeRuntimeError):

@@ -1,7 +1,8 @@
 """Parse Custom Vision model metadata (all values are strings) into typed values.
 
-Keys we act on are validated: an unknown value raises MetadataError naming the key,
-because guessing would silently change every prediction. Keys we do not act on are
+Keys we act on are validated: an unknown value, or a number that is not finite or out
+of its range, raises MetadataError naming the key, because guessing would silently
+change every prediction (and a TargetWidth of 1e12 would ask for terabytes). Keys we do not act on are
 ignored. Newer exports repeat the ONNX `metadata_props` in metadata_properties.json; the
 copy inside the model wins where both exist.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -38,6 +40,14 @@ MUST_BE_ZERO = (
 
 POSTPROCESS_METHODS = ("ClassificationMultiClass", "ClassificationMultiLabel", "Yolo", "SSD")
 PIXEL_FORMATS = ("Rgb8", "Bgr8")
+# Ranges of the numbers we act on. Exports use 224 to 640 pixel sides; the container
+# shrinks to at most 1600. Means and stds are in the model's pixel range (1 or 255).
+SIDE = (8, 4096)  # TargetWidth/Height, CropWidth/Height (0: unset)
+MAX_DIMENSION_RANGE = (32, 16384)  # MaxDimension (0: never shrink)
+MEAN_RANGE = (-255.0, 255.0)
+STD_RANGE = (1e-6, 255.0)
+ANCHOR_RANGE = (1e-6, 1000.0)  # YOLO anchor sides, in grid cells
+MAX_ANCHORS = 64
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -68,9 +78,24 @@ def number(meta: Mapping[str, str], key: str, default: float = 0.0) -> float:
         value = float(meta[key])
     except ValueError:
         raise MetadataError(f"metadata {key}={meta[key]!r} is not a number") from None
-    if value < 0 or value != value:
-        raise MetadataError(f"metadata {key}={meta[key]!r} must be zero or positive")
+    if not math.isfinite(value) or value < 0:
+        raise MetadataError(f"metadata {key}={meta[key]!r} must be a finite number, zero or positive")
     return value
+
+
+def size(meta: Mapping[str, str], key: str, bounds: tuple[int, int] = SIDE) -> int:
+    """A whole number of pixels: 0 when unset, else within `bounds`."""
+    value = integer(meta, key)
+    if value and not bounds[0] <= value <= bounds[1]:
+        raise MetadataError(f"metadata {key}={meta[key]!r} must be 0 (unset) or from {bounds[0]} to {bounds[1]}")
+    return value
+
+
+def check_range(meta: Mapping[str, str], key: str, values: tuple[float, ...], bounds: tuple[float, float]) -> None:
+    """Every value finite and within `bounds` (inclusive); the defaults pass when the key is absent."""
+    if all(math.isfinite(v) and bounds[0] <= v <= bounds[1] for v in values):
+        return
+    raise MetadataError(f"metadata {key}={meta.get(key)!r}: each value must be from {bounds[0]:g} to {bounds[1]:g}")
 
 
 def integer(meta: Mapping[str, str], key: str) -> int:
@@ -88,7 +113,7 @@ def float_list(meta: Mapping[str, str], key: str) -> list[float] | None:
         if not isinstance(value, list):
             raise ValueError
         return [float(v) for v in value]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError, OverflowError):
         raise MetadataError(f"metadata {key}={meta[key]!r} is not a list of numbers") from None
 
 

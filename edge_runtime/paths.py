@@ -1,13 +1,15 @@
-"""Where the runtime keeps files of its own between runs.
+"""Where the runtime keeps files of its own between runs: one cache folder for everything
+derived that can be rebuilt (unpacked export zips, optimised graphs).
 
-    cache_dir()   derived data that can be rebuilt (optimised graphs): EDGE_RUNTIME_CACHE_DIR,
-                  else systemd's CACHE_DIRECTORY, else $XDG_CACHE_HOME/edge-runtime,
-                  else ~/.cache/edge-runtime
+    cache_dir()   EDGE_RUNTIME_CACHE_DIR, else systemd's CACHE_DIRECTORY (CacheDirectory=, for
+                  a DynamicUser), else $XDG_CACHE_HOME/edge-runtime or ~/.cache/edge-runtime,
+                  else a private folder in the temporary directory (a PrivateTmp under systemd)
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,18 +17,41 @@ from pathlib import Path
 CACHE_ENV = "EDGE_RUNTIME_CACHE_DIR"
 
 
-def cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get(CACHE_ENV):
-        return Path(env[CACHE_ENV])
-    if env.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=; may list several, the first is ours
-        return Path(env["CACHE_DIRECTORY"].split(":")[0])
-    if env.get("XDG_CACHE_HOME"):
-        return Path(env["XDG_CACHE_HOME"]) / "edge-runtime"
+def _usable(path: Path) -> bool:
     try:
-        return Path.home() / ".cache" / "edge-runtime"
-    except RuntimeError:  # no home folder (a service user): somewhere private to this machine
-        return Path(tempfile.gettempdir()) / "edge-runtime-cache"
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _private_tmp() -> Path:
+    """A folder in the temporary directory that only this user owns (never another's)."""
+    path = Path(tempfile.gettempdir()) / f"edge-runtime-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+            return path
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="edge-runtime-"))
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The first usable candidate (created if need be)."""
+    env = os.environ if env is None else env
+    candidates = []
+    if env.get(CACHE_ENV):
+        candidates.append(Path(env[CACHE_ENV]))
+    if env.get("CACHE_DIRECTORY"):  # may list several folders; the first is ours
+        candidates.append(Path(env["CACHE_DIRECTORY"].split(":")[0]))
+    home_cache = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
+    candidates.append(Path(home_cache) / "edge-runtime")
+    for base in candidates:
+        if base.is_absolute() and _usable(base):
+            return base
+    return _private_tmp()
 
 
 def graph_cache_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -4,6 +4,10 @@ Geometry follows the export's metadata (see InputSpec for the order of the steps
 OpenCV's bit-exact bilinear resize and the container's centre-crop arithmetic; colour order, pixel
 range, mean/std and the NCHW layout are one `blobFromImage` call plus, only when the
 export asks for it, a per-channel normalisation.
+
+The work is bounded before any pixel is touched: `check_bounds` computes every size the
+steps would produce and refuses a shape that is too thin or would grow too large
+(limits.py), and preprocessing holds its frame's share of the process-wide decode budget.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import math
 import cv2
 import numpy as np
 
+from .errors import ImageShapeError
+from .limits import current, decode_budget
 from .types import CropMethod, InputSpec, ResizeMethod, Window
 
 # The exported container resizes with bilinear interpolation (INTER_LINEAR). OpenCV's SIMD
@@ -54,17 +60,73 @@ def resized_size(width: int, height: int, spec: InputSpec) -> tuple[int, int]:
     return 32 * max(1, math.ceil(new_w / 32)), 32 * max(1, math.ceil(new_h / 32))
 
 
+def _max_dimension_size(width: int, height: int, max_dimension: int) -> tuple[int, int]:
+    if height > width:
+        return max_dimension * width // height, max_dimension
+    return max_dimension, max_dimension * height // width
+
+
+def resize_steps(width: int, height: int, spec: InputSpec) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(size before, size after) of every resize `prepare` makes, in order, without resizing."""
+    steps = []
+    w, h = width, height
+    if spec.max_dimension and max(w, h) > spec.max_dimension:
+        steps.append(((w, h), _max_dimension_size(w, h, spec.max_dimension)))
+        w, h = steps[-1][1]
+    if spec.center_square:
+        w = h = min(w, h)
+    steps.append(((w, h), resized_size(w, h, spec) if w > 0 and h > 0 else (w, h)))
+    w, h = steps[-1][1]
+    if spec.crop is CropMethod.ONE_CROP_CENTER:
+        w, h = min(spec.crop_width, w), min(spec.crop_height, h)
+    if spec.fixed_size is not None:
+        steps.append(((w, h), spec.fixed_size))
+    return steps
+
+
+def check_aspect(width: int, height: int) -> None:
+    """Refuse a long thin image, whatever the model (limits.py says why)."""
+    limit = current().max_aspect_ratio
+    if width < 1 or height < 1 or max(width, height) > limit * min(width, height):
+        raise ImageShapeError(
+            f"image is {width}x{height}; its longer side may be at most {limit} times "
+            f"its shorter side (EDGE_RUNTIME_MAX_ASPECT_RATIO)"
+        )
+
+
+def check_bounds(width: int, height: int, spec: InputSpec) -> None:
+    """Refuse, before any allocation, an image whose preprocessing would be unbounded."""
+    check_aspect(width, height)
+    limits = current()
+    for _, (w, h) in resize_steps(width, height, spec):
+        if w < 1 or h < 1 or w * h > limits.max_work_pixels:
+            raise ImageShapeError(
+                f"image of {width}x{height} would be resized to {w}x{h}; at most "
+                f"{limits.max_work_pixels} pixels and 1 pixel a side (EDGE_RUNTIME_MAX_WORK_PIXELS)"
+            )
+
+
+def reduction(width: int, height: int, spec: InputSpec) -> int:
+    """1, 2, 4 or 8: how much smaller a JPEG may be decoded, keeping twice the pixels the
+    network needs along each side, so that preprocessing still shrinks the image."""
+    scale_x = scale_y = 1.0
+    for (w, h), (new_w, new_h) in resize_steps(width, height, spec):
+        scale_x, scale_y = scale_x * new_w / w, scale_y * new_h / h
+    scale = max(scale_x, scale_y)
+    for factor in (8, 4, 2):
+        if scale * factor * 2 <= 1:
+            return factor
+    return 1
+
+
 def prepare(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Window]:
     """Resize and crop; returns the HxWx3 uint8 image the network sees and where it came from."""
     h, w = frame.shape[:2]
+    check_bounds(w, h, spec)
     image = frame
     win = Window(0.0, 0.0, float(w), float(h), w, h)
     if spec.max_dimension and max(w, h) > spec.max_dimension:
-        if h > w:
-            size = (spec.max_dimension * w // h, spec.max_dimension)
-        else:
-            size = (spec.max_dimension, spec.max_dimension * h // w)
-        image = _resize(image, size)
+        image = _resize(image, _max_dimension_size(w, h, spec.max_dimension))
     if spec.center_square:
         side = min(image.shape[:2])
         image, win = _center_crop(image, win, side, side)
@@ -88,5 +150,6 @@ def to_tensor(image: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def preprocess(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Window]:
-    image, win = prepare(frame, spec)
-    return to_tensor(image, spec), win
+    with decode_budget().reserve(frame.nbytes):
+        image, win = prepare(frame, spec)
+        return to_tensor(image, spec), win

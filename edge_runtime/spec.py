@@ -76,7 +76,9 @@ def describe(bundle: Bundle, model: OnnxModel) -> ModelSpec:
     outputs = {o.name: o for o in model.outputs}
     variant, output = _variant(outputs, meta)
     input_spec = _input_spec(model, meta, variant, outputs[output])
-    anchors, nms = _yolo_params(meta) if variant is Variant.YOLO else (DEFAULT_ANCHORS, DEFAULT_NMS_IOU)
+    anchors, nms = _yolo_params(meta)  # checked for every model: no number goes unvalidated
+    if variant is not Variant.YOLO:
+        anchors, nms = DEFAULT_ANCHORS, DEFAULT_NMS_IOU
     if variant is Variant.S1:
         nms = S1_NMS_IOU
     labels = bundle.labels
@@ -140,12 +142,14 @@ def _input_spec(model: OnnxModel, meta: dict[str, str], variant: Variant, output
     std = md.triple(meta, md.STD, 1.0)
     if 0.0 in std:
         raise MetadataError(f"metadata {md.STD}={meta[md.STD]!r} has a zero: cannot divide by it")
+    md.check_range(meta, md.MEAN, mean, md.MEAN_RANGE)
+    md.check_range(meta, md.STD, std, md.STD_RANGE)
 
     resize = md.enum_value(meta, md.RESIZE, ResizeMethod)
     crop = md.enum_value(meta, md.CROP, CropMethod) or CropMethod.NO_CROP
-    target_w, target_h = md.integer(meta, md.TARGET_W), md.integer(meta, md.TARGET_H)
-    crop_w, crop_h = md.integer(meta, md.CROP_W), md.integer(meta, md.CROP_H)
-    max_dimension = md.integer(meta, md.MAX_DIMENSION)
+    target_w, target_h = md.size(meta, md.TARGET_W), md.size(meta, md.TARGET_H)
+    crop_w, crop_h = md.size(meta, md.CROP_W), md.size(meta, md.CROP_H)
+    max_dimension = md.size(meta, md.MAX_DIMENSION, md.MAX_DIMENSION_RANGE)
     center_square = crop is CropMethod.FULL_IMAGE_SHORTER_SIDE
     if center_square:
         crop = CropMethod.NO_CROP
@@ -197,8 +201,12 @@ def _yolo_params(meta: dict[str, str]) -> tuple[tuple[tuple[float, float], ...],
     if biases:
         if len(biases) % 2:
             raise MetadataError(f"metadata {md.YOLO_BIASES} holds {len(biases)} numbers; w,h pairs expected")
+        if len(biases) > 2 * md.MAX_ANCHORS:
+            raise MetadataError(f"metadata {md.YOLO_BIASES} holds {len(biases) // 2} anchors; at most {md.MAX_ANCHORS}")
+        md.check_range(meta, md.YOLO_BIASES, tuple(biases), md.ANCHOR_RANGE)
         anchors = tuple((biases[i], biases[i + 1]) for i in range(0, len(biases), 2))
     nms = md.number(meta, md.NMS_THRESHOLD)
+    md.check_range(meta, md.NMS_THRESHOLD, (nms,), (0.0, 1.0))
     return anchors, nms if 0 < nms < 1 else DEFAULT_NMS_IOU
 
 

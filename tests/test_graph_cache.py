@@ -59,6 +59,8 @@ def test_an_unwritable_cache_folder_is_not_an_error(exports, tmp_path):
 
 
 def test_cache_dir_prefers_the_setting_then_systemd_then_xdg(tmp_path):
-    assert cache_dir({"EDGE_RUNTIME_CACHE_DIR": "/a", "CACHE_DIRECTORY": "/b"}) == type(tmp_path)("/a")
-    assert cache_dir({"CACHE_DIRECTORY": "/b:/c"}) == type(tmp_path)("/b")
-    assert cache_dir({"XDG_CACHE_HOME": "/x"}) == type(tmp_path)("/x/edge-runtime")
+    a, b, c, x = (tmp_path / n for n in "abcx")
+    assert cache_dir({"EDGE_RUNTIME_CACHE_DIR": str(a), "CACHE_DIRECTORY": str(b)}) == a
+    assert cache_dir({"CACHE_DIRECTORY": f"{b}:{c}"}) == b
+    assert cache_dir({"XDG_CACHE_HOME": str(x)}) == x / "edge-runtime"
+    assert cache_dir({"EDGE_RUNTIME_CACHE_DIR": "/proc/nowhere", "XDG_CACHE_HOME": str(x)}) == x / "edge-runtime"

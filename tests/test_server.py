@@ -127,11 +127,15 @@ def read_events(url: str, count: int) -> list[dict]:  # type: ignore[type-arg]
 
 
 def test_server_sent_events_deliver_every_result(live_server):
+    dropped_before = httpx.get(f"{live_server}/cameras").json()[0]["dropped"]
     events = read_events(f"{live_server}/events", 6)
+    dropped = httpx.get(f"{live_server}/cameras").json()[0]["dropped"] - dropped_before
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == 6
     assert all(e["camera"] == "door" and e["predictions"] for e in events)
-    assert seqs[-1] - seqs[0] == 5  # consecutive frames: no result skipped
+    # every published result reached the client: a gap is only a frame the camera dropped
+    # before inference took it (a busy machine), never a result the stream lost
+    assert seqs[-1] - seqs[0] - 5 <= dropped
 
 
 def test_server_sent_events_can_be_thinned(live_server):

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import (
     ConfigError,
     EdgeRuntimeError,
+    ImageBusyError,
     ImageDecodeError,
     ImageTooLargeError,
     InferenceError,
@@ -63,6 +64,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     ImageTooLargeError: (400, "BadRequestImageDimensions"),
     ImageDecodeError: (400, "BadRequestImageFormat"),
     NotSupported: (400, "BadRequestNotSupported"),
+    ImageBusyError: (503, "ServiceUnavailable"),
     BadRequest: (400, "BadRequest"),
     Unauthorized: (401, "Unauthorized"),
     Forbidden: (403, "Forbidden"),

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
-from ..imageio import decode_image
+from ..imageio import decoded
 from .errors import BadRequest, Forbidden, PayloadTooLarge, UpstreamError
 from .state import Services, require_token, services
 
@@ -69,7 +69,9 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
 
 async def _predict(svc: Services, data: bytes, project: str = "") -> Response:
     def work() -> bytes:
-        result = svc.predictor.predict(decode_image(data, svc.settings.server.max_image_pixels))
+        # the image's share of the decode budget is held until its prediction is done
+        with decoded(data, svc.settings.server.max_image_pixels, svc.predictor.spec.input) as frame:
+            result = svc.predictor.predict(frame)
         # serialised here, off the event loop, and without FastAPI's generic encoder (slow for 1000 tags)
         return result.json_text(project or svc.settings.server.project, svc.predictor.iteration).encode()
 

@@ -1,0 +1,163 @@
+"""One table: the camera loop against the anchors, FP32 and INT8, with and without an
+event-stream client, as ratios of this machine's limit measured in the same run; and the
+CPU that `serve` uses on a static scene with scene-change gating off and on.
+
+    python scripts/bench_loops.py [MODEL] [--seconds 20] [--int8 DIR]
+
+The limit for a model is min(bare session.run rate, cores / CPU seconds per frame of
+decode + preprocess + inference): what perfect overlap of capture and inference reaches.
+The project's loop is `edge-runtime serve` on a looped 1280x720 file, counted by the
+server itself (/metrics), with serve's defaults (every tag in every result). Without
+--int8, an INT8 export of MODEL is made first with `edge-runtime quantize`, calibrated on
+the clip. The anchors are scripts/anchor_loops.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anchor_loops import LOOPS
+from bench_pipeline import DEMO, SIZE, cpu_per_frame, start_server, write_clip
+
+from edge_runtime.bench import machine
+from edge_runtime.predictor import Predictor
+
+PROCESSED = re.compile(r'^edge_frames_processed_total\{camera="(\w+)"\} ([0-9.e+]+)$', re.M)
+SKIPPED = re.compile(r'^edge_frames_skipped_total\{camera="(\w+)"\} ([0-9.e+]+)$', re.M)
+
+
+def limit(model: Path, clip: Path) -> float:
+    predictor = Predictor.load(model)
+    stages = cpu_per_frame(predictor, clip)
+    cores = os.cpu_count() or 1
+    return min(1 / stages["run_wall"], cores / (stages["decode_cpu"] + stages["pre_cpu"] + stages["run_cpu"]))
+
+
+def processed(url: str) -> float:
+    return sum(float(v) for _, v in PROCESSED.findall(httpx.get(f"{url}/metrics", timeout=10).text))
+
+
+def served_rate(model: Path, clip: Path, seconds: float, sse: bool) -> float:
+    """Frames per second the server itself counts, after a warm-up."""
+    proc, url = start_server([str(model), "--source", f"cam={clip}", "--loop"])
+    stop = threading.Event()
+    reader = None
+    try:
+        if sse:
+            def read_all() -> None:
+                with httpx.stream("GET", f"{url}/events", timeout=None) as r:
+                    for _ in r.iter_bytes():
+                        if stop.is_set():
+                            return
+
+            reader = threading.Thread(target=read_all, daemon=True)
+            reader.start()
+        time.sleep(5)
+        start, t0 = processed(url), time.perf_counter()
+        time.sleep(seconds)
+        return (processed(url) - start) / (time.perf_counter() - t0)
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(15)
+
+
+def cpu_percent(pid: int, seconds: float) -> float:
+    def ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    hz = os.sysconf("SC_CLK_TCK")
+    before, t0 = ticks(), time.perf_counter()
+    time.sleep(seconds)
+    return 100.0 * (ticks() - before) / hz / (time.perf_counter() - t0)
+
+
+def static_clip(path: Path, frames: int = 150) -> Path:
+    image = cv2.resize(cv2.imread(str(DEMO / "samples" / "coffee.jpg")), SIZE)
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30, SIZE)
+    for _ in range(frames):  # a still scene with a camera's sensor noise
+        noise = rng.normal(0, 2, image.shape)
+        writer.write(np.clip(image + noise, 0, 255).astype(np.uint8))
+    writer.release()
+    return path
+
+
+def static_cpu(model: Path, clip: Path, seconds: float, gate: bool) -> tuple[float, float]:
+    """CPU use of serve (percent of one core) on a still scene paced at 30 fps, and the share of
+    frames the gate skipped."""
+    config = Path(tempfile.mkdtemp()) / "static.yaml"
+    config.write_text(f"cameras:\n  - id: still\n    source: '{clip}'\n    loop: true\n    realtime: true\n"
+                      f"    gate:\n      enabled: {str(gate).lower()}\n")
+    proc, url = start_server([str(model), "--config", str(config)])
+    try:
+        time.sleep(5)
+        before = httpx.get(f"{url}/metrics", timeout=10).text
+        cpu = cpu_percent(proc.pid, seconds)
+        after = httpx.get(f"{url}/metrics", timeout=10).text
+        ran = sum(float(v) for _, v in PROCESSED.findall(after)) - sum(float(v) for _, v in PROCESSED.findall(before))
+        skipped = sum(float(v) for _, v in SKIPPED.findall(after)) - sum(float(v) for _, v in SKIPPED.findall(before))
+        return cpu, skipped / max(1.0, ran + skipped)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def quantized(model: Path, clip: Path, folder: Path) -> Path:
+    out = folder / "int8"
+    subprocess.run([sys.executable, "-m", "edge_runtime.cli", "quantize", str(model), "--calibrate", str(clip),
+                    "--out", str(out), "--force", "--max-frames", "100"], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, nargs="?", default=DEMO)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--int8", type=Path, help="an INT8 export of MODEL (default: made with quantize)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-loops-"))
+    clip = write_clip(work / "clip.mp4", 300)
+    int8 = args.int8 or quantized(args.model, clip, work)
+
+    limits = {"FP32": limit(args.model, clip), "INT8": limit(int8, clip)}
+    rows: list[tuple[str, str, float, float]] = []
+    for name, loop in LOOPS.items():
+        rows.append((f"anchor: {name}", "FP32", loop(clip, args.model, args.seconds), limits["FP32"]))
+    for flavor, model in (("FP32", args.model), ("INT8", int8)):
+        rows.append(("edge-runtime serve", flavor, served_rate(model, clip, args.seconds, sse=False), limits[flavor]))
+        rows.append(("edge-runtime serve + /events client", flavor, served_rate(model, clip, args.seconds, sse=True),
+                     limits[flavor]))
+
+    print(f"machine: {machine()}")
+    print(f"limit: FP32 {limits['FP32']:.1f} frames/s, INT8 {limits['INT8']:.1f} frames/s "
+          f"(INT8/FP32 {limits['INT8'] / limits['FP32']:.2f}x)\n")
+    print("| loop | model | frames/s | of the limit |")
+    print("|---|---|---:|---:|")
+    for name, flavor, fps, lim in rows:
+        print(f"| {name} | {flavor} | {fps:.1f} | {fps / lim:.2f} |")
+
+    still = static_clip(work / "still.avi")
+    print("\n| static scene, 30 fps | CPU (% of one core) | frames skipped |")
+    print("|---|---:|---:|")
+    for gate in (False, True):
+        cpu, share = static_cpu(args.model, still, args.seconds, gate)
+        print(f"| gating {'on' if gate else 'off'} | {cpu:.0f}% | {share:.0%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -98,3 +98,16 @@ def test_flags_share_the_settings_definitions():
         with pytest.raises(ConfigError, match=f"model.{key}"):
             load_settings(env={}, overrides={"model": {key: value}})
     assert ModelConfig().max_detections == MAX_DETECTIONS
+
+
+def test_the_pixel_limit_does_not_depend_on_import_order():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    show = "import os; print(edge_runtime.MAX_IMAGE_PIXELS, os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS'))"
+    outputs = {subprocess.run([sys.executable, "-c", f"{first}; {show}"], env=env, capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+               for first in ("import cv2, edge_runtime", "import edge_runtime, cv2")}
+    assert outputs == {f"{1 << 26} None\n"}  # our limit, checked by our code; OpenCV's left at its own default

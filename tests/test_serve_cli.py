@@ -111,3 +111,92 @@ def _status(url: str, token: str | None = None) -> int:
         return httpx.get(url, headers=headers, timeout=2).status_code
     except httpx.HTTPError:
         return 0
+
+
+def settings_for(*argv: str):  # type: ignore[no-untyped-def]
+    from edge_runtime.cli import build_parser, demo_overrides, serve_overrides
+    from edge_runtime.config import load_settings, merge
+
+    args = build_parser().parse_args(["serve", *argv])
+    overrides = serve_overrides(args)
+    settings = load_settings(env={}, overrides=overrides)
+    return load_settings(env={}, overrides=merge(overrides, demo_overrides(settings)))
+
+
+def test_the_demo_keeps_every_flag_it_is_given():
+    settings = settings_for("--threshold", "0.4", "--provider", "cpu", "--threads", "1", "--max-detections", "7")
+    assert [c.source for c in settings.cameras] == ["demo:"]
+    model = settings.model
+    assert (model.threshold, model.providers, model.threads, model.max_detections) == (0.4, ["cpu"], 1, 7)
+    assert model.top_k == 5  # the demo's own cut of its 1000 tags, unless --top-k says otherwise
+    assert settings_for("--top-k", "2").model.top_k == 2
+    assert settings_for("--source", "demo:").model.top_k is None  # not the demo: every tag
+
+
+def test_a_bad_provider_for_the_demo_fails_at_start_in_one_line(tmp_path):
+    proc = run_serve("--provider", "nonsense", "--port", str(free_port()), env={"XDG_CACHE_HOME": str(tmp_path)})
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("edge-runtime: execution provider 'nonsense' is not available")
+    assert "Traceback" not in proc.stderr and not any(line.startswith("edge-runtime") for line in lines[:-1])
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("door.mp4", "camera cam0: door.mp4: no such file"),
+    ("rtsp://u:secret@host:abc/x", "not a valid URL"),
+    ("rtsp://[::1/x", "Invalid IPv6 URL"),
+])
+def test_sources_that_cannot_work_fail_at_start_in_one_line(tmp_path, source, message):
+    proc = run_serve("--source", source, "--port", str(free_port()))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr
+    assert "secret" not in proc.stderr
+
+
+def test_insecure_serving_is_logged_as_a_warning(exports, caplog):
+    from edge_runtime.config import load_settings
+    from edge_runtime.predictor import Predictor
+    from edge_runtime.serve import build_services
+
+    predictor = Predictor.load(exports["modern"])
+    settings = load_settings(env={}, overrides={"server": {"host": "0.0.0.0", "insecure": True}})
+    with caplog.at_level("WARNING", logger="edge_runtime.serve"):
+        build_services(settings, predictor=predictor, env={})
+    assert any("without a token (--insecure)" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edge_runtime.serve"):
+        build_services(load_settings(env={}), predictor=predictor, env={})
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(("cameras", "threads", "expected"), [(1, 0, 3), (0, 0, 0), (2, 2, 2)])
+def test_one_core_is_left_to_capture_when_cameras_run(monkeypatch, cameras, threads, expected):
+    from edge_runtime.config import load_settings
+    from edge_runtime.serve import intra_op_threads
+
+    monkeypatch.setattr("edge_runtime.serve.os.cpu_count", lambda: 4)
+    settings = load_settings(env={}, overrides={
+        "model": {"threads": threads}, "cameras": [{"id": f"c{i}", "source": "0"} for i in range(cameras)]})
+    assert intra_op_threads(settings) == expected
+
+
+@pytest.mark.slow
+def test_an_absent_camera_is_retried_quietly_and_counted(exports):
+    port = free_port()
+    proc = start(str(exports["modern"]), "--source", "0", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def reconnects() -> int:
+            try:
+                return int(httpx.get(f"{url}/cameras", timeout=2).json()[0]["reconnects"])
+            except (httpx.HTTPError, ValueError, KeyError, IndexError):
+                return -1
+
+        assert wait_for(lambda: reconnects() >= 2, timeout=30)
+        assert httpx.get(f"{url}/cameras", timeout=2).json()[0]["state"] in ("reconnecting", "offline")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert "[ WARN" not in out and "[ERROR" not in out  # OpenCV's own lines stay out unless -v
+    warnings = [line for line in out.splitlines() if "camera cam0: cannot open" in line]
+    assert 1 <= len(warnings) <= 2 and all(" WARNING " in line for line in warnings)

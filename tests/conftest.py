@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_runtime.paths import DEMO_MODEL
 from tests import models
 
-DEMO = Path(__file__).resolve().parent.parent / "edge_runtime" / "demo"
+DEMO = DEMO_MODEL
 
 
 @pytest.fixture(scope="session")

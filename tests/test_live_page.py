@@ -24,6 +24,7 @@ if not (CHROMIUM and CHROMEDRIVER):
         raise RuntimeError("chromium and chromedriver are required (apt-get install chromium chromium-driver)")
     pytest.skip("chromium and chromedriver are not installed", allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # a real browser per test
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402

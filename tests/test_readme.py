@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_example_commands_print_what_the_readme_shows():
     proc = subprocess.run([sys.executable, "scripts/readme_examples.py"], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)

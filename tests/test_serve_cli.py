@@ -22,6 +22,7 @@ def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_no_arguments_serves_the_demo_and_stops_cleanly(sig, tmp_path):
     port = free_port()
@@ -86,6 +87,7 @@ def test_a_config_typo_names_the_key(tmp_path):
     assert "server.prot" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_token_file_secret_stays_out_of_the_log(tmp_path):
     token = tmp_path / "token"
     token.write_text("very-secret-value\n")

@@ -356,3 +356,18 @@ def test_a_slow_event_client_loses_its_oldest_events_not_the_pipeline(tmp_path):
     dropped, seqs = asyncio.run(scenario())
     assert dropped == 300 - len(seqs) and len(seqs) == 256
     assert seqs == list(range(45, 301))  # the newest kept, in order
+
+
+def test_camera_urls_are_shown_without_secrets_and_with_their_brackets(demo_predictor, caplog):
+    source = "http://viewer:hunter2@[::1]:9/live.mjpg?token=abc123&fps=5"
+    app = make_app(demo_predictor, cameras=[{"id": "v6", "source": source, "backoff_initial_s": 0.05,
+                                             "backoff_max_s": 0.2}])
+    with caplog.at_level("DEBUG", logger="edge_runtime"), running(app) as url:
+        def status() -> dict:  # type: ignore[type-arg]
+            return httpx.get(f"{url}/cameras").json()[0]
+
+        assert wait_for(lambda: status()["reconnects"] >= 1 and status()["last_error"], timeout=15)
+        shown = status()
+    assert shown["source"] == "http://viewer:***@[::1]:9/live.mjpg?token=***&fps=5"
+    assert "hunter2" not in json.dumps(shown) and "abc123" not in json.dumps(shown)
+    assert "hunter2" not in caplog.text and "abc123" not in caplog.text and "camera v6" in caplog.text

@@ -72,12 +72,17 @@ def check_sources(settings: Settings) -> None:
             raise ConfigError(f"camera {cfg.id}: {exc}") from None
 
 
-def warn_about(settings: Settings, token: str | None) -> None:
+def log_choices(settings: Settings, token: str | None, predictor: Predictor) -> None:
+    """Say what the settings chose that a user might not expect, once everything loaded."""
     if settings.server.insecure and token is None and not is_loopback(settings.server.host):
         log.warning("serving %s without a token (--insecure): anyone who can reach it can see the cameras "
                     "and use the model", settings.server.host)
-    if settings.model.top_k is not None:
-        log.info("results list at most %d tags each (model.top_k / --top-k)", settings.model.top_k)
+    top_k, tags = settings.model.top_k, len(predictor.spec.labels or ())
+    if top_k is not None and settings.model.path == DEMO and [c.source for c in settings.cameras] == ["demo:"]:
+        log.info("demo: the built-in model on a clip of its sample photos; each result lists the %d most likely "
+                 "of its %d tags (--top-k changes it)", top_k, tags)
+    elif top_k is not None and top_k < tags:
+        log.info("results list at most %d of the model's %d tags (model.top_k, --top-k)", top_k, tags)
 
 
 def build_services(
@@ -87,9 +92,9 @@ def build_services(
     token = resolve_token(settings, env)
     check_access(settings, token)
     check_sources(settings)
-    warn_about(settings, token)
     predictor = load_predictor(settings) if predictor is None else predictor.with_options(
         postprocess_options(settings))
+    log_choices(settings, token, predictor)
     cameras = [make_camera(c, predictor.prepare) for c in settings.cameras]
     metrics = Metrics()
     latest, events, frames = LatestResults(), EventBroadcaster(), AnnotatedFrames()

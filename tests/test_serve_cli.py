@@ -54,6 +54,7 @@ def test_no_arguments_serves_the_demo_and_stops_cleanly(sig, tmp_path):
         # uvicorn finishes its shutdown, then re-raises the signal so the exit status tells it
         assert proc.returncode in (0, -sig, 130), out
         assert "Application shutdown complete" in out
+        assert "each result lists the 5 most likely of its 1000 tags" in out  # the log says why only 5
         assert elapsed < 5.0
     finally:
         proc.kill()
@@ -138,9 +139,8 @@ def test_the_demo_keeps_every_flag_it_is_given():
 def test_a_bad_provider_for_the_demo_fails_at_start_in_one_line(tmp_path):
     proc = run_serve("--provider", "nonsense", "--port", str(free_port()), env={"XDG_CACHE_HOME": str(tmp_path)})
     assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("edge-runtime: execution provider 'nonsense' is not available")
-    assert "Traceback" not in proc.stderr and not any(line.startswith("edge-runtime") for line in lines[:-1])
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("edge-runtime: execution provider 'nonsense' is not available")
 
 
 @pytest.mark.parametrize(("source", "message"), [

@@ -175,9 +175,13 @@ class Camera:
                     self._cond.notify_all()
                 return
             except Exception as exc:  # any driver or decoder failure: reopen, never die
+                if self._stop.is_set():
+                    return
                 self.stats.read_errors += 1
                 self._fail(str(exc) if isinstance(exc, EdgeRuntimeError) else f"{type(exc).__name__}: {exc}")
                 continue
+            if self._stop.is_set():  # stopped while read() was running: the state stays STOPPED
+                return
             if image is None:
                 if time.monotonic() - self._last_activity > self.watchdog_s:
                     self._fail(f"no frame for {self.watchdog_s:g} s")

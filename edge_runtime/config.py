@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from .errors import ConfigError, EdgeRuntimeError
-from .postprocess import MAX_DETECTIONS, PostprocessOptions
+from .postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
 from .sources.uri import check_uri
 
 ENV_PREFIX = "EDGE_RUNTIME_"
@@ -61,8 +61,9 @@ class ModelConfig(Strict):
                          "but one when cameras run")
     spinning: bool = Field(False, description="idle onnxruntime threads busy-wait (faster bare runs, "
                            "slower when capture shares the cores)")
-    threshold: float | None = Field(None, ge=0, le=1, description="lowest probability reported (default: 0 "
-                                    "for classification, 0.1 for detection)")
+    threshold: float | None = Field(None, ge=0, le=1, description="lowest probability reported (default: "
+                                    f"{CLASSIFICATION_THRESHOLD:g} for classification, {DETECTION_THRESHOLD:g} "
+                                    "for detection)")
     top_k: int | None = Field(None, ge=1, le=100_000, description="at most this many predictions per image "
                               "(default: every tag; detection: max_detections)")
     max_detections: int = Field(MAX_DETECTIONS, ge=1, le=1000, description="detection only: at most this many boxes")

@@ -181,6 +181,7 @@ def test_a_stuck_read_shows_as_reconnecting_and_stop_never_closes_under_it():
         source.release.set()
     assert source.closed.wait(5)  # closed by the grabber once read() returned
     assert not source.closed_while_reading
+    assert camera.state is CameraState.STOPPED and camera.stats.frames == 1  # the late frame is not published
 
 
 def test_failed_opens_count_as_reconnect_attempts(tmp_path):

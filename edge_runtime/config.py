@@ -174,6 +174,12 @@ def _describe(exc: ValidationError, origin: str) -> str:
     return f"{origin}: " + "; ".join(problems)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def load_settings(
     path: Path | None = None, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
@@ -185,9 +191,8 @@ def load_settings(
         except OSError as exc:
             raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
         except yaml.YAMLError as exc:
-            detail = " ".join(str(exc).split())
-            raise ConfigError(f"{path}: not valid YAML: {detail} (values with a colon, such as \"demo:\", "
-                              "need quotes)") from exc
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)} (a value with a colon, such as "
+                              '"demo:", needs quotes)') from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded

@@ -69,7 +69,8 @@ def test_binding_beyond_loopback_needs_a_token():
 
 
 @pytest.mark.parametrize("text", ["cameras:\n  - id: a\n    source: demo:\n",
-                                  "cameras:\n  - {id: a, source: demo:}\n"])
+                                  "cameras:\n  - {id: a, source: demo:}\n",
+                                  "cameras:\n  - id: a\n    source:\n      demo:\n"])
 def test_an_unquoted_colon_value_gets_a_hint_to_quote_it(tmp_path, text):
     path = tmp_path / "cfg.yaml"
     path.write_text(text)

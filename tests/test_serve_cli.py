@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -42,15 +43,14 @@ def test_no_arguments_serves_the_demo_and_stops_cleanly(sig, tmp_path):
         assert first is not None and first["camera"] == "demo" and len(first["predictions"]) == 5
         assert wait_for(lambda: (latest() or {}).get("seq", 0) > first["seq"], timeout=10)
         # keep an event stream open: shutdown must not wait for it
-        stream = subprocess.Popen(["curl", "-sN", f"{url}/events"], stdout=subprocess.DEVNULL) \
-            if _has_curl() else None
-        time.sleep(0.5)
+        connected, ended = threading.Event(), threading.Event()
+        threading.Thread(target=hold_stream, args=(f"{url}/events", connected, ended), daemon=True).start()
+        assert connected.wait(10)
         began = time.monotonic()
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=10)
         elapsed = time.monotonic() - began
-        if stream:
-            stream.kill()
+        assert ended.wait(5)  # the server closed the stream
         # uvicorn finishes its shutdown, then re-raises the signal so the exit status tells it
         assert proc.returncode in (0, -sig, 130), out
         assert "Application shutdown complete" in out
@@ -60,10 +60,15 @@ def test_no_arguments_serves_the_demo_and_stops_cleanly(sig, tmp_path):
         proc.kill()
 
 
-def _has_curl() -> bool:
-    import shutil
-
-    return shutil.which("curl") is not None
+def hold_stream(url: str, connected: threading.Event, ended: threading.Event) -> None:
+    """Reads an event stream until the server ends it; `connected` is set at its first line."""
+    try:
+        with httpx.stream("GET", url, timeout=httpx.Timeout(5, read=30)) as r:
+            for _ in r.iter_lines():
+                connected.set()
+    except httpx.HTTPError:
+        pass
+    ended.set()
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

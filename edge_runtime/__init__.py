@@ -2,10 +2,12 @@
 
 import os
 
-# OpenCV reads this once, when it is first imported: it refuses to decode images with
-# more pixels before allocating them (decompression bombs). 64 Mpx covers 48 Mpx phone
-# photos. Set the variable yourself, before importing, to allow more.
-MAX_IMAGE_PIXELS = int(os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 26)))
+# The default limit on the pixels of one image (decompression bombs): 64 Mpx covers 48 Mpx
+# phone photos. The server's limit is `server.max_image_pixels`, which may raise or lower
+# it. It is checked by our own code, so it does not depend on when OpenCV was imported:
+# OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when it loads, and its own default
+# (2**30 pixels) stays in place as a last backstop.
+MAX_IMAGE_PIXELS = 1 << 26
 
 # onnxruntime's Linux builds start a telemetry uploader on import, which also writes a
 # session file into the temporary folder; a device that runs offline has no use for it.

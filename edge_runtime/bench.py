@@ -22,15 +22,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ImageDecodeError
 from .imageio import decode_image
+from .paths import DEMO_SAMPLES
 from .postprocess import postprocess
 from .predictor import Predictor
 from .preprocess import preprocess
 
 FRAME_SIZE = (1280, 720)
-SAMPLE = Path(__file__).parent / "demo" / "samples" / "coffee.jpg"
+SAMPLE = DEMO_SAMPLES / "coffee.jpg"
+
+
+class BenchOptions(BaseModel):
+    """The benchmark's settings; the command line's --iterations is checked against these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    iterations: int = Field(200, ge=1, le=1_000_000, description="timed runs of each stage")
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ def test_frame(path: Path = SAMPLE) -> bytes:
 
 
 def run_benchmark(predictor: Predictor, iterations: int = 200, image: Path | None = None) -> list[Timing]:
+    iterations = BenchOptions(iterations=iterations).iterations  # at least 1: medians of nothing do not exist
     jpeg = test_frame(image or SAMPLE)
     frame = decode_image(jpeg)
     spec = predictor.spec

@@ -1,10 +1,14 @@
 """One camera: a grabber thread that keeps only the newest frame, and a watchdog.
 
 Capture never waits for inference. A frame that inference did not take before the next
-one arrived is counted as dropped. No frame for `watchdog_s`, a read error, or a live
-stream that ends releases the source and reopens it with exponential backoff (capped);
-the camera reports its state throughout and never raises into the caller. Files (not
-live) are read at the pace the consumer takes frames, so none is dropped.
+one arrived is counted as dropped. No frame for `watchdog_s` or a read error releases
+the source and reopens it with exponential backoff (capped); every reopen attempt is
+counted in `stats.reconnects`. A source that ends (a file or folder without --loop) ends
+the camera. The camera reports its state throughout and never raises into the caller.
+Files (not live) are read at the pace the consumer takes frames, so none is dropped.
+
+Only the grabber thread reads and closes the source, so a capture is never released
+while a read() is still inside it: `stop` leaves a stuck read to close it when it returns.
 
     camera = Camera("door", lambda: open_source("rtsp://..."))
     camera.start()
@@ -83,8 +87,10 @@ class Camera:
         self._taken = True
         self._seq = 0
         self._failures = 0
+        self._attempts = 0
         self._last_activity = 0.0
         self._cond = threading.Condition()
+        self._close_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -99,7 +105,9 @@ class Camera:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)  # a driver stuck in read() cannot hold shutdown: daemon thread
-        self._close_source()
+        if self._thread is None or not self._thread.is_alive():
+            self._close_source()
+        # else: the grabber is still inside read(); it closes the source when read() returns
         self._state = CameraState.STOPPED
 
     @property
@@ -137,6 +145,12 @@ class Camera:
 
     # -- grabber thread --------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._grab()
+        finally:
+            self._close_source()
+
+    def _grab(self) -> None:
         while not self._stop.is_set():
             if self._source is None and not self._open():
                 continue
@@ -144,19 +158,21 @@ class Camera:
                 assert self._source is not None
                 image = self._source.read()
             except SourceEnded as exc:
-                if self._source is not None and not self._source.live:
-                    log.info("camera %s: %s", self.id, exc)
-                    self._close_source()
+                log.info("camera %s: %s", self.id, exc)
+                self._close_source()
+                if not self._stop.is_set():
                     self._state = CameraState.ENDED
-                    with self._cond:
-                        self._cond.notify_all()
-                    return
-                self._fail(f"stream ended unexpectedly: {exc}")
-                continue
+                with self._cond:
+                    self._cond.notify_all()
+                return
             except Exception as exc:  # any driver or decoder failure: reopen, never die
+                if self._stop.is_set():
+                    return
                 self.stats.read_errors += 1
                 self._fail(str(exc) if isinstance(exc, EdgeRuntimeError) else f"{type(exc).__name__}: {exc}")
                 continue
+            if self._stop.is_set():  # stopped while read() was running: the state stays STOPPED
+                return
             if image is None:
                 if time.monotonic() - self._last_activity > self.watchdog_s:
                     self._fail(f"no frame for {self.watchdog_s:g} s")
@@ -167,30 +183,39 @@ class Camera:
         delay = self.backoff.delay(self._failures)
         if delay and self._stop.wait(delay):
             return False
+        self._attempts += 1
+        if self._attempts > 1:
+            self.stats.reconnects += 1
         try:
-            self._source = self._opener()
+            source = self._opener()
         except Exception as exc:
             self._failures += 1
             self.stats.last_error = str(exc)
-            self._state = (
-                CameraState.OFFLINE if self._failures >= self.backoff.offline_after else CameraState.RECONNECTING
-            )
-            log.warning("camera %s: cannot open (%s); retry in %.1f s", self.id, exc,
-                        self.backoff.delay(self._failures))
+            offline = self._failures >= self.backoff.offline_after
+            self._state = CameraState.OFFLINE if offline else CameraState.RECONNECTING
+            # the first failure and going offline are news; each retry after that is not
+            level = logging.WARNING if self._failures in (1, self.backoff.offline_after) else logging.DEBUG
+            log.log(level, "camera %s: cannot open (%s); %s, retry in %.1f s", self.id, exc,
+                    "offline" if offline else "reconnecting", self.backoff.delay(self._failures))
             return False
+        if self._stop.is_set():
+            source.close()
+            return False
+        self._source = source
         self._last_activity = time.monotonic()
         return True
 
     def _fail(self, reason: str) -> None:
-        log.warning("camera %s: %s; reopening", self.id, reason)
+        log.log(logging.WARNING if self._failures == 0 else logging.DEBUG, "camera %s: %s; reopening", self.id,
+                reason)
         self.stats.last_error = reason
-        self.stats.reconnects += 1
         self._failures += 1
         self._state = CameraState.RECONNECTING
         self._close_source()
 
     def _close_source(self) -> None:
-        source, self._source = self._source, None
+        with self._close_lock:
+            source, self._source = self._source, None
         if source is not None:
             try:
                 source.close()

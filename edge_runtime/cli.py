@@ -12,37 +12,63 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import onnxruntime as ort
 
 from . import __version__
+from .bench import BenchOptions
+from .config import DEMO, DEMO_TOP_K, ModelConfig, Settings, field_help, flag_type, load_settings, merge
 from .errors import EdgeRuntimeError
 from .imageio import read_image
 from .paths import graph_cache_dir
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
+from .sources.opencv import configure_logging as configure_opencv_logging
 from .types import PredictionResult
 
-DEMO_MODEL = Path(__file__).parent / "demo"
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 HUMAN_TOP_K = 5
+DESCRIPTION = ("Run Custom Vision ONNX exports: serve cameras and uploads over HTTP (`serve`, the built-in demo "
+               "when given no model), predict on image files, inspect a model, benchmark it.")
 
 
-def _model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help="export zip, export folder or .onnx file")
+class Parser(argparse.ArgumentParser):
+    """Usage mistakes end as one line, like every other error (`--help` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _help(name: str, extra: str = "") -> str:
+    return field_help(ModelConfig, name) + extra
+
+
+def _model_args(parser: argparse.ArgumentParser, model: bool = True) -> None:
+    if model:
+        parser.add_argument("model", type=Path, help="export zip, export folder or .onnx file")
     parser.add_argument(
         "--provider", action="append", dest="providers", metavar="NAME",
         help="execution provider (tensorrt, cuda, openvino, cpu or a full name); repeat for a "
-        "fallback order; default: the fastest available",
+        "fallback order (default: the fastest available)",
     )
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
+    parser.add_argument("--threads", type=flag_type(ModelConfig, "threads"), metavar="N",
+                        help=_help("threads", " (default: 0)"))
+
+
+def _prediction_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=flag_type(ModelConfig, "threshold"), metavar="P",
+                        help=_help("threshold"))
+    parser.add_argument("--top-k", type=flag_type(ModelConfig, "top_k"), metavar="K", help=_help("top_k"))
+    parser.add_argument("--max-detections", type=flag_type(ModelConfig, "max_detections"), metavar="N",
+                        help=_help("max_detections", f" (default: {ModelConfig().max_detections})"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-runtime", description=__doc__.splitlines()[0])
+    parser = Parser(prog="edge-runtime", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr, OpenCV's own too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     inspect = sub.add_parser("inspect", help="show what a model is and how it is fed")
@@ -53,31 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(predict)
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     predict.add_argument("--json", action="store_true", help="Custom Vision prediction JSON")
-    predict.add_argument("--threshold", type=float, help="lowest probability shown (default: "
-                         "0 for classification, 0.1 for detection)")
-    predict.add_argument("--top-k", type=int, help="at most K predictions per image")
-    predict.add_argument("--max-detections", type=int, default=20, help="detection only (default 20)")
+    _prediction_args(predict)
 
-    serve = sub.add_parser("serve", help="watch cameras and serve predictions over HTTP (default: the demo)")
+    serve = sub.add_parser("serve", help="watch cameras and serve predictions over HTTP (default: the demo)",
+                           description="Watch cameras and serve predictions over HTTP. With no model and no "
+                           "source: the built-in demo model on the demo clip, at most "
+                           f"{DEMO_TOP_K} tags per result unless --top-k says otherwise.")
     serve.add_argument("model", nargs="?", help="export zip, folder or .onnx (default: the built-in demo)")
     serve.add_argument("--config", type=Path, help="YAML settings file")
     serve.add_argument("--source", action="append", default=[], metavar="[ID=]URI",
                        help="camera, stream, video file, image folder, gst:, picam: or demo:; repeatable")
     serve.add_argument("--loop", action="store_true", default=None, help="files: start again at the end")
-    serve.add_argument("--realtime", action="store_true", default=None, help="files: play at their own rate")
+    serve.add_argument("--realtime", action="store_true", default=None,
+                       help="files: play at their own rate, dropping frames if behind (they still end "
+                       "unless --loop)")
     serve.add_argument("--max-fps", type=float, help="run the model at most this often per camera")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--host", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: 8080)")
     serve.add_argument("--token-file", type=Path, help="file holding the bearer token (or set EDGE_RUNTIME_TOKEN)")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="allow serving beyond loopback without a token")
-    serve.add_argument("--threshold", type=float)
-    serve.add_argument("--top-k", type=int)
+    _prediction_args(serve)
     serve.add_argument("--jsonl", type=Path, help="append every result to this JSON-lines file")
     serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
                        help="enable POST /url for this host; repeatable")
-    serve.add_argument("--provider", action="append", dest="providers", metavar="NAME")
-    serve.add_argument("--threads", type=int)
+    _model_args(serve, model=False)
 
     quantize = sub.add_parser("quantize", help="write a static INT8 export calibrated on real frames")
     quantize.add_argument("model", type=Path, help="float32 export zip, folder or .onnx file")
@@ -92,14 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time each stage on a 1280x720 frame and print a table")
     _model_args(bench)
-    bench.add_argument("--iterations", type=int, default=200)
+    bench.add_argument("--iterations", type=flag_type(BenchOptions, "iterations"), metavar="N",
+                       default=BenchOptions().iterations,
+                       help=field_help(BenchOptions, "iterations") + " (default: %(default)s)")
     bench.add_argument("--image", type=Path, help="picture to use (default: a bundled sample)")
     return parser
 
 
 def _load(args: argparse.Namespace, options: PostprocessOptions | None = None) -> Predictor:
-    return Predictor.load(args.model, providers=args.providers, intra_op_threads=args.threads, options=options,
-                          graph_cache=graph_cache_dir())
+    return Predictor.load(args.model, providers=args.providers, intra_op_threads=args.threads or 0,
+                          options=options, graph_cache=graph_cache_dir())
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -154,8 +182,7 @@ def _human(path: Path, result: PredictionResult, top_k: int | None) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    options = PostprocessOptions(threshold=args.threshold, top_k=args.top_k, max_detections=args.max_detections)
-    predictor = _load(args, options)
+    predictor = _load(args, _model_config(args).postprocess_options())
     results, failed = [], 0
     for path in args.images:
         try:
@@ -189,14 +216,24 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0 if report.written else EXIT_ERROR
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _model_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return _given(threshold=args.threshold, top_k=args.top_k, max_detections=args.max_detections,
+                  providers=args.providers, threads=args.threads)
+
+
+def _model_config(args: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(path=str(args.model), **_model_flags(args))
+
+
 def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Flags given on the command line, as a settings tree that overrides file and environment."""
-    def given(**values: Any) -> dict[str, Any]:
-        return {k: v for k, v in values.items() if v is not None}
-
+    given = _given
     overrides: dict[str, Any] = {
-        "model": given(path=args.model, threshold=args.threshold, top_k=args.top_k, providers=args.providers,
-                       threads=args.threads),
+        "model": given(path=args.model, **_model_flags(args)),
         "server": given(host=args.host, port=args.port, token_file=args.token_file, insecure=args.insecure),
         "log": given(jsonl=args.jsonl),
     }
@@ -214,17 +251,25 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def demo_overrides(settings: Settings) -> dict[str, Any]:
+    """With no model and no camera: the demo model over the demo clip. Its 1000 tags are
+    cut to DEMO_TOP_K per result unless top_k is set; every other setting still applies."""
+    if settings.model.path != DEMO or settings.cameras:
+        return {}
+    demo: dict[str, Any] = {"cameras": [{"id": "demo", "source": "demo:"}]}
+    if settings.model.top_k is None:
+        demo["model"] = {"top_k": DEMO_TOP_K}
+    return demo
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .config import DEMO, load_settings
     from .serve import serve
 
-    settings = load_settings(args.config, overrides=serve_overrides(args))
-    if settings.model.path == DEMO and not settings.cameras:
-        # No arguments: the demo model over the demo clip; 5 of its 1000 tags are plenty to show.
-        demo: dict[str, Any] = {"cameras": [{"id": "demo", "source": "demo:"}]}
-        if settings.model.top_k is None:
-            demo["model"] = {"top_k": 5}
-        settings = load_settings(args.config, overrides={**serve_overrides(args), **demo})
+    overrides = serve_overrides(args)
+    settings = load_settings(args.config, overrides=overrides)
+    demo = demo_overrides(settings)
+    if demo:
+        settings = load_settings(args.config, overrides=merge(overrides, demo))
     serve(settings)
     return 0
 
@@ -237,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_opencv_logging(level)
     try:
         return COMMANDS[args.command](args)
     except EdgeRuntimeError as exc:

@@ -14,6 +14,8 @@ comes from EDGE_RUNTIME_TOKEN or from a file (EDGE_RUNTIME_TOKEN_FILE, server.to
       - id: shelf
         source: rtsp://user:pass@10.0.0.8/stream
         max_fps: 10
+      - id: demo
+        source: "demo:"      # quoted: a bare `demo:` is a YAML mapping, not a string
     server:
       host: 0.0.0.0
       port: 8080
@@ -24,21 +26,25 @@ comes from EDGE_RUNTIME_TOKEN or from a file (EDGE_RUNTIME_TOKEN_FILE, server.to
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, EdgeRuntimeError
+from .postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
+from .sources.uri import check_uri
 
 ENV_PREFIX = "EDGE_RUNTIME_"
 TOKEN_ENV = "EDGE_RUNTIME_TOKEN"
 TOKEN_FILE_ENV = "EDGE_RUNTIME_TOKEN_FILE"
 DEMO = "demo"
+DEMO_TOP_K = 5  # the demo model has 1000 tags: without --top-k, its results show this many
 
 
 class Strict(BaseModel):
@@ -46,6 +52,9 @@ class Strict(BaseModel):
 
 
 class ModelConfig(Strict):
+    """The model and what each prediction reports. These fields are also the command line's
+    definitions of --threshold, --top-k, --max-detections and --threads (see `flag_type`)."""
+
     path: str = Field(DEMO, description="export zip, folder or .onnx; 'demo' for the built-in model")
     providers: list[str] = Field(default_factory=list, description="execution providers in order; empty: fastest")
     threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0: all cores, or all "
@@ -54,20 +63,44 @@ class ModelConfig(Strict):
                            "slower when capture shares the cores)")
     graph_cache: bool = Field(True, description="keep onnxruntime's optimised graph between starts (CPU provider; "
                               "folder: EDGE_RUNTIME_CACHE_DIR or the user's cache)")
-    threshold: float | None = Field(None, ge=0, le=1, description="lowest probability reported")
-    top_k: int | None = Field(None, ge=1, description="at most this many predictions per image")
-    max_detections: int = Field(20, ge=1, le=1000, description="detection only")
+    threshold: float | None = Field(None, ge=0, le=1, description="lowest probability reported (default: "
+                                    f"{CLASSIFICATION_THRESHOLD:g} for classification, {DETECTION_THRESHOLD:g} "
+                                    "for detection)")
+    top_k: int | None = Field(None, ge=1, le=100_000, description="at most this many predictions per image "
+                              "(default: every tag; detection: max_detections)")
+    max_detections: int = Field(MAX_DETECTIONS, ge=1, le=1000, description="detection only: at most this many boxes")
+
+    def postprocess_options(self) -> PostprocessOptions:
+        return PostprocessOptions(threshold=self.threshold, top_k=self.top_k, max_detections=self.max_detections)
 
 
 class CameraConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="name used in URLs and metrics")
     source: str = Field(min_length=1, description="device, rtsp://, http(s)://, file, folder, gst:, picam:, demo:")
     loop: bool = Field(False, description="files and folders: start again at the end")
-    realtime: bool = Field(False, description="files: play at their own frame rate, dropping frames if behind")
+    realtime: bool = Field(False, description="files: play at their own frame rate, dropping frames if behind "
+                           "(the file still ends unless `loop`)")
     max_fps: float | None = Field(None, gt=0, le=1000, description="run the model at most this often")
     watchdog_s: float = Field(5.0, gt=0, le=3600, description="reopen the source after this long without a frame")
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=3600)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_is_text(cls, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value.values())) is None:
+            # YAML read `source: demo:` as {"demo": None}
+            raise ValueError(f'must be a string: write it in quotes, source: "{next(iter(value))}:"')
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source_parses(cls, value: str) -> str:
+        try:
+            check_uri(value)
+        except EdgeRuntimeError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class UrlConfig(Strict):
@@ -111,11 +144,11 @@ class Settings(Strict):
         return cameras
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+            out[key] = merge(dict(out[key]), value)
         else:
             out[key] = value
     return out
@@ -141,8 +174,14 @@ def _describe(exc: ValidationError, origin: str) -> str:
     problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        problems.append(f"{where}: {err['msg']}")
+        problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return f"{origin}: " + "; ".join(problems)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def load_settings(
@@ -156,16 +195,43 @@ def load_settings(
         except OSError as exc:
             raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)} (a value with a colon, such as "
+                              '"demo:", needs quotes)') from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded
-    data = _merge(data, _from_env(os.environ if env is None else env))
-    data = _merge(data, overrides or {})
+    data = merge(data, _from_env(os.environ if env is None else env))
+    data = merge(data, overrides or {})
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, str(path) if path else "settings")) from None
+
+
+def flag_type(model: type[BaseModel], name: str) -> Callable[[str], Any]:
+    """An argparse `type` that checks a flag against the settings field of the same name, so
+    a flag and its config key share one definition: the same bounds, the same message.
+
+        parser.add_argument("--top-k", type=flag_type(ModelConfig, "top_k"))
+    """
+    info = model.model_fields[name]
+    parts = (info.annotation, *info.metadata)
+    kind: Any = Annotated[parts] if info.metadata else info.annotation
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+
+    def convert(text: str) -> Any:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError("; ".join(e["msg"] for e in exc.errors())) from None
+
+    convert.__name__ = name.replace("_", "-")  # argparse names the type in some messages
+    return convert
+
+
+def field_help(model: type[BaseModel], name: str) -> str:
+    """The settings field's description, for a flag's help text."""
+    return model.model_fields[name].description or ""
 
 
 def resolve_token(settings: Settings, env: Mapping[str, str] | None = None) -> str | None:

@@ -1,5 +1,6 @@
-"""Where the runtime keeps files of its own between runs: one cache folder for everything
-derived that can be rebuilt (unpacked export zips, optimised graphs).
+"""Where the runtime's files are: the package's own (the built-in demo export and its sample
+photographs), and one cache folder for everything derived that can be rebuilt (unpacked
+export zips, optimised graphs).
 
     cache_dir()   EDGE_RUNTIME_CACHE_DIR, else systemd's CACHE_DIRECTORY (CacheDirectory=, for
                   a DynamicUser), else $XDG_CACHE_HOME/edge-runtime or ~/.cache/edge-runtime,
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 CACHE_ENV = "EDGE_RUNTIME_CACHE_DIR"
+DEMO_MODEL = Path(__file__).resolve().parent / "demo"
+DEMO_SAMPLES = DEMO_MODEL / "samples"
 
 
 def _usable(path: Path) -> bool:

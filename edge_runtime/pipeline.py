@@ -5,7 +5,10 @@
     publisher thread (shared)     postprocess, then every sink
 
 so capture, inference and publication of consecutive frames overlap, and a slow sink
-never delays the model. All cameras share one onnxruntime session.
+never delays the model. All cameras share one onnxruntime session. The grabber stage
+runs the camera's own `prepare` hook (serve wires it to `predictor.prepare`); a frame
+that comes without a prepared tensor is prepared on the inference thread instead. The
+pipeline never changes the cameras it is given.
 
     pipeline = Pipeline(predictor, [camera], sink)
     pipeline.start()
@@ -24,14 +27,16 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from .camera import Camera
 from .errors import EdgeRuntimeError
 from .metrics import Metrics
-from .predictor import Predictor, Prepared
+from .predictor import Prepared
 from .sinks import Sink
-from .types import Frame, FrameResult
+from .types import Frame, FrameResult, PredictionResult
 
 log = logging.getLogger(__name__)
 FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
@@ -41,10 +46,21 @@ PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond
 Inferred = tuple[Frame, Prepared, dict[str, Any], float]
 
 
+class Stages(Protocol):
+    """The three stages of a prediction; `Predictor` is the real one, `testing.FakePredictor`
+    a fake that needs no model."""
+
+    def prepare(self, frame: np.ndarray) -> Prepared: ...
+
+    def infer(self, tensor: np.ndarray) -> dict[str, Any]: ...
+
+    def finish(self, outputs: dict[str, Any], prepared: Prepared) -> PredictionResult: ...
+
+
 class Pipeline:
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: Stages,
         cameras: Sequence[Camera],
         sink: Sink,
         max_fps: Mapping[str, float] | None = None,
@@ -62,8 +78,6 @@ class Pipeline:
         self._queue: queue.Queue[Inferred] = queue.Queue(PUBLISH_QUEUE)
         self._workers: list[threading.Thread] = []
         self._publisher: threading.Thread | None = None
-        for camera in self.cameras:
-            camera.prepare = camera.prepare or predictor.prepare
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -135,9 +149,8 @@ class Pipeline:
             seq, last = frame.seq, time.monotonic()
             try:
                 item = self.infer(frame)
-            except EdgeRuntimeError as exc:  # e.g. an odd frame: count it, keep going
-                self.errors += 1
-                log.error("camera %s frame %d: %s", camera.id, frame.seq, exc)
+            except Exception as exc:  # e.g. an odd frame: count it, keep going; the worker never dies
+                self._error(frame, exc)
                 continue
             while not self._stop.is_set():
                 try:
@@ -154,9 +167,14 @@ class Pipeline:
                 continue
             try:
                 self.publish(item)
-            except EdgeRuntimeError as exc:
-                self.errors += 1
-                log.error("camera %s frame %d: %s", item[0].camera_id, item[0].seq, exc)
+            except Exception as exc:  # the publisher serves every camera: it must not die either
+                self._error(item[0], exc)
+
+    def _error(self, frame: Frame, exc: Exception) -> None:
+        self.errors += 1
+        detail = str(exc) if isinstance(exc, EdgeRuntimeError) else f"{type(exc).__name__}: {exc}"
+        log.error("camera %s frame %d: %s", frame.camera_id, frame.seq, detail,
+                  exc_info=not isinstance(exc, EdgeRuntimeError) and log.isEnabledFor(logging.DEBUG))
 
     def _count(self, camera_id: str, result: FrameResult) -> None:
         now = time.monotonic()

@@ -35,6 +35,13 @@ class PostprocessOptions:
     max_detections: int = MAX_DETECTIONS
     nms_iou: float | None = None  # None: the export's (0.45)
 
+    def __post_init__(self) -> None:
+        # the settings (config.ModelConfig) check these for users; this catches library callers
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1 (None: no limit), not {self.top_k}")
+        if self.max_detections < 1:
+            raise ValueError(f"max_detections must be at least 1, not {self.max_detections}")
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + e^-x), without overflow warnings
@@ -122,7 +129,7 @@ def detect(
 ) -> tuple[Prediction, ...]:
     threshold = DETECTION_THRESHOLD if options.threshold is None else options.threshold
     iou = spec.nms_iou if options.nms_iou is None else options.nms_iou
-    limit = min(options.max_detections, options.top_k or options.max_detections)
+    limit = options.max_detections if options.top_k is None else min(options.max_detections, options.top_k)
     found = []
     for b, c, p in select_boxes(boxes, probs, threshold, iou, limit):
         name, tag_id = _tag(spec, c)

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .camera import Backoff, Camera
-from .config import DEMO, CameraConfig, Settings, check_access, resolve_token
+from .config import DEMO, CameraConfig, Settings, check_access, is_loopback, resolve_token
+from .errors import ConfigError
 from .metrics import Metrics
-from .paths import graph_cache_dir
+from .paths import DEMO_MODEL, graph_cache_dir
 from .pipeline import Pipeline
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
 from .server import GracefulServer, Services, create_app
 from .sinks import build_sinks
-from .sources import describe_uri, open_source
+from .sources import SourceError, check_source, describe_uri, open_source
 
 log = logging.getLogger(__name__)
-DEMO_MODEL = Path(__file__).parent / "demo"
 GRACEFUL_SHUTDOWN_S = 2  # open streams get this long; then the pipeline stops (within 5 s in all)
 
 
@@ -33,8 +36,7 @@ def model_path(settings: Settings) -> Path:
 
 
 def postprocess_options(settings: Settings) -> PostprocessOptions:
-    m = settings.model
-    return PostprocessOptions(threshold=m.threshold, top_k=m.top_k, max_detections=m.max_detections)
+    return settings.model.postprocess_options()
 
 
 def intra_op_threads(settings: Settings) -> int:
@@ -52,10 +54,35 @@ def load_predictor(settings: Settings) -> Predictor:
                           spinning=m.spinning, graph_cache=graph_cache_dir() if m.graph_cache else None)
 
 
-def make_camera(cfg: CameraConfig) -> Camera:
-    opener = partial(open_source, cfg.source, loop=cfg.loop, realtime=cfg.realtime)
+def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None = None) -> Camera:
+    """A camera for one config entry; `prepare` (the predictor's) runs on its grabber thread."""
+    opener = partial(open_source, cfg.source, loop=cfg.loop, realtime=cfg.realtime, read_timeout_s=cfg.watchdog_s)
     backoff = Backoff(initial_s=cfg.backoff_initial_s, max_s=cfg.backoff_max_s)
-    return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source))
+    return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source),
+                  prepare=prepare)
+
+
+def check_sources(settings: Settings) -> None:
+    """A mistake that retrying cannot fix (a video file that does not exist) stops start-up;
+    a camera that is merely absent or offline is retried while the server runs."""
+    for cfg in settings.cameras:
+        try:
+            check_source(cfg.source)
+        except SourceError as exc:
+            raise ConfigError(f"camera {cfg.id}: {exc}") from None
+
+
+def log_choices(settings: Settings, token: str | None, predictor: Predictor) -> None:
+    """Say what the settings chose that a user might not expect, once everything loaded."""
+    if settings.server.insecure and token is None and not is_loopback(settings.server.host):
+        log.warning("serving %s without a token (--insecure): anyone who can reach it can see the cameras "
+                    "and use the model", settings.server.host)
+    top_k, tags = settings.model.top_k, len(predictor.spec.labels or ())
+    if top_k is not None and settings.model.path == DEMO and [c.source for c in settings.cameras] == ["demo:"]:
+        log.info("demo: the built-in model on a clip of its sample photos; each result lists the %d most likely "
+                 "of its %d tags (--top-k changes it)", top_k, tags)
+    elif top_k is not None and top_k < tags:
+        log.info("results list at most %d of the model's %d tags (model.top_k, --top-k)", top_k, tags)
 
 
 def build_services(
@@ -64,9 +91,11 @@ def build_services(
     """Everything the app needs; the token comes from `env` (default: os.environ) or its file."""
     token = resolve_token(settings, env)
     check_access(settings, token)
+    check_sources(settings)
     predictor = load_predictor(settings) if predictor is None else predictor.with_options(
         postprocess_options(settings))
-    cameras = [make_camera(c) for c in settings.cameras]
+    log_choices(settings, token, predictor)
+    cameras = [make_camera(c, predictor.prepare) for c in settings.cameras]
     metrics = Metrics()
     sinks = build_sinks(settings, predictor.iteration, on_error=lambda name: metrics.sink_errors.labels(name).inc())
     pipeline = None

@@ -25,13 +25,14 @@ from onnx import helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 
 from edge_runtime.imageio import decode_image
+from edge_runtime.paths import DEMO_MODEL
 from edge_runtime.predictor import Predictor
 
 from .dataset import Dataset, DatasetError, Kind
 from .metrics import Metrics, classification_metrics
 from .split import split
 
-BACKBONE = Path(__file__).resolve().parent.parent / "edge_runtime" / "demo"
+BACKBONE = DEMO_MODEL
 FEATURES = "features"
 VALIDATION_SHARE = 0.2
 SMALL_SET = 50  # images per tag below which more augmented copies are made

@@ -32,13 +32,14 @@ import httpx
 
 from edge_runtime.bench import machine
 from edge_runtime.camera import Camera
+from edge_runtime.paths import DEMO_MODEL
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.postprocess import PostprocessOptions
 from edge_runtime.predictor import Predictor
 from edge_runtime.preprocess import preprocess
 from edge_runtime.sources import open_source
 
-DEMO = Path(__file__).resolve().parent.parent / "edge_runtime" / "demo"
+DEMO = DEMO_MODEL
 SIZE = (1280, 720)
 
 
@@ -103,7 +104,9 @@ def sequential_fps(predictor: Predictor, clip: Path) -> float:
 def pipeline_run(predictor: Predictor, clip: Path, realtime: bool, seconds: float | None = None) -> dict[str, float]:
     results: list = []
     done = threading.Event()
-    camera = Camera("bench", lambda: open_source(str(clip), realtime=realtime))
+    # a timed run loops the clip (a paced file ends like any other); preprocessing on the grabber, as serve wires it
+    camera = Camera("bench", lambda: open_source(str(clip), loop=bool(seconds), realtime=realtime),
+                    prepare=predictor.prepare)
     pipeline = Pipeline(predictor, [camera], results.append)
     start = time.perf_counter()
     pipeline.start()

@@ -10,5 +10,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet -e '.[server]'
 .venv/bin/edge-runtime predict edge_runtime/demo edge_runtime/demo/samples/*.jpg --top-k 3
 echo
-echo "Live demo: open http://127.0.0.1:8080/ (Ctrl+C stops it)"
+echo "Live demo: open http://127.0.0.1:8080/ (Ctrl+C stops it); each result lists the 5 most likely of"
+echo "the 1000 tags unless you pass --top-k K; --threshold, --provider and --threads apply too"
 exec .venv/bin/edge-runtime serve "$@"

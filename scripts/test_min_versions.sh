@@ -22,7 +22,7 @@ VENV=.venv-min
 "$VENV/bin/python" -m pip install --quiet \
   "onnxruntime==1.16.3" "numpy==1.24.4" "opencv-python-headless==4.7.0.72" \
   "fastapi==0.110.0" "uvicorn==0.29.0" "pydantic==2.5.3" "prometheus-client==0.19.0" "pyyaml==6.0.1" \
-  "python-multipart==0.0.9" "onnx==1.15.0" "pillow==10.2.0" "httpx==0.27.0" "pytest==8.0.2"
+  "python-multipart==0.0.9" "onnx==1.15.0" "pillow==10.2.0" "httpx==0.27.0" "pytest==8.0.2" "pytest-timeout==2.2.0"
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 "$VENV/bin/python" - <<'PY'
 import sys, numpy, onnxruntime, cv2

@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_runtime.paths import DEMO_MODEL
 from tests import models
 
-DEMO = Path(__file__).resolve().parent.parent / "edge_runtime" / "demo"
+DEMO = DEMO_MODEL
 # Optimised graphs and other caches go to a folder of the test run's own, never the user's.
 os.environ.setdefault("EDGE_RUNTIME_CACHE_DIR", tempfile.mkdtemp(prefix="edge-runtime-test-cache-"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -105,22 +106,99 @@ def test_backoff_grows_and_is_capped():
     assert [backoff.delay(n) for n in range(7)] == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
 
-def test_a_live_stream_that_ends_is_reopened_not_finished(tmp_path):
-    video = write_video(tmp_path / "clip.avi", frames=5)
+def test_a_paced_file_without_loop_plays_once_and_ends(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=5, fps=50)
     opens = []
 
     def opener():
-        source = open_source(str(video), realtime=True)  # paced like a camera: live
+        source = open_source(str(video), realtime=True)  # paced like a camera, but still a file
         opens.append(source)
         return source
 
+    camera = Camera("paced", opener, backoff=FAST)
+    camera.start()
+    try:
+        assert wait_for(lambda: camera.state is CameraState.ENDED, timeout=5)
+        assert len(opens) == 1 and camera.stats.frames == 5 and camera.stats.reconnects == 0
+        assert opens[0].capture is not None and not opens[0].capture.isOpened()  # released at the end
+    finally:
+        camera.stop()
+
+
+def test_a_live_stream_that_drops_out_is_reopened():
+    opener = factory_sequence([lambda: ScriptedSource([frame(1), SourceError("connection reset")], live=True),
+                               lambda: ScriptedSource([frame(2)], live=True, hold=True)])
     camera = Camera("stream", opener, backoff=FAST)
     camera.start()
     try:
-        assert wait_for(lambda: len(opens) >= 2, timeout=5)
-        assert camera.state is not CameraState.ENDED
+        assert wait_for(lambda: camera.stats.reconnects == 1 and camera.state is CameraState.ONLINE, timeout=5)
+        assert "connection reset" in camera.stats.last_error
     finally:
         camera.stop()
+
+
+class BlockingSource:
+    """A source whose read() blocks until released, as a stuck driver does."""
+
+    live = True
+    name = "stuck"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.inside = False
+        self.closed_while_reading = False
+        self.closed = threading.Event()
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        if self.reads == 1:
+            return frame(1)
+        self.inside = True
+        self.entered.set()
+        self.release.wait(10)
+        self.inside = False
+        return frame(2)
+
+    def close(self) -> None:
+        self.closed_while_reading |= self.inside
+        self.closed.set()
+
+
+def test_a_stuck_read_shows_as_reconnecting_and_stop_never_closes_under_it():
+    source = BlockingSource()
+    camera = Camera("stuck", lambda: source, watchdog_s=0.2, backoff=FAST)
+    camera.start()
+    try:
+        assert source.entered.wait(5)
+        assert wait_for(lambda: camera.state is CameraState.RECONNECTING, timeout=5)  # no frame for watchdog_s
+        assert camera.status()["state"] == "reconnecting" and camera.stats.reconnects == 0
+        camera.stop(timeout=0.2)  # the grabber is still inside read()
+        assert camera.state is CameraState.STOPPED
+        assert not source.closed.is_set()  # releasing the capture now could crash the driver
+    finally:
+        source.release.set()
+    assert source.closed.wait(5)  # closed by the grabber once read() returned
+    assert not source.closed_while_reading
+    assert camera.state is CameraState.STOPPED and camera.stats.frames == 1  # the late frame is not published
+
+
+def test_failed_opens_count_as_reconnect_attempts(tmp_path):
+    attempts = []
+
+    def opener():
+        attempts.append(time.monotonic())
+        raise SourceError("camera 0: cannot open")
+
+    camera = Camera("absent", opener, backoff=FAST)
+    camera.start()
+    try:
+        assert wait_for(lambda: len(attempts) >= 4, timeout=5)
+    finally:
+        camera.stop()
+    assert camera.stats.reconnects == len(attempts) - 1 and camera.stats.frames == 0
+    assert camera.status()["reconnects"] == camera.stats.reconnects
 
 
 def test_a_missing_file_leaves_the_camera_offline_and_stop_is_prompt(tmp_path):
@@ -128,6 +206,7 @@ def test_a_missing_file_leaves_the_camera_offline_and_stop_is_prompt(tmp_path):
     camera.start()
     assert wait_for(lambda: camera.state is CameraState.OFFLINE, timeout=5)
     assert "no such file" in camera.stats.last_error
+    assert camera.stats.reconnects >= 2  # every reopen attempt is counted
     start = time.monotonic()
     camera.stop()
     assert time.monotonic() - start < 2.0

@@ -112,3 +112,29 @@ def test_bench_prints_a_table(exports):
     for stage in ("decode JPEG", "preprocess", "session.run", "postprocess", "predict (pre+run+post)"):
         assert f"| {stage} |" in proc.stdout
     assert "% of bare inference" in proc.stdout and "peak RSS" in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (("predict", DEMO, SAMPLES / "coffee.jpg", "--top-k", "-1"), "--top-k"),
+    (("predict", DEMO, SAMPLES / "coffee.jpg", "--top-k", "0"), "--top-k"),
+    (("predict", DEMO, SAMPLES / "coffee.jpg", "--threshold", "2"), "--threshold"),
+    (("predict", DEMO, SAMPLES / "coffee.jpg", "--max-detections", "0"), "--max-detections"),
+    (("bench", DEMO, "--iterations", "0"), "--iterations"),
+    (("inspect", DEMO, "--threads", "-1"), "--threads"),
+    (("serve", "--top-k", "0"), "--top-k"),
+    (("serve", "--threshold", "nan"), "--threshold"),
+])
+def test_out_of_range_flags_are_one_line_errors(args, flag):
+    line = one_line_error(run(*args))
+    assert f"argument {flag}:" in line and "--help" in line
+
+
+def test_top_k_limits_human_and_json_output_alike(exports, tmp_path):
+    import cv2
+
+    image = tmp_path / "red.png"
+    cv2.imwrite(str(image), solid((0, 0, 255)))
+    for model in (DEMO, exports["yolo"]):
+        body = json.loads(run("predict", model, image if model != DEMO else SAMPLES / "coffee.jpg", "--json",
+                              "--top-k", "1", "--threshold", "0.01").stdout)
+        assert len(body["predictions"]) == 1

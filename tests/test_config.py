@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import argparse
+import textwrap
+
 import pytest
 
-from edge_runtime.config import check_access, is_loopback, load_settings, resolve_token
+from edge_runtime.config import ModelConfig, check_access, flag_type, is_loopback, load_settings, resolve_token
 from edge_runtime.errors import ConfigError
+from edge_runtime.postprocess import MAX_DETECTIONS
 
 
 def test_yaml_env_and_flags_are_layered(tmp_path):
@@ -62,3 +66,49 @@ def test_binding_beyond_loopback_needs_a_token():
     check_access(load_settings(env={}), None)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+
+
+@pytest.mark.parametrize("text", ["cameras:\n  - id: a\n    source: demo:\n",
+                                  "cameras:\n  - {id: a, source: demo:}\n",
+                                  "cameras:\n  - id: a\n    source:\n      demo:\n"])
+def test_an_unquoted_colon_value_gets_a_hint_to_quote_it(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="quote") as caught:
+        load_settings(path, env={})
+    assert "\n" not in str(caught.value)
+
+
+def test_the_documented_example_config_loads(tmp_path):
+    import edge_runtime.config as config
+
+    example = config.__doc__.split("\n\n    model:", 1)[1].split('\n"""')[0]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(textwrap.dedent("    model:" + example.split("\n\n")[0]))
+    settings = load_settings(path, env={})
+    assert [c.source for c in settings.cameras] == ["rtsp://user:pass@10.0.0.8/stream", "demo:"]
+
+
+def test_flags_share_the_settings_definitions():
+    top_k, threshold = flag_type(ModelConfig, "top_k"), flag_type(ModelConfig, "threshold")
+    assert top_k("3") == 3 and threshold("0.5") == 0.5
+    for convert, bad in ((top_k, "0"), (top_k, "-1"), (top_k, "x"), (threshold, "2"), (threshold, "-0.1")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            convert(bad)
+    for key, value in (("top_k", 0), ("threshold", 2)):  # the same bounds in a config file
+        with pytest.raises(ConfigError, match=f"model.{key}"):
+            load_settings(env={}, overrides={"model": {key: value}})
+    assert ModelConfig().max_detections == MAX_DETECTIONS
+
+
+def test_the_pixel_limit_does_not_depend_on_import_order():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    show = "import os; print(edge_runtime.MAX_IMAGE_PIXELS, os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS'))"
+    outputs = {subprocess.run([sys.executable, "-c", f"{first}; {show}"], env=env, capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+               for first in ("import cv2, edge_runtime", "import edge_runtime, cv2")}
+    assert outputs == {f"{1 << 26} None\n"}  # our limit, checked by our code; OpenCV's left at its own default

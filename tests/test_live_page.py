@@ -24,6 +24,7 @@ if not (CHROMIUM and CHROMEDRIVER):
         raise RuntimeError("chromium and chromedriver are required (apt-get install chromium chromium-driver)")
     pytest.skip("chromium and chromedriver are not installed", allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # a real browser per test
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -84,3 +85,76 @@ def test_live_page_shows_changing_results_and_a_stream_with_pixels(browser, tmp_
         assert (pixels["width"], pixels["height"]) == (640, 360)
         assert pixels["lit"] > 1000 and pixels["mean"] > 10
         assert "multiclass model, 1000 tags" in browser.find_element("id", "model").text
+
+
+DROP_JS = """
+const [kind, done] = arguments;
+const finish = (blob, name, type) => {
+  const dt = new DataTransfer();
+  dt.items.add(new File([blob], name, {type: type}));
+  document.getElementById('tester').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+  done(true);
+};
+if (kind === 'text') { finish(new Blob(['not an image']), 'notes.txt', 'text/plain'); return; }
+const c = document.createElement('canvas');
+c.width = 320; c.height = 240;
+const ctx = c.getContext('2d');
+ctx.fillStyle = 'rgb(255, 0, 0)';
+ctx.fillRect(0, 0, 320, 240);
+c.toBlob((blob) => finish(blob, 'red.png', 'image/png'), 'image/png');
+"""
+
+CANVAS_JS = """
+const c = document.getElementById('canvas');
+if (c.hidden || !c.width) return null;
+const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+let lit = 0, box = 0;
+for (let i = 0; i < d.length; i += 4) {
+  if (d[i] + d[i + 1] + d[i + 2] > 30) lit++;
+  if (d[i] < 40 && d[i + 1] > 200 && d[i + 2] > 90 && d[i + 2] < 150) box++;  // the box colour, #00e676
+}
+return {width: c.width, height: c.height, lit: lit, box: box};
+"""
+
+
+def rows(browser):
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll('#predictions tr')).map(r => r.textContent)")
+
+
+def test_without_cameras_the_page_tests_a_picked_image(browser):
+    app = make_app(Predictor.load(DEMO), model={"top_k": 3})
+    with running(app) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda d: d.find_element("id", "tester").is_displayed())
+        assert not browser.find_element("id", "stream").is_displayed()  # no broken image
+        assert not browser.find_element("id", "live-status").is_displayed()
+        assert "waiting for results" not in browser.find_element("id", "predictions").text
+        assert "--source 0" in browser.find_element("id", "add-camera").text
+        shoot = browser.find_element("id", "shoot")
+        assert shoot.get_attribute("capture") == "environment" and shoot.get_attribute("accept") == "image/*"
+        browser.find_element("id", "pick").send_keys(str(DEMO / "samples" / "coffee.jpg"))
+        wait.until(lambda d: "predictions" in d.find_element("id", "upload-status").text)
+        shown = rows(browser)
+        assert len(shown) == 3 and "espresso" in shown[0] and "%" in shown[0]
+        canvas = browser.execute_script(CANVAS_JS)
+        assert canvas is not None and canvas["lit"] > 1000
+
+
+def test_without_cameras_a_dropped_image_shows_its_boxes_and_a_bad_file_its_error(browser, exports):
+    app = make_app(Predictor.load(exports["yolo"]), model={"path": str(exports["yolo"])})
+    with running(app) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda d: d.find_element("id", "tester").is_displayed())
+        browser.execute_async_script(DROP_JS, "text")
+        wait.until(lambda d: "could not predict" in d.find_element("id", "upload-status").text)
+        assert "image" in browser.find_element("id", "upload-status").text.split("could not predict:")[1]
+        browser.execute_async_script(DROP_JS, "png")
+        wait.until(lambda d: "red.png: " in d.find_element("id", "upload-status").text
+                   and "predictions" in d.find_element("id", "upload-status").text)
+        assert any("red" in r and "%" in r for r in rows(browser))
+        canvas = browser.execute_script(CANVAS_JS)
+        assert canvas is not None and (canvas["width"], canvas["height"]) == (320, 240)
+        assert canvas["box"] > 100  # the detection's box is drawn over the picture

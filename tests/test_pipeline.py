@@ -1,9 +1,12 @@
-"""Source -> model -> sinks, with the real demo model and real video files."""
+"""Source -> model -> sinks, with real video files and a fake predictor (edge_runtime.testing):
+what is tested here is the plumbing around the model, which tests/test_predictor.py covers."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -11,24 +14,25 @@ import pytest
 from edge_runtime.camera import Camera
 from edge_runtime.metrics import Metrics
 from edge_runtime.pipeline import Pipeline
-from edge_runtime.predictor import Predictor
 from edge_runtime.sinks import AnnotatedFrames, JsonlLog, LatestResults, MultiSink
 from edge_runtime.sources import open_source
+from edge_runtime.sources.fake import ScriptedSource
+from edge_runtime.testing import FakePredictor
 from edge_runtime.types import Frame
-from tests.conftest import DEMO, wait_for, write_video
+from tests.conftest import wait_for, write_video
 
 
-@pytest.fixture(scope="module")
-def demo_predictor() -> Predictor:
-    return Predictor.load(DEMO)
+@pytest.fixture()
+def predictor() -> FakePredictor:
+    return FakePredictor()
 
 
-def test_every_frame_of_a_file_is_processed_in_order(demo_predictor, tmp_path):
+def test_every_frame_of_a_file_is_processed_in_order(predictor, tmp_path):
     video = write_video(tmp_path / "clip.avi", frames=20, size=(640, 360))
     results: list = []
     metrics = Metrics()
     camera = Camera("file", lambda: open_source(str(video)))
-    pipeline = Pipeline(demo_predictor, [camera], results.append, metrics=metrics)
+    pipeline = Pipeline(predictor, [camera], results.append, metrics=metrics)
     pipeline.start()
     try:
         assert wait_for(lambda: len(results) == 20, timeout=30)
@@ -42,7 +46,7 @@ def test_every_frame_of_a_file_is_processed_in_order(demo_predictor, tmp_path):
     assert 'edge_frames_processed_total{camera="file"} 20.0' in metrics_text
 
 
-def test_a_failing_sink_does_not_stop_the_others(demo_predictor, tmp_path):
+def test_a_failing_sink_does_not_stop_the_others(predictor, tmp_path):
     latest, frames = LatestResults(), AnnotatedFrames()
 
     def broken(result):
@@ -50,7 +54,7 @@ def test_a_failing_sink_does_not_stop_the_others(demo_predictor, tmp_path):
 
     errors: list[str] = []
     sink = MultiSink({"broken": broken, "latest": latest, "frames": frames}, on_error=errors.append)
-    pipeline = Pipeline(demo_predictor, [], sink)
+    pipeline = Pipeline(predictor, [], sink)
     image = np.zeros((240, 320, 3), np.uint8)
     for seq in (1, 2, 3):
         pipeline.process(Frame("cam", seq, time.time(), time.monotonic(), image))
@@ -60,12 +64,12 @@ def test_a_failing_sink_does_not_stop_the_others(demo_predictor, tmp_path):
     assert seq == 3 and jpeg[:2] == b"\xff\xd8"
 
 
-def test_jsonl_log_survives_a_full_disk(demo_predictor, tmp_path, monkeypatch):
+def test_jsonl_log_survives_a_full_disk(predictor, tmp_path, monkeypatch):
     import os
 
     path = tmp_path / "results.jsonl"
     log = JsonlLog(path)
-    pipeline = Pipeline(demo_predictor, [], MultiSink({"log": log}))
+    pipeline = Pipeline(predictor, [], MultiSink({"log": log}))
     image = np.zeros((120, 160, 3), np.uint8)
     pipeline.process(Frame("cam", 1, time.time(), time.monotonic(), image))
 
@@ -94,24 +98,70 @@ def test_jsonl_log_survives_a_full_disk(demo_predictor, tmp_path, monkeypatch):
     assert parsed[0]["camera"] == "cam" and parsed[0]["predictions"]
 
 
-def test_max_fps_limits_the_model_rate(demo_predictor, tmp_path):
-    video = write_video(tmp_path / "clip.avi", frames=300, size=(320, 240), fps=100)
+def test_max_fps_limits_the_model_rate(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=300, size=(160, 120), fps=100)
+    fake = FakePredictor()
     results: list = []
-    camera = Camera("limited", lambda: open_source(str(video), realtime=True))
-    pipeline = Pipeline(demo_predictor, [camera], results.append, max_fps={"limited": 5})
+    five = threading.Event()
+
+    def sink(result):
+        results.append(result)
+        if len(results) == 5:
+            five.set()
+
+    camera = Camera("limited", lambda: open_source(str(video), realtime=True), prepare=fake.prepare)
+    pipeline = Pipeline(fake, [camera], sink, max_fps={"limited": 10})
     pipeline.start()
-    time.sleep(1.5)
-    pipeline.stop()
-    assert 4 <= len(results) <= 10
+    try:
+        assert five.wait(10)
+    finally:
+        pipeline.stop()
+    taken = [r.frame.captured_mono for r in results[:5]]
+    assert min(np.diff(taken)) >= 0.1 * 0.8  # at most 10 per second, from a 100 fps file
     assert camera.stats.dropped > 0  # the file kept its own pace while the model waited
 
 
-def test_two_cameras_share_one_session(demo_predictor, tmp_path):
+def test_preprocessing_runs_on_the_grabber_thread_and_cameras_are_left_as_given():
+    fake = FakePredictor()
+    frames = [np.full((8, 8, 3), i, np.uint8) for i in range(1, 6)]
+    hooked = Camera("hooked", lambda: ScriptedSource(frames, live=False), prepare=fake.prepare)
+    plain = Camera("plain", lambda: ScriptedSource(frames, live=False))
+    latest = LatestResults()
+    pipeline = Pipeline(fake, [hooked, plain], latest)
+    assert hooked.prepare == fake.prepare and plain.prepare is None  # the pipeline changes neither
+    pipeline.start()
+    try:
+        assert wait_for(lambda: all(latest.get(c) is not None and latest.get(c).frame.seq == 5
+                                    for c in ("hooked", "plain")), timeout=10)
+    finally:
+        pipeline.stop()
+    on = Counter(fake.prepared_on)
+    assert on["grab-hooked"] == 5  # overlapped with inference, on the camera's thread
+    assert on["infer-plain"] == 5 and set(on) == {"grab-hooked", "infer-plain"}
+
+
+def test_a_worker_survives_a_bad_frame(caplog):
+    fake = FakePredictor(bad_value=7)
+    frames = [np.full((8, 8, 3), v, np.uint8) for v in (1, 7, 3)]
+    camera = Camera("odd", lambda: ScriptedSource(frames, live=False), prepare=fake.prepare)
+    results: list = []
+    pipeline = Pipeline(fake, [camera], results.append)
+    pipeline.start()
+    try:
+        assert wait_for(lambda: camera.finished and len(results) == 2, timeout=10)
+        assert pipeline.healthy  # the worker lived on; its camera finished
+    finally:
+        pipeline.stop()
+    assert [r.frame.seq for r in results] == [1, 3] and pipeline.errors == 1
+    assert "ValueError: the fake model cannot take this frame" in caplog.text
+
+
+def test_two_cameras_share_one_session(predictor, tmp_path):
     a = write_video(tmp_path / "a.avi", frames=8)
     b = write_video(tmp_path / "b.avi", frames=12)
     latest = LatestResults()
     cams = [Camera("a", lambda: open_source(str(a))), Camera("b", lambda: open_source(str(b)))]
-    pipeline = Pipeline(demo_predictor, cams, latest)
+    pipeline = Pipeline(predictor, cams, latest)
     pipeline.start()
     try:
         assert wait_for(lambda: (latest.get("a") is not None and latest.get("a").frame.seq == 8

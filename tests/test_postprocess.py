@@ -176,3 +176,21 @@ def test_frame_results_are_encoded_once_for_every_sink():
     assert result.json_text("p", "i") is first  # the same string object: encoded once
     assert json.loads(first) == result.to_json("p", "i")
     assert json.loads(result.json_text("other", "i"))["project"] == "other"
+
+
+def test_detection_keeps_top_k_and_top_k_means_the_same_for_every_variant():
+    s = spec(Variant.S1, labels=("x", "y"), output="detected_boxes")
+    outputs = {
+        "detected_boxes": np.array([[[0.0, 0.0, 0.2, 0.2], [0.5, 0.5, 0.7, 0.7], [0.1, 0.6, 0.3, 0.9]]], np.float32),
+        "detected_classes": np.array([[0, 1, 0]]),
+        "detected_scores": np.array([[0.5, 0.9, 0.7]], np.float32),
+    }
+    window = Window(0, 0, 100, 100, 100, 100)
+    every = postprocess(outputs, s, window, PostprocessOptions())
+    assert [p.probability for p in every] == pytest.approx([0.9, 0.7, 0.5])
+    top = postprocess(outputs, s, window, PostprocessOptions(top_k=2))
+    assert [p.probability for p in top] == pytest.approx([0.9, 0.7])
+    assert len(postprocess(outputs, s, window, PostprocessOptions(top_k=2, max_detections=1))) == 1
+    for bad in ({"top_k": 0}, {"top_k": -1}, {"max_detections": 0}):
+        with pytest.raises(ValueError, match="at least 1"):
+            PostprocessOptions(**bad)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -22,6 +23,7 @@ def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_no_arguments_serves_the_demo_and_stops_cleanly(sig, tmp_path):
     port = free_port()
@@ -41,27 +43,32 @@ def test_no_arguments_serves_the_demo_and_stops_cleanly(sig, tmp_path):
         assert first is not None and first["camera"] == "demo" and len(first["predictions"]) == 5
         assert wait_for(lambda: (latest() or {}).get("seq", 0) > first["seq"], timeout=10)
         # keep an event stream open: shutdown must not wait for it
-        stream = subprocess.Popen(["curl", "-sN", f"{url}/events"], stdout=subprocess.DEVNULL) \
-            if _has_curl() else None
-        time.sleep(0.5)
+        connected, ended = threading.Event(), threading.Event()
+        threading.Thread(target=hold_stream, args=(f"{url}/events", connected, ended), daemon=True).start()
+        assert connected.wait(10)
         began = time.monotonic()
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=10)
         elapsed = time.monotonic() - began
-        if stream:
-            stream.kill()
+        assert ended.wait(5)  # the server closed the stream
         # uvicorn finishes its shutdown, then re-raises the signal so the exit status tells it
         assert proc.returncode in (0, -sig, 130), out
         assert "Application shutdown complete" in out
+        assert "each result lists the 5 most likely of its 1000 tags" in out  # the log says why only 5
         assert elapsed < 5.0
     finally:
         proc.kill()
 
 
-def _has_curl() -> bool:
-    import shutil
-
-    return shutil.which("curl") is not None
+def hold_stream(url: str, connected: threading.Event, ended: threading.Event) -> None:
+    """Reads an event stream until the server ends it; `connected` is set at its first line."""
+    try:
+        with httpx.stream("GET", url, timeout=httpx.Timeout(5, read=30)) as r:
+            for _ in r.iter_lines():
+                connected.set()
+    except httpx.HTTPError:
+        pass
+    ended.set()
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -86,6 +93,7 @@ def test_a_config_typo_names_the_key(tmp_path):
     assert "server.prot" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_token_file_secret_stays_out_of_the_log(tmp_path):
     token = tmp_path / "token"
     token.write_text("very-secret-value\n")
@@ -111,3 +119,91 @@ def _status(url: str, token: str | None = None) -> int:
         return httpx.get(url, headers=headers, timeout=2).status_code
     except httpx.HTTPError:
         return 0
+
+
+def settings_for(*argv: str):  # type: ignore[no-untyped-def]
+    from edge_runtime.cli import build_parser, demo_overrides, serve_overrides
+    from edge_runtime.config import load_settings, merge
+
+    args = build_parser().parse_args(["serve", *argv])
+    overrides = serve_overrides(args)
+    settings = load_settings(env={}, overrides=overrides)
+    return load_settings(env={}, overrides=merge(overrides, demo_overrides(settings)))
+
+
+def test_the_demo_keeps_every_flag_it_is_given():
+    settings = settings_for("--threshold", "0.4", "--provider", "cpu", "--threads", "1", "--max-detections", "7")
+    assert [c.source for c in settings.cameras] == ["demo:"]
+    model = settings.model
+    assert (model.threshold, model.providers, model.threads, model.max_detections) == (0.4, ["cpu"], 1, 7)
+    assert model.top_k == 5  # the demo's own cut of its 1000 tags, unless --top-k says otherwise
+    assert settings_for("--top-k", "2").model.top_k == 2
+    assert settings_for("--source", "demo:").model.top_k is None  # not the demo: every tag
+
+
+def test_a_bad_provider_for_the_demo_fails_at_start_in_one_line(tmp_path):
+    proc = run_serve("--provider", "nonsense", "--port", str(free_port()), env={"XDG_CACHE_HOME": str(tmp_path)})
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("edge-runtime: execution provider 'nonsense' is not available")
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("door.mp4", "camera cam0: door.mp4: no such file"),
+    ("rtsp://u:secret@host:abc/x", "not a valid URL"),
+    ("rtsp://[::1/x", "Invalid IPv6 URL"),
+])
+def test_sources_that_cannot_work_fail_at_start_in_one_line(tmp_path, source, message):
+    proc = run_serve("--source", source, "--port", str(free_port()))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr
+    assert "secret" not in proc.stderr
+
+
+def test_insecure_serving_is_logged_as_a_warning(exports, caplog):
+    from edge_runtime.config import load_settings
+    from edge_runtime.predictor import Predictor
+    from edge_runtime.serve import build_services
+
+    predictor = Predictor.load(exports["modern"])
+    settings = load_settings(env={}, overrides={"server": {"host": "0.0.0.0", "insecure": True}})
+    with caplog.at_level("WARNING", logger="edge_runtime.serve"):
+        build_services(settings, predictor=predictor, env={})
+    assert any("without a token (--insecure)" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edge_runtime.serve"):
+        build_services(load_settings(env={}), predictor=predictor, env={})
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(("cameras", "threads", "expected"), [(1, 0, 3), (0, 0, 0), (2, 2, 2)])
+def test_one_core_is_left_to_capture_when_cameras_run(monkeypatch, cameras, threads, expected):
+    from edge_runtime.config import load_settings
+    from edge_runtime.serve import intra_op_threads
+
+    monkeypatch.setattr("edge_runtime.serve.os.cpu_count", lambda: 4)
+    settings = load_settings(env={}, overrides={
+        "model": {"threads": threads}, "cameras": [{"id": f"c{i}", "source": "0"} for i in range(cameras)]})
+    assert intra_op_threads(settings) == expected
+
+
+@pytest.mark.slow
+def test_an_absent_camera_is_retried_quietly_and_counted(exports):
+    port = free_port()
+    proc = start(str(exports["modern"]), "--source", "0", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def reconnects() -> int:
+            try:
+                return int(httpx.get(f"{url}/cameras", timeout=2).json()[0]["reconnects"])
+            except (httpx.HTTPError, ValueError, KeyError, IndexError):
+                return -1
+
+        assert wait_for(lambda: reconnects() >= 2, timeout=30)
+        assert httpx.get(f"{url}/cameras", timeout=2).json()[0]["state"] in ("reconnecting", "offline")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert "[ WARN" not in out and "[ERROR" not in out  # OpenCV's own lines stay out unless -v
+    warnings = [line for line in out.splitlines() if "camera cam0: cannot open" in line]
+    assert 1 <= len(warnings) <= 2 and all(" WARNING " in line for line in warnings)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -291,3 +293,84 @@ def test_a_camera_that_disappears(demo_predictor, tmp_path):
         assert httpx.post(f"{url}/image", content=COFFEE).status_code == 200  # still serving
         write_video(video, frames=10, size=(320, 240))  # the camera comes back
         assert wait_for(lambda: states()["file"]["state"] == "online", timeout=10)
+
+
+@pytest.mark.parametrize("path", ["/events", "/snapshot.jpg", "/stream.mjpg", "/predictions/latest"])
+def test_an_unknown_camera_is_404_on_every_route(live_server, path):
+    with httpx.stream("GET", f"{live_server}{path}?camera=nope", timeout=5) as r:
+        assert r.status_code == 404
+        r.read()
+        assert r.json() == {"code": "NotFound", "message": "no camera 'nope'"}
+
+
+def test_events_carry_project_and_iteration(demo_predictor, video):
+    app = make_app(demo_predictor, server={"project": "shelf"},
+                   cameras=[{"id": "door", "source": str(video), "loop": True, "realtime": True}])
+    with running(app) as url:
+        (event,) = read_events(f"{url}/events?camera=door", 1)
+    assert event["project"] == "shelf" and event["camera"] == "door"
+    assert event["iteration"] == demo_predictor.iteration and event["iteration"]
+
+
+def test_mjpeg_never_exceeds_its_ceiling(demo_predictor, video):
+    app = make_app(demo_predictor, server={"mjpeg_max_fps": 4},
+                   cameras=[{"id": "door", "source": str(video), "loop": True, "realtime": True}])
+    arrivals: list[float] = []
+    with running(app) as url, httpx.stream("GET", f"{url}/stream.mjpg?max_fps=100", timeout=10) as r:
+        seen = 0
+        for chunk in r.iter_bytes():
+            seen += chunk.count(b"--frame\r\n")
+            while len(arrivals) < seen:
+                arrivals.append(time.monotonic())
+            if len(arrivals) >= 6:
+                break
+    # 15 fps of frames, a client asking for 100: the server's ceiling of 4 holds
+    assert arrivals[-1] - arrivals[0] >= 5 / 4 * 0.85
+
+
+def test_a_slow_event_client_loses_its_oldest_events_not_the_pipeline(tmp_path):
+    from edge_runtime.sinks import EventBroadcaster
+    from edge_runtime.testing import FakePredictor
+    from edge_runtime.types import Frame, FrameResult
+
+    fake = FakePredictor()
+    image = np.zeros((4, 4, 3), np.uint8)
+
+    def result(seq: int) -> FrameResult:
+        prepared = fake.prepare(image)
+        return FrameResult(Frame("cam", seq, time.time(), time.monotonic(), image),
+                           fake.finish(fake.infer(prepared.tensor), prepared), 1.0, time.monotonic())
+
+    async def scenario() -> tuple[int, list[int]]:
+        broadcaster = EventBroadcaster("p", "it")
+        sub = broadcaster.subscribe()
+        publisher = threading.Thread(target=lambda: [broadcaster(result(seq)) for seq in range(1, 301)])
+        publisher.start()  # the pipeline's thread: it must never wait for the client
+        await asyncio.to_thread(publisher.join, 10)
+        assert not publisher.is_alive()
+        await asyncio.sleep(0.05)  # let the loop run the queued puts
+        seqs = []
+        while not sub.queue.empty():
+            item = sub.queue.get_nowait()
+            assert item is not None
+            seqs.append(json.loads(item[2])["seq"])
+        return sub.dropped, seqs
+
+    dropped, seqs = asyncio.run(scenario())
+    assert dropped == 300 - len(seqs) and len(seqs) == 256
+    assert seqs == list(range(45, 301))  # the newest kept, in order
+
+
+def test_camera_urls_are_shown_without_secrets_and_with_their_brackets(demo_predictor, caplog):
+    source = "http://viewer:hunter2@[::1]:9/live.mjpg?token=abc123&fps=5"
+    app = make_app(demo_predictor, cameras=[{"id": "v6", "source": source, "backoff_initial_s": 0.05,
+                                             "backoff_max_s": 0.2}])
+    with caplog.at_level("DEBUG", logger="edge_runtime"), running(app) as url:
+        def status() -> dict:  # type: ignore[type-arg]
+            return httpx.get(f"{url}/cameras").json()[0]
+
+        assert wait_for(lambda: status()["reconnects"] >= 1 and status()["last_error"], timeout=15)
+        shown = status()
+    assert shown["source"] == "http://viewer:***@[::1]:9/live.mjpg?token=***&fps=5"
+    assert "hunter2" not in json.dumps(shown) and "abc123" not in json.dumps(shown)
+    assert "hunter2" not in caplog.text and "abc123" not in caplog.text and "camera v6" in caplog.text

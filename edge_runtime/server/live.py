@@ -68,6 +68,8 @@ async def events(
     max_fps: float | None = Query(None, gt=0, description="at most this many events per second per camera"),
     svc: Services = Depends(services),
 ) -> StreamingResponse:
+    if camera is not None:
+        _camera_id(svc, camera)  # an unknown camera is a 404 here too, not an empty stream
     sub = svc.events.subscribe()
     min_gap = 1.0 / max_fps if max_fps else 0.0
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .base import SourceError
+from ..paths import DEMO_SAMPLES as SAMPLES
+from .base import SourceError, SourceKind, SourceOptions
 from .opencv import VideoFileSource
 
-SAMPLES = Path(__file__).resolve().parent.parent / "demo" / "samples"
 SIZE = (960, 540)
 FPS = 15.0
 FRAMES_PER_IMAGE = 30
@@ -77,3 +77,10 @@ def open_demo(realtime: bool = True) -> VideoFileSource:
     source = VideoFileSource(str(demo_clip()), loop=True, realtime=realtime)
     source.name = "demo:"
     return source
+
+
+def _open(uri: str, options: SourceOptions) -> VideoFileSource:
+    return open_demo(realtime=True)  # always looped and paced: it stands in for a camera
+
+
+KINDS = {"demo": SourceKind(_open)}

@@ -1,26 +1,34 @@
-"""Sources read through cv2.VideoCapture: V4L2 devices, RTSP/HTTP streams, files, GStreamer."""
+"""Sources read through cv2.VideoCapture: V4L2 devices, RTSP/HTTP streams, video files, GStreamer.
+
+OpenCV and FFmpeg print their own warnings straight to stderr, on every failed reopen.
+`configure_logging` sets them to match ours: silent unless -v, since the camera already
+logs each failure (once, then at debug level while it keeps failing).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import time
-import urllib.parse
 
 import cv2
 import numpy as np
 
-from .base import SourceEnded, SourceError
+from .base import SourceEnded, SourceError, SourceKind, SourceOptions
+from .uri import redact
 
 OPEN_TIMEOUT_MS = 5000
-READ_TIMEOUT_MS = 5000
+FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"  # read when the FFmpeg backend first opens something
+AV_LOG_QUIET, AV_LOG_WARNING = -8, 24
 
 
-def redact(uri: str) -> str:
-    """rtsp://user:secret@host/x -> rtsp://user:***@host/x, so status and logs hold no passwords."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
+def configure_logging(level: int) -> None:
+    """OpenCV's and FFmpeg's native messages at our level: warnings with -v (DEBUG), else none."""
+    verbose = level <= logging.DEBUG
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if verbose
+                                  else cv2.utils.logging.LOG_LEVEL_SILENT)
+    os.environ.setdefault(FFMPEG_LOGLEVEL_ENV, str(AV_LOG_WARNING if verbose else AV_LOG_QUIET))
 
 
 class CaptureSource:
@@ -28,33 +36,42 @@ class CaptureSource:
 
     live = True
 
-    def __init__(self, capture: cv2.VideoCapture, name: str) -> None:
+    def __init__(self, capture: cv2.VideoCapture, name: str, read_timeout_s: float) -> None:
         self.capture = capture
         self.name = name
+        self.read_timeout_s = read_timeout_s
         self.fps = capture.get(cv2.CAP_PROP_FPS) or None
 
     @classmethod
-    def open(cls, target: str | int, api: int, name: str) -> CaptureSource:
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+    def open(cls, target: str | int, api: int, name: str, read_timeout_s: float) -> CaptureSource:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(read_timeout_s * 1000))]
         capture = cv2.VideoCapture(target, api, params)
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"{name}: cannot open")
-        return cls(capture, name)
+        return cls(capture, name, read_timeout_s)
 
     def read(self) -> np.ndarray | None:
+        start = time.monotonic()
         ok, frame = self.capture.read()
-        if not ok or frame is None:
-            # a live source that stops delivering has dropped out: let the watchdog reopen it
-            raise SourceError(f"{self.name}: read failed (stream ended or device gone)")
-        return frame
+        if ok and frame is not None:
+            return frame
+        if time.monotonic() - start >= 0.9 * self.read_timeout_s:
+            return None  # the backend's read timeout: no frame in time (the watchdog decides)
+        # a live source that fails at once has dropped out: reopen it
+        raise SourceError(f"{self.name}: read failed (stream ended or device gone)")
 
     def close(self) -> None:
         self.capture.release()
 
 
 class VideoFileSource:
-    """A video file, optionally looped, optionally paced at its own frame rate."""
+    """A video file, optionally looped, optionally paced at its own frame rate.
+
+    Paced (`realtime`), it behaves like a camera (live: frames the consumer misses are
+    dropped), but it still ends at the end of the file unless it loops.
+    """
 
     def __init__(self, path: str, loop: bool = False, realtime: bool = False) -> None:
         self.path = path
@@ -91,3 +108,34 @@ class VideoFileSource:
 
     def close(self) -> None:
         self.capture.release()
+
+
+def open_device(uri: str, options: SourceOptions) -> CaptureSource:
+    uri = uri.strip()
+    if uri.isdigit():
+        api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+        return CaptureSource.open(int(uri), api, f"camera {uri}", options.read_timeout_s)
+    return CaptureSource.open(uri, cv2.CAP_V4L2, uri, options.read_timeout_s)
+
+
+def open_stream(uri: str, options: SourceOptions) -> CaptureSource:
+    return CaptureSource.open(uri.strip(), cv2.CAP_FFMPEG, redact(uri.strip()), options.read_timeout_s)
+
+
+def has_gstreamer() -> bool:
+    info = cv2.getBuildInformation()
+    return any("GStreamer" in line and "YES" in line for line in info.splitlines())
+
+
+def open_gstreamer(uri: str, options: SourceOptions) -> CaptureSource:
+    pipeline = uri.strip()[len("gst:"):]
+    if not has_gstreamer():
+        raise SourceError("gst: this OpenCV build has no GStreamer support (use the distribution's OpenCV)")
+    return CaptureSource.open(pipeline, cv2.CAP_GSTREAMER, "gst:" + pipeline[:36], options.read_timeout_s)
+
+
+KINDS = {
+    "device": SourceKind(open_device),
+    **{scheme: SourceKind(open_stream) for scheme in ("rtsp", "rtsps", "rtmp", "http", "https")},
+    "gst": SourceKind(open_gstreamer),
+}

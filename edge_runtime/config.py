@@ -74,6 +74,13 @@ class ModelConfig(Strict):
         return PostprocessOptions(threshold=self.threshold, top_k=self.top_k, max_detections=self.max_detections)
 
 
+class GateConfig(Strict):
+    enabled: bool = Field(False, description="run the model only when the scene changes (or every max_idle_s)")
+    min_changed: float = Field(0.002, gt=0, le=1, description="share of a small grey thumbnail's pixels that "
+                               "must change for the model to run")
+    max_idle_s: float = Field(10.0, gt=0, le=86400, description="run the model at least this often anyway")
+
+
 class CameraConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="name used in URLs and metrics")
     source: str = Field(min_length=1, description="device, rtsp://, http(s)://, file, folder, gst:, picam:, demo:")
@@ -84,6 +91,7 @@ class CameraConfig(Strict):
     watchdog_s: float = Field(5.0, gt=0, le=3600, description="reopen the source after this long without a frame")
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    gate: GateConfig = GateConfig()
 
     @field_validator("source", mode="before")
     @classmethod

@@ -43,6 +43,8 @@ class Metrics:
                                    ["camera"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.processed = Counter("edge_frames_processed", "Frames the model ran on", ["camera"],
                                  registry=self.registry)
+        self.skipped = Counter("edge_frames_skipped", "Frames the scene gate kept from the model (result reused)",
+                               ["camera"], registry=self.registry)
         self.fps = Gauge("edge_camera_fps", "Frames processed per second (smoothed)", ["camera"],
                          registry=self.registry)
         self.age = Gauge("edge_result_age_seconds", "Capture-to-publication time of the newest result",

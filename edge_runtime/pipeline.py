@@ -17,11 +17,13 @@ pipeline never changes the cameras it is given.
 
 `process` runs the three stages for one frame on the caller's thread, for tests and for
 callers with frames of their own. A max-FPS limit makes a worker wait before it takes
-the next (newest) frame.
+the next (newest) frame. A camera with a SceneGate (gate.py) skips the model for frames
+like the one it last ran on: their result is the previous one, marked `reused`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -33,6 +35,7 @@ import numpy as np
 
 from .camera import Camera
 from .errors import EdgeRuntimeError
+from .gate import SceneGate
 from .metrics import Metrics
 from .predictor import Prepared
 from .sinks import Sink
@@ -43,7 +46,7 @@ FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
 FPS_SMOOTHING = 0.1
 PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond this
 
-Inferred = tuple[Frame, Prepared, dict[str, Any], float]
+Inferred = tuple[Frame, Prepared | None, dict[str, Any], float]  # no Prepared: reuse the previous result
 
 
 class Stages(Protocol):
@@ -65,15 +68,18 @@ class Pipeline:
         sink: Sink,
         max_fps: Mapping[str, float] | None = None,
         metrics: Metrics | None = None,
+        gates: Mapping[str, SceneGate] | None = None,
     ) -> None:
         self.predictor = predictor
         self.cameras = list(cameras)
         self.sink = sink
         self.max_fps = dict(max_fps or {})
+        self.gates = dict(gates or {})
         self.metrics = metrics
         self.errors = 0
         self._fps: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self._previous: dict[str, PredictionResult] = {}  # each camera's last inferred result
         self._stop = threading.Event()
         self._queue: queue.Queue[Inferred] = queue.Queue(PUBLISH_QUEUE)
         self._workers: list[threading.Thread] = []
@@ -111,6 +117,20 @@ class Pipeline:
     def fps(self, camera_id: str) -> float:
         return self._fps.get(camera_id, 0.0)
 
+    def skipped(self, camera_id: str) -> int:
+        """Frames the camera's scene gate kept from the model."""
+        gate = self.gates.get(camera_id)
+        return gate.skipped if gate else 0
+
+    def _gated(self, frame: Frame, gate: SceneGate | None) -> Frame | None:
+        """The frame ready for inference, or None when its scene did not change."""
+        if gate is None:
+            return frame
+        run, prepared = gate.accept(frame.prepared)
+        # Not run: the publisher reuses the result of the frame inferred before it, which it
+        # publishes first (one queue, in order).
+        return dataclasses.replace(frame, prepared=prepared) if run else None
+
     # -- the three stages for one frame ----------------------------------------------
     def infer(self, frame: Frame) -> Inferred:
         prepared = frame.prepared if isinstance(frame.prepared, Prepared) else self.predictor.prepare(frame.image)
@@ -120,10 +140,17 @@ class Pipeline:
 
     def publish(self, item: Inferred) -> FrameResult:
         frame, prepared, outputs, run_s = item
-        start = time.perf_counter()
-        prediction = self.predictor.finish(outputs, prepared)
-        busy_s = prepared.elapsed_s + run_s + time.perf_counter() - start
-        result = FrameResult(frame, prediction, busy_s * 1000, time.monotonic())
+        if prepared is None:  # a gated frame: the scene did not change
+            previous = self._previous.get(frame.camera_id)
+            if previous is None:  # the frame it was compared with failed in the model
+                raise EdgeRuntimeError("no earlier result to reuse for an unchanged frame")
+            result = FrameResult(frame, previous, 0.0, time.monotonic(), reused=True)
+        else:
+            start = time.perf_counter()
+            prediction = self.predictor.finish(outputs, prepared)
+            busy_s = prepared.elapsed_s + run_s + time.perf_counter() - start
+            result = FrameResult(frame, prediction, busy_s * 1000, time.monotonic())
+            self._previous[frame.camera_id] = prediction
         self.sink(result)
         self._count(frame.camera_id, result)
         return result
@@ -136,6 +163,7 @@ class Pipeline:
     def _work(self, camera: Camera) -> None:
         seq, last = 0, 0.0
         limit = self.max_fps.get(camera.id)
+        gate = self.gates.get(camera.id)
         while not self._stop.is_set():
             if limit:
                 wait = last + 1.0 / limit - time.monotonic()
@@ -148,7 +176,8 @@ class Pipeline:
                 continue
             seq, last = frame.seq, time.monotonic()
             try:
-                item = self.infer(frame)
+                ready = self._gated(frame, gate)
+                item = self.infer(ready) if ready is not None else (frame, None, {}, 0.0)
             except Exception as exc:  # e.g. an odd frame: count it, keep going; the worker never dies
                 self._error(frame, exc)
                 continue
@@ -184,8 +213,12 @@ class Pipeline:
             rate = 1.0 / max(now - last, 1e-6)
             previous = self._fps.get(camera_id)
             self._fps[camera_id] = rate if previous is None else previous + FPS_SMOOTHING * (rate - previous)
-        if self.metrics:
+        if self.metrics is None:
+            return
+        if result.reused:
+            self.metrics.skipped.labels(camera_id).inc()
+        else:
             self.metrics.inference.labels(camera_id).observe(result.inference_ms / 1000)
             self.metrics.processed.labels(camera_id).inc()
-            self.metrics.age.labels(camera_id).set(result.age_ms / 1000)
-            self.metrics.fps.labels(camera_id).set(self._fps.get(camera_id, 0.0))
+        self.metrics.age.labels(camera_id).set(result.age_ms / 1000)
+        self.metrics.fps.labels(camera_id).set(self._fps.get(camera_id, 0.0))

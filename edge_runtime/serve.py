@@ -18,6 +18,7 @@ import numpy as np
 from .camera import Backoff, Camera
 from .config import DEMO, CameraConfig, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError
+from .gate import SceneGate
 from .metrics import Metrics
 from .paths import DEMO_MODEL, graph_cache_dir
 from .pipeline import Pipeline
@@ -95,13 +96,15 @@ def build_services(
     predictor = load_predictor(settings) if predictor is None else predictor.with_options(
         postprocess_options(settings))
     log_choices(settings, token, predictor)
-    cameras = [make_camera(c, predictor.prepare) for c in settings.cameras]
+    gates = {c.id: SceneGate(c.gate.min_changed, c.gate.max_idle_s) for c in settings.cameras if c.gate.enabled}
+    cameras = [make_camera(c, gates[c.id].hook(predictor.prepare) if c.id in gates else predictor.prepare)
+               for c in settings.cameras]
     metrics = Metrics()
     sinks = build_sinks(settings, predictor.iteration, on_error=lambda name: metrics.sink_errors.labels(name).inc())
     pipeline = None
     if cameras:
         max_fps = {c.id: c.max_fps for c in settings.cameras if c.max_fps}
-        pipeline = Pipeline(predictor, cameras, sinks.all, max_fps=max_fps, metrics=metrics)
+        pipeline = Pipeline(predictor, cameras, sinks.all, max_fps=max_fps, metrics=metrics, gates=gates)
     return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=pipeline,
                     latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,
                     sinks=sinks.all)

@@ -301,6 +301,7 @@ class FrameResult:
     prediction: PredictionResult
     inference_ms: float  # preprocess + run + postprocess
     published_mono: float
+    reused: bool = False  # the scene did not change: `prediction` is the camera's previous one
 
     @property
     def camera_id(self) -> str:
@@ -312,9 +313,12 @@ class FrameResult:
         return (self.published_mono - self.frame.captured_mono) * 1000
 
     def _where(self) -> dict[str, Any]:
-        return {"camera": self.frame.camera_id, "seq": self.frame.seq,
-                "captured": iso_ms(dt.datetime.fromtimestamp(self.frame.captured_at, dt.timezone.utc)),
-                "ageMs": round(self.age_ms, 2), "inferenceMs": round(self.inference_ms, 2)}
+        where = {"camera": self.frame.camera_id, "seq": self.frame.seq,
+                 "captured": iso_ms(dt.datetime.fromtimestamp(self.frame.captured_at, dt.timezone.utc)),
+                 "ageMs": round(self.age_ms, 2), "inferenceMs": round(self.inference_ms, 2)}
+        if self.reused:
+            where["reused"] = True
+        return where
 
     def to_json(self, project: str = "", iteration: str = "") -> dict[str, Any]:
         """The Custom Vision prediction object plus where and when the frame came from."""

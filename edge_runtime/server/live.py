@@ -47,6 +47,7 @@ async def cameras(svc: Services = Depends(services)) -> list[dict[str, Any]]:
     for cam in svc.cameras:
         status = cam.status()
         status["fps"] = round(svc.pipeline.fps(cam.id), 2) if svc.pipeline else 0.0
+        status["skipped"] = svc.pipeline.skipped(cam.id) if svc.pipeline else 0
         out.append(status)
     return out
 

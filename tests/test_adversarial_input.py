@@ -475,11 +475,15 @@ def hostile_zip(kind: str, tmp_path: Path) -> Path:
         _patch_zip(path, flags=1)
     elif kind == "unknown-method":
         _patch_zip(path, method=99)
+    elif kind == "huge-directory":  # the end record claims a 4 GB list of members
+        data = bytearray(path.read_bytes())
+        struct.pack_into("<I", data, data.rfind(b"PK\x05\x06") + 12, 0xFFFFFF00)
+        path.write_bytes(bytes(data))
     return path
 
 
 ZIP_CASES = ["deflate64", "encrypted", "unknown-method", "file-and-folder", "folder-then-file", "long-name",
-             "long-path", "duplicate"]
+             "long-path", "duplicate", "huge-directory"]
 
 
 @pytest.mark.parametrize("kind", ZIP_CASES)

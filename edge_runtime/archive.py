@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +21,10 @@ MAX_TOTAL_BYTES = 2 * 1024**3  # a large float32 detection export is ~100 MB
 CHUNK = 1 << 20
 MAX_NAME_PART = 255  # bytes in one folder or file name, as on ext4
 MAX_NAME = 1024  # bytes in a member's whole path
+# Python's zipfile reads the whole central directory into ZipInfo objects on opening (about
+# 500 bytes of memory per entry), before MAX_MEMBERS can be counted: its size is checked first.
+MAX_DIRECTORY_BYTES = MAX_MEMBERS * (46 + MAX_NAME + 256)
+EOCD, EOCD64, EOCD64_LOCATOR = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
 METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
            zipfile.ZIP_LZMA: "lzma"}
 
@@ -54,6 +59,7 @@ def safe_extract(zip_path: Path, dest: Path, max_total_bytes: int = MAX_TOTAL_BY
     """
     dest = dest.resolve()
     try:
+        _check_directory_size(zip_path)
         with zipfile.ZipFile(zip_path) as zf:
             infos = zf.infolist()
             if len(infos) > MAX_MEMBERS:
@@ -81,6 +87,29 @@ def safe_extract(zip_path: Path, dest: Path, max_total_bytes: int = MAX_TOTAL_BY
         raise BundleError(f"{zip_path.name} is not a readable zip file: {exc}") from exc
     except OSError as exc:
         raise BundleError(f"{zip_path.name}: cannot unpack into {dest}: {exc.strerror or exc}") from exc
+
+
+def _check_directory_size(zip_path: Path) -> None:
+    """Refuse a central directory too large for MAX_MEMBERS entries, reading only the file's end."""
+    with open(zip_path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        tail_start = max(0, size - (22 + 0xFFFF + 20 + 56))  # the end record, its comment, the zip64 records
+        f.seek(tail_start)
+        tail = f.read()
+    at = tail.rfind(EOCD)
+    if at < 0 or at + 22 > len(tail):
+        return  # not found: zipfile says why
+    directory = struct.unpack_from("<I", tail, at + 12)[0]
+    locator = at - 20
+    if locator >= 0 and tail[locator: locator + 4] == EOCD64_LOCATOR:
+        record = struct.unpack_from("<Q", tail, locator + 8)[0] - tail_start
+        if record >= 0 and tail[record: record + 4] == EOCD64 and record + 56 <= len(tail):
+            directory = max(directory, struct.unpack_from("<Q", tail, record + 40)[0])
+    if directory > MAX_DIRECTORY_BYTES:
+        raise UnsafeArchiveError(
+            f"{zip_path.name}: its list of members is {directory} bytes, more than {MAX_MEMBERS} members need"
+        )
 
 
 def _check_layout(zip_path: Path, dest: Path, targets: list[tuple[Path, zipfile.ZipInfo]]) -> None:

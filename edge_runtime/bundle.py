@@ -142,7 +142,7 @@ def _verify_sha1(model_path: Path, expected: object) -> None:
                 size += len(chunk)
                 digest.update(chunk)
     except OSError as exc:
-        raise BundleError(f"{model_path.name}: cannot read: {exc.strerror or exc}") from exc
+        raise BundleError(f"{model_path}: cannot read: {exc.strerror or exc}") from exc
     if size > MAX_TOTAL_BYTES:
         raise BundleError(f"{model_path.name}: larger than the {MAX_TOTAL_BYTES}-byte limit for a model")
     if digest.hexdigest().lower() != str(expected).strip().lower():

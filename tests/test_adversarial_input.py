@@ -284,6 +284,23 @@ def test_decodes_and_camera_frames_wait_for_the_budget_then_give_up(demo, set_li
     assert budget.in_use == 0
 
 
+def test_a_full_budget_is_a_503_and_the_server_keeps_serving(demo, set_limits):
+    from edge_runtime.config import load_settings
+    from edge_runtime.serve import build_services
+    from edge_runtime.server import create_app
+    from tests.server_util import running
+
+    set_limits(decode_wait_s=0)
+    app = create_app(build_services(load_settings(env={}, overrides={}), predictor=demo, env={}))
+    coffee = (DEMO / "samples" / "coffee.jpg").read_bytes()
+    with running(app) as url:
+        budget = limits.decode_budget()
+        with budget.reserve(budget.total):
+            busy = httpx.post(f"{url}/image", content=coffee, timeout=30)
+        assert busy.status_code == 503 and busy.json()["code"] == "ServiceUnavailable"
+        assert httpx.post(f"{url}/image", content=coffee, timeout=30).status_code == 200
+
+
 @pytest.mark.parametrize(("fmt", "side"), [("PNG", 5300), ("BMP", 5300), ("GIF", 4700), ("WEBP", 4700)])
 def test_an_image_that_alone_needs_more_than_the_budget_is_refused_unread(fmt, side, demo):
     small = encode(np.zeros((64, 64, 3), np.uint8), fmt)
@@ -476,11 +493,15 @@ def hostile_zip(kind: str, tmp_path: Path) -> Path:
         _patch_zip(path, flags=1)
     elif kind == "unknown-method":
         _patch_zip(path, method=99)
+    elif kind == "huge-directory":  # the end record claims a 4 GB list of members
+        data = bytearray(path.read_bytes())
+        struct.pack_into("<I", data, data.rfind(b"PK\x05\x06") + 12, 0xFFFFFF00)
+        path.write_bytes(bytes(data))
     return path
 
 
 ZIP_CASES = ["deflate64", "encrypted", "unknown-method", "file-and-folder", "folder-then-file", "long-name",
-             "long-path", "duplicate"]
+             "long-path", "duplicate", "huge-directory"]
 
 
 @pytest.mark.parametrize("kind", ZIP_CASES)

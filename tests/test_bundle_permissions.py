@@ -98,4 +98,4 @@ def test_an_unreadable_bundle_is_a_one_line_error(bundle, image, cli, locked):
     proc = run(cli, *args)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "permission denied" in proc.stderr and str(bundle) in proc.stderr
+    assert "permission denied" in proc.stderr.lower() and str(bundle) in proc.stderr

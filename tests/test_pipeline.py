@@ -117,7 +117,9 @@ def test_max_fps_limits_the_model_rate(tmp_path):
     finally:
         pipeline.stop()
     taken = [r.frame.captured_mono for r in results[:5]]
-    assert min(np.diff(taken)) >= 0.1 * 0.8  # at most 10 per second, from a 100 fps file
+    # at most 10 per second, from a 100 fps file: a frame is captured up to one frame
+    # interval (10 ms) before the worker takes it, so single gaps may be that much shorter
+    assert min(np.diff(taken)) >= 0.1 - 0.02 and np.mean(np.diff(taken)) >= 0.095
     assert camera.stats.dropped > 0  # the file kept its own pace while the model waited
 
 

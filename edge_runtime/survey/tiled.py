@@ -1,8 +1,12 @@
 """A Predictor run over tiles: detection merged across tiles, classification as a grid.
 
     tiled = TiledPredictor(predictor, TileMode.parse("auto"), overlap=0.2, threshold=None)
-    prepared = tiled.prepare(image)     # cut and preprocess; safe on a worker thread
-    found = tiled.run(prepared)         # inference (one batch per tile size) and merge
+    prepared = tiled.prepare(image)     # cut and resize; safe on a worker thread
+    found = tiled.run(prepared)         # inference (batches of tiles of one size) and merge
+
+Prepared tiles stay uint8 and, at native size, are views of the decoded image: the
+float tensors (four times larger) exist only for the batch being run, so a 20-megapixel
+photo in 130 tiles costs no memory beyond its own while it waits in the queue.
 
 Each Prediction's box is normalised to the whole image, as Custom Vision reports it,
 and comes with the tile it was found in ("full" for the whole-image pass).
@@ -17,14 +21,15 @@ import numpy as np
 
 from ..postprocess import DETECTION_THRESHOLD, PostprocessOptions, postprocess
 from ..predictor import Predictor
-from ..preprocess import preprocess
+from ..preprocess import prepare as fit
+from ..preprocess import to_tensor
 from ..types import BoundingBox, Prediction, Window
 from .tiling import Tile, TileMode, merge_boxes, native_size, tile_plan
 
 GRID_THRESHOLD = 0.5  # classification tiles: a finding when its tag is at least this likely
 MAX_PER_TILE = 100
 MAX_PER_IMAGE = 1000
-MAX_BATCH = 16  # tiles per session.run: bounds the activations held at once
+MAX_BATCH = 8  # tiles per session.run: bounds the activations held at once (larger was slower on CPU)
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class PreparedImage:
     width: int
     height: int
     tiles: tuple[Tile, ...]
-    tensors: tuple[np.ndarray, ...] = field(repr=False)
+    images: tuple[np.ndarray, ...] = field(repr=False)  # what the network sees, HxWx3 uint8
     windows: tuple[Window, ...]
 
 
@@ -63,25 +68,25 @@ class TiledPredictor:
     def prepare(self, image: np.ndarray) -> PreparedImage:
         height, width = image.shape[:2]
         tiles = self.plan(width, height)
-        tensors, windows = [], []
+        images, windows = [], []
         for t in tiles:
-            tensor, win = preprocess(image[t.y:t.y + t.height, t.x:t.x + t.width], self.predictor.spec.input)
-            tensors.append(tensor)
+            fitted, win = fit(image[t.y:t.y + t.height, t.x:t.x + t.width], self.predictor.spec.input)
+            images.append(fitted)
             windows.append(Window(t.x + win.x, t.y + win.y, win.width, win.height, width, height))
-        return PreparedImage(width, height, tuple(tiles), tuple(tensors), tuple(windows))
+        return PreparedImage(width, height, tuple(tiles), tuple(images), tuple(windows))
 
     def _infer_all(self, prepared: PreparedImage) -> list[dict[str, object]]:
         """Raw outputs per tile; tiles of one shape go through the session together."""
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, tensor in enumerate(prepared.tensors):
-            groups[tensor.shape].append(i)
-        outputs: list[dict[str, object]] = [{} for _ in prepared.tensors]
+        for i, image in enumerate(prepared.images):
+            groups[image.shape].append(i)
+        outputs: list[dict[str, object]] = [{} for _ in prepared.images]
+        spec = self.predictor.spec.input
         for indices in groups.values():
             for start in range(0, len(indices), self.max_batch):
                 chunk = indices[start:start + self.max_batch]
-                batch = np.concatenate([prepared.tensors[i] for i in chunk]) if len(chunk) > 1 \
-                    else prepared.tensors[chunk[0]]
-                raw = self.predictor.infer(batch)
+                tensors = [to_tensor(prepared.images[i], spec) for i in chunk]
+                raw = self.predictor.infer(np.concatenate(tensors) if len(tensors) > 1 else tensors[0])
                 for row, i in enumerate(chunk):
                     outputs[i] = {name: value[row:row + 1] for name, value in raw.items()}
         return outputs

@@ -1,6 +1,6 @@
 """Benchmark `edge-runtime survey`; prints tables to paste into docs/benchmarks.md.
 
-    python scripts/bench_survey.py [MODEL] [--images 4] [--recall-images 12]
+    PYTHONPATH=. python scripts/bench_survey.py [MODEL] [--images 4] [--recall-images 12]
 
 1. Throughput on 20-megapixel (5472x3648) geotagged JPEGs, all in one run on the same
    files: `predict`'s loop (read, decode, predict, one image after another), the survey
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,15 +28,13 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from edge_runtime.bench import machine  # noqa: E402
-from edge_runtime.imageio import read_image  # noqa: E402
-from edge_runtime.predictor import Predictor  # noqa: E402
-from edge_runtime.survey.run import SurveyOptions, survey  # noqa: E402
-from edge_runtime.survey.tiled import TiledPredictor  # noqa: E402
-from edge_runtime.survey.tiling import TileMode  # noqa: E402
-from tests.test_survey_model import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector  # noqa: E402
+from edge_runtime.bench import machine
+from edge_runtime.imageio import read_image
+from edge_runtime.predictor import Predictor
+from edge_runtime.survey.run import SurveyOptions, survey
+from edge_runtime.survey.tiled import TiledPredictor
+from edge_runtime.survey.tiling import TileMode
+from tests.test_survey_model import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
 
 BIG = (5472, 3648)  # a 20-megapixel drone camera
 RECALL_SIZE = (2048, 1536)
@@ -99,7 +96,10 @@ def throughput(predictor: Predictor, folder: Path, files: list[Path], out: Path)
     return rows
 
 
-def recall(predictor: Predictor, folder: Path, truth: list[list[tuple[int, int, int]]]) -> list[tuple[str, int, int, int]]:
+Squares = list[tuple[int, int, int]]
+
+
+def recall(predictor: Predictor, folder: Path, truth: list[Squares]) -> list[tuple[str, int, int, int]]:
     """(mode, squares found, false or duplicate findings, squares in all) for whole-image and tiled."""
     results = []
     for mode in ("off", "auto"):

@@ -226,10 +226,11 @@ def _survey_parser(sub: Any) -> None:
 
 def cmd_survey(args: argparse.Namespace) -> int:
     from .survey import require
-    from .survey.run import SurveyOptions, survey
+    from .survey.run import SurveyOptions, inference_threads, survey
     from .survey.tiling import TileMode
 
     require()
+    args.threads = args.threads or inference_threads()  # one core is kept for decoding
     options = SurveyOptions(out=args.out, tiles=TileMode.parse(args.tiles), overlap=args.overlap, every=args.every,
                             telemetry=args.telemetry, threshold=args.threshold, resume=args.resume,
                             workers=args.workers)

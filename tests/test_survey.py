@@ -72,7 +72,7 @@ def test_tiles_find_what_the_whole_image_misses_once_each(detector_export, photo
 
     assert run(detector_export, photos, "--out", tmp_path / "auto") == 0
     found = findings_of(tmp_path / "auto")
-    for name in ("DJI_0000.JPG", "DJI_0001.JPG"):
+    for name in ("day1/DJI_0000.JPG", "day1/DJI_0001.JPG"):  # named by their path below the folder given
         mine = [f for f in found if f["properties"]["image"] == name]
         assert len(mine) == len(SQUARES)  # no duplicates where tiles overlap or cut a square
         for x, y in SQUARES:
@@ -84,8 +84,8 @@ def test_tiles_find_what_the_whole_image_misses_once_each(detector_export, photo
     assert "full" not in tiles and all(len(t.split(",")) == 4 for t in tiles)
 
     predictions = json.loads((tmp_path / "auto" / "predictions.json").read_text())
-    assert set(predictions) == {"DJI_0000.JPG", "DJI_0001.JPG", "DJI_0009.JPG"}
-    assert len(predictions["DJI_0000.JPG"]["predictions"]) == len(SQUARES)
+    assert set(predictions) == {"day1/DJI_0000.JPG", "day1/DJI_0001.JPG", "DJI_0009.JPG"}
+    assert len(predictions["day1/DJI_0000.JPG"]["predictions"]) == len(SQUARES)
     assert predictions["DJI_0009.JPG"]["predictions"] == []
     rows = list(csv.DictReader((tmp_path / "auto" / "findings.csv").open()))
     assert len(rows) == len(found)
@@ -236,7 +236,7 @@ def test_resume_skips_what_is_done_and_redoes_a_cut_off_input(detector_export, p
     second = json.loads((out / "predictions.json").read_text())
     assert set(second) == set(first)
     changed = {name for name in first if first[name]["id"] != second[name]["id"]}
-    assert changed == {Path(redone).name}  # only the cut-off image ran again
+    assert changed == {Path(redone).relative_to(photos.resolve()).as_posix()}  # only the cut-off image ran again
     assert len(findings_of(out)) == 2 * len(SQUARES)
 
     assert run(detector_export, photos, "--out", out) == 0  # without --resume: all again

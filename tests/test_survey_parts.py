@@ -11,6 +11,7 @@ import pytest
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.survey.geo import ImageGeo, ground_offset, locate, offset, read_geo, read_xmp
+from edge_runtime.survey.inputs import collect
 from edge_runtime.survey.telemetry import parse_srt, read_track
 from edge_runtime.survey.tiling import Tile, TileMode, merge_boxes, tile_plan
 from tests.conftest import jpeg_bytes
@@ -58,6 +59,25 @@ def test_merge_uses_intersection_over_the_smaller_box_per_class():
     classes = np.array([0, 0, 1, 0, 0])
     assert merge_boxes(boxes, scores, classes) == [1, 4, 3, 2]
     assert merge_boxes(boxes, scores, classes, limit=2) == [1, 4]
+
+
+def test_inputs_are_found_recursively_and_named_below_their_folder(tmp_path):
+    for folder in ("100MEDIA", "101MEDIA"):
+        (tmp_path / "card" / folder).mkdir(parents=True)
+        (tmp_path / "card" / folder / "DJI_0001.JPG").write_bytes(b"x")
+    (tmp_path / "card" / "101MEDIA" / "DJI_0002.MP4").write_bytes(b"x")
+    (tmp_path / "card" / "101MEDIA" / "DJI_0002.SRT").write_text("")
+    (tmp_path / "phone").mkdir()
+    (tmp_path / "phone" / "IMG_1.jpg").write_bytes(b"x")
+    alone = tmp_path / "IMG_1.jpg"
+    alone.write_bytes(b"x")
+    inputs, missing = collect([tmp_path / "card", tmp_path / "phone", alone, tmp_path / "card" / "100MEDIA",
+                               tmp_path / "gone"])
+    assert [(i.name, i.video) for i in inputs] == [
+        ("100MEDIA/DJI_0001.JPG", False), ("101MEDIA/DJI_0001.JPG", False), ("101MEDIA/DJI_0002.MP4", True),
+        (str(tmp_path / "phone" / "IMG_1.jpg"), False), (str(alone), False),  # two IMG_1.jpg: full paths
+    ]
+    assert missing == [tmp_path / "gone"]
 
 
 # -- geotags and the projection -----------------------------------------------------------

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mts", ".ts"}
 class Input:
     path: Path
     video: bool
+    name: str  # shown in the outputs: the path below the folder given, or the file's name
 
     @property
     def key(self) -> str:
@@ -29,21 +31,29 @@ class Input:
 
 
 def collect(paths: Sequence[Path]) -> tuple[list[Input], list[Path]]:
-    """Inputs in name order (folders searched recursively), and the paths that do not exist."""
-    found: dict[Path, Input] = {}
+    """Inputs in name order (folders searched recursively), and the paths that do not exist.
+
+    Drones restart their file numbers in every card folder, so a file found in a folder is
+    named by its path below that folder (100MEDIA/DJI_0001.JPG).
+    """
+    found: dict[Path, tuple[Path, str]] = {}
     missing = []
     for path in paths:
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file())
-            chosen = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            chosen = [(p, p.relative_to(path).as_posix()) for p in files
+                      if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
         elif path.is_file():
-            chosen = [path]  # named on purpose: tried even with an odd suffix, and reported if bad
+            chosen = [(path, path.name)]  # named on purpose: tried even with an odd suffix, and reported if bad
         else:
             missing.append(path)
             continue
-        for p in chosen:
-            found.setdefault(p.resolve(), Input(p, p.suffix.lower() in VIDEO_SUFFIXES))
-    return list(found.values()), missing
+        for p, name in chosen:
+            found.setdefault(p.resolve(), (p, name))
+    names = Counter(name for _, name in found.values())
+    inputs = [Input(p, p.suffix.lower() in VIDEO_SUFFIXES, name if names[name] == 1 else str(p))
+              for p, name in found.values()]
+    return inputs, missing
 
 
 def video_info(path: Path) -> tuple[float, int] | None:

@@ -90,6 +90,16 @@ class Summary:
 _END = object()  # an input is finished: everything for it has been queued
 
 
+def inference_threads(cores: int | None = None) -> int:
+    """onnxruntime's intra-op threads for a survey: all cores but one, which decoding keeps busy.
+
+    An intra-op pool waits for its slowest thread at every operator, so one thread that
+    shares its core with decoding slows every operator; on 2 cores the tiles ran 1.5x
+    slower with 2 threads than with 1 (docs/benchmarks.md, Survey).
+    """
+    return max(1, (cores or os.cpu_count() or 1) - 1)
+
+
 def _annotated_name(name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60]
     return f"{ANNOTATED}/{stem}-{hashlib.sha1(name.encode()).hexdigest()[:8]}.jpg"
@@ -115,21 +125,23 @@ class Survey:
     def _load_image(self, item: Input) -> Loaded | BadRecord:
         try:
             data = item.path.read_bytes()
+            image = decode_image(data)
+            geo = read_geo(data)
+            if geo is None:
+                return BadRecord(str(item.path), "no GPS position in its EXIF")
+            return Loaded(item, item.name, image, self.tiled.prepare(image), geo)
         except OSError as exc:
             return BadRecord(str(item.path), exc.strerror or str(exc))
-        geo = read_geo(data)
-        try:
-            image = decode_image(data)
-        except EdgeRuntimeError as exc:
-            return BadRecord(str(item.path), str(exc))
-        if geo is None:
-            return BadRecord(str(item.path), "no GPS position in its EXIF")
-        return Loaded(item, item.path.name, image, self.tiled.prepare(image), geo)
+        except (EdgeRuntimeError, cv2.error) as exc:
+            return BadRecord(str(item.path), str(exc).strip().splitlines()[0])
 
-    def _load_frame(self, item: Input, seconds: float, frame: np.ndarray, track: Track) -> Loaded:
+    def _load_frame(self, item: Input, seconds: float, frame: np.ndarray, track: Track) -> Loaded | BadRecord:
+        name = f"{item.name}@{seconds:.1f}s"
         lat, lon, alt, when = track.at(seconds)
-        return Loaded(item, f"{item.path.name}@{seconds:.1f}s", frame, self.tiled.prepare(frame),
-                      ImageGeo(lat, lon, alt, when))
+        try:
+            return Loaded(item, name, frame, self.tiled.prepare(frame), ImageGeo(lat, lon, alt, when))
+        except (EdgeRuntimeError, cv2.error) as exc:
+            return BadRecord(name, str(exc).strip().splitlines()[0])
 
     def _track_for(self, item: Input) -> Track:
         if self.track is not None:

@@ -21,6 +21,7 @@ from edge_runtime.cli import main
 from edge_runtime.predictor import Predictor
 from edge_runtime.survey.tiled import TiledPredictor
 from edge_runtime.survey.tiling import TileMode
+from tests.conftest import wait_for
 from tests.test_survey_model import SQUARE, dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
 
 W, H = 2048, 1536
@@ -308,3 +309,30 @@ def test_the_yolo_export_with_a_fixed_batch_still_runs(exports, tmp_path):
     geotagged_jpeg(folder / "a.jpg", image, *BASE)
     assert run(exports["yolo"], folder, "--out", tmp_path / "out") == 0
     assert any(f["properties"]["tagName"] == "red" for f in findings_of(tmp_path / "out"))
+
+
+def test_a_run_killed_midway_loses_nothing_on_resume(detector_export, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        image = terrain(W, H, seed=20 + i)
+        place_squares(image, [(400 + 100 * i, 600)])
+        geotagged_jpeg(folder / f"P{i}.JPG", image, BASE[0] + i * 1e-4, BASE[1])
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "survey", str(detector_export), str(folder),
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / "survey.jsonl"
+    try:
+        assert wait_for(lambda: journal.is_file() and '"type": "done"' in journal.read_text(), timeout=90)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        proc.wait(timeout=30)
+    done_before = journal.read_text().count('"type": "done"')
+
+    assert run(detector_export, folder, "--out", out, "--resume") == 0
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert sorted(predictions) == [f"P{i}.JPG" for i in range(6)]
+    assert sorted(f["properties"]["image"] for f in findings_of(out)) == [f"P{i}.JPG" for i in range(6)]
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(line["name"] for line in lines if line["type"] == "unit") == [f"P{i}.JPG" for i in range(6)]
+    assert done_before >= 1

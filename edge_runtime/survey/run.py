@@ -162,22 +162,26 @@ class Survey:
                 except queue.Full:
                     continue
 
-        for item in inputs:
-            if stop.is_set():
-                break
-            if not item.video:
-                put((item, pool.submit(self._load_image, item)))
-            else:
-                try:
-                    track = self._track_for(item)
-                    for seconds, frame in sample_frames(item.path, self.options.every):
-                        if stop.is_set():
-                            break
-                        put((item, pool.submit(self._load_frame, item, seconds, frame, track)))
-                except (OSError, EdgeRuntimeError) as exc:
-                    put((item, _done(BadRecord(str(item.path), str(exc)))))
-            put((item, _END))
-        put(None)
+        try:
+            for item in inputs:
+                if stop.is_set():
+                    break
+                if not item.video:
+                    put((item, pool.submit(self._load_image, item)))
+                else:
+                    try:
+                        track = self._track_for(item)
+                        for seconds, frame in sample_frames(item.path, self.options.every):
+                            if stop.is_set():
+                                break
+                            put((item, pool.submit(self._load_frame, item, seconds, frame, track)))
+                    except (OSError, EdgeRuntimeError, cv2.error) as exc:
+                        put((item, _done(BadRecord(str(item.path), str(exc).strip().splitlines()[0]))))
+                put((item, _END))
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            put((None, _failed(exc)))
+        finally:
+            put(None)
 
     # -- the calling thread -----------------------------------------------------------
     def _unit(self, loaded: Loaded, pool: ThreadPoolExecutor) -> tuple[UnitRecord, Future[None] | None]:
@@ -227,7 +231,8 @@ class Survey:
         from tqdm import tqdm
 
         stop = threading.Event()
-        pending: queue.Queue[Any] = queue.Queue(maxsize=2 * self.workers)
+        # One decoded photo per worker waits at most: 20 megapixels are 60 MB each.
+        pending: queue.Queue[Any] = queue.Queue(maxsize=self.workers + 1)
         writes: list[Future[None]] = []
         with ThreadPoolExecutor(self.workers, thread_name_prefix="survey") as pool, \
                 tqdm(total=total, unit="img", desc="survey", disable=not self.options.progress,
@@ -258,6 +263,12 @@ class Survey:
 def _done(value: Any) -> Future[Any]:
     future: Future[Any] = Future()
     future.set_result(value)
+    return future
+
+
+def _failed(exc: BaseException) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(exc)
     return future
 
 

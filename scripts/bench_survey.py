@@ -1,6 +1,6 @@
 """Benchmark `edge-runtime survey`; prints tables to paste into docs/benchmarks.md.
 
-    PYTHONPATH=. python scripts/bench_survey.py [MODEL] [--images 4] [--recall-images 12]
+    PYTHONPATH=. python scripts/bench_survey.py [MODEL] [--images 3] [--rounds 3] [--recall-images 12]
 
 1. Throughput on 20-megapixel (5472x3648) geotagged JPEGs, all in one run on the same
    files: `predict`'s loop (read, decode, predict, one image after another), the survey
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -77,9 +78,10 @@ def sequential_tiled(predictor: Predictor, files: list[Path]) -> None:
         tiled.run(tiled.prepare(read_image(path)))
 
 
-def throughput(model: Path, folder: Path, files: list[Path], out: Path) -> list[tuple[str, float]]:
-    """`predict` and the sequential loop use every core for onnxruntime, as `predict` does;
-    the survey keeps one core for decoding (its default)."""
+def throughput(model: Path, folder: Path, files: list[Path], out: Path, rounds: int) -> list[tuple[str, float]]:
+    """Medians of `rounds` interleaved rounds (this kind of machine drifts by tens of percent
+    within minutes). `predict` and the in-turn loop use every core for onnxruntime, as
+    `predict` does; the survey keeps one core for decoding (its default)."""
     cores = os.cpu_count() or 1
     n = len(files)
     everything = Predictor.load(model)
@@ -89,14 +91,19 @@ def throughput(model: Path, folder: Path, files: list[Path], out: Path) -> list[
         survey(surveying, [folder], SurveyOptions(out=out / f"{tiles}-{workers}", tiles=TileMode.parse(tiles),
                                                   workers=workers, progress=False))
 
-    return [
-        timed("predict (read, decode, predict in turn)", n, lambda: predict_loop(everything, files)),
-        timed("survey --tiles off --workers 1", n, lambda: run_survey("off", 1)),
-        timed(f"survey --tiles off --workers {cores}", n, lambda: run_survey("off", cores)),
-        timed("tiled, in turn (decode, then tiles; no overlap)", n, lambda: sequential_tiled(everything, files)),
-        timed("survey --tiles auto --workers 1", n, lambda: run_survey("auto", 1)),
-        timed(f"survey --tiles auto --workers {cores}", n, lambda: run_survey("auto", cores)),
+    runs = [
+        ("predict (read, decode, predict in turn)", lambda: predict_loop(everything, files)),
+        ("survey --tiles off --workers 1", lambda: run_survey("off", 1)),
+        (f"survey --tiles off --workers {cores}", lambda: run_survey("off", cores)),
+        ("tiled, in turn (decode, then tiles; no overlap)", lambda: sequential_tiled(everything, files)),
+        ("survey --tiles auto --workers 1", lambda: run_survey("auto", 1)),
+        (f"survey --tiles auto --workers {cores}", lambda: run_survey("auto", cores)),
     ]
+    rates: dict[str, list[float]] = {label: [] for label, _ in runs}
+    for _ in range(rounds):
+        for label, work in runs:
+            rates[label].append(timed(label, n, work)[1])
+    return [(label, statistics.median(values)) for label, values in rates.items()]
 
 
 Squares = list[tuple[int, int, int]]
@@ -130,7 +137,8 @@ def recall(predictor: Predictor, folder: Path, truth: list[Squares]) -> list[tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", type=Path, help="detector export (default: the test detector)")
-    parser.add_argument("--images", type=int, default=4, help="20-megapixel JPEGs to time (default 4)")
+    parser.add_argument("--images", type=int, default=3, help="20-megapixel JPEGs to time (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are shown (default 3)")
     parser.add_argument("--recall-images", type=int, default=12, help="photos in the recall set (default 12)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +152,7 @@ def main() -> None:
         truth = make_photos(small, args.recall_images, RECALL_SIZE, seed=200)
         files = sorted(big.iterdir())
         size_mb = sum(p.stat().st_size for p in files) / len(files) / 1e6
-        rows = throughput(model, big, files, root / "out")
+        rows = throughput(model, big, files, root / "out", args.rounds)
         found = recall(predictor, small, truth)
 
     print(f"machine: {machine()}")
@@ -152,7 +160,7 @@ def main() -> None:
           f"numpy {np.__version__}; survey: {inference_threads()} onnxruntime threads, predict: all cores")
     print(f"model: {'the test small-object detector' if args.model is None else args.model} "
           f"({predictor.spec.variant.value}, resize target {predictor.spec.input.target_width})")
-    print(f"\n{len(files)} JPEGs of {BIG[0]}x{BIG[1]} ({size_mb:.1f} MB each)\n")
+    print(f"\n{len(files)} JPEGs of {BIG[0]}x{BIG[1]} ({size_mb:.1f} MB each), medians of {args.rounds} rounds\n")
     base = rows[0][1]
     print("| run | images/s | vs predict |\n|---|---:|---:|")
     for label, rate in rows:

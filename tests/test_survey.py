@@ -172,15 +172,20 @@ def track(t: float) -> tuple[float, float]:
     return BASE[0] + 0.0001 * t, BASE[1] + 0.0002 * t
 
 
-def test_video_frames_are_sampled_and_placed_on_the_srt_track(detector_export, tmp_path):
-    video = tmp_path / "DJI_0100.AVI"
+def write_flight_video(video: Path) -> Path:
+    """3.5 s at 10 fps; the frames sampled at 1, 2 and 3 s hold a square."""
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (640, 480))
     for i in range(35):
         frame = terrain(640, 480, seed=3)
-        if i in (10, 20, 30):  # the frames sampled at 1, 2 and 3 s hold a square
+        if i in (10, 20, 30):
             place_squares(frame, [(320, 240)])
         writer.write(frame)
     writer.release()
+    return video
+
+
+def test_video_frames_are_sampled_and_placed_on_the_srt_track(detector_export, tmp_path):
+    video = write_flight_video(tmp_path / "DJI_0100.AVI")
     steps = [0.7 * i for i in range(6)]  # telemetry every 0.7 s: frames fall between entries
     video.with_suffix(".SRT").write_text("\n".join(
         SRT_NEW.format(n=i + 1, start=srt_time(t), end=srt_time(t + 0.7), sec=30 + t, lat=track(t)[0],
@@ -198,6 +203,23 @@ def test_video_frames_are_sampled_and_placed_on_the_srt_track(detector_export, t
         assert feature["properties"]["time"].startswith(f"2026-11-28T10:20:3{int(t)}")
     covered = json.loads((out / "findings.geojson").read_text())["features"]
     assert len(covered) == 4  # frames at 0, 1, 2, 3 s
+
+
+def test_telemetry_from_a_csv_places_the_frames(detector_export, tmp_path):
+    video = write_flight_video(tmp_path / "clip.avi")  # no SRT beside it
+    telemetry = tmp_path / "track.csv"
+    telemetry.write_text("time,lat,lon,alt\n" + "".join(f"{t},{track(t)[0]:.7f},{track(t)[1]:.7f},50\n"
+                                                         for t in (0.0, 1.5, 4.0)))
+    out = tmp_path / "out"
+    assert run(detector_export, video, "--out", out, "--telemetry", telemetry, "--every", "2") == 0
+    (feature,) = findings_of(out)  # frames at 0 and 2 s; the square is in the one at 2 s
+    assert feature["properties"]["image"] == "clip.avi@2.0s"
+    lon, lat = feature["geometry"]["coordinates"]
+    assert metres_apart((lat, lon), track(2.0)) < 0.05
+    assert feature["properties"]["time"] is None  # plain seconds say nothing of the wall clock
+
+    assert run(detector_export, video, "--out", tmp_path / "none") == 1  # and without telemetry
+    assert "no telemetry" in (tmp_path / "none" / "report.html").read_text()
 
 
 def test_bad_files_are_listed_the_run_goes_on_and_exits_1(detector_export, tmp_path):

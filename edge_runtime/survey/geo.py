@@ -29,6 +29,7 @@ WGS84_E2 = 6.69437999014e-3
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 DATETIME_ORIGINAL, FOCAL_35MM = 0x9003, 0xA405
 XMP_START, XMP_END = b"<x:xmpmeta", b"</x:xmpmeta>"
+XMP_SEARCH = 1 << 20  # bytes from the start: headers only, never a 20 MB image body
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,11 @@ def _xmp_value(packet: str, name: str) -> float | None:
 
 
 def read_xmp(data: bytes) -> str:
-    """The XMP packet of a JPEG (it sits in APP1 near the start), or ''."""
-    start = data.find(XMP_START)
-    end = data.find(XMP_END, start)
-    return data[start:end + len(XMP_END)].decode("utf-8", "replace") if start >= 0 and end > start else ""
+    """The XMP packet of a JPEG (it sits in an APP1 segment near the start), or ''."""
+    head = data[:XMP_SEARCH]
+    start = head.find(XMP_START)
+    end = head.find(XMP_END, start)
+    return head[start:end + len(XMP_END)].decode("utf-8", "replace") if start >= 0 and end > start else ""
 
 
 def read_geo(data: bytes) -> ImageGeo | None:

@@ -196,6 +196,8 @@ def test_gpx_and_csv_tracks(tmp_path):
     ("a.csv", "when,where\n1,2\n", "header time,lat,lon"),
     ("a.csv", "time,lat,lon\n0,north,2\n", "line 2"),
     ("a.gpx", "<gpx><trk>", "not valid GPX"),
+    ("a.csv", "time,lat,lon\n2026-11-28T10:00:00Z,1,2\n2026-11-28T10:00:04,1,2\n", "time zone"),
+    ("a.csv", "time,lat,lon\n2026-11-28T10:00:00Z,1,2\n4,1,2\n", "mix dates and plain seconds"),
     ("a.srt", "1\n00:00:00,000 --> 00:00:01,000\nhello\n", "no positions"),
 ])
 def test_bad_telemetry_is_named_in_one_line(tmp_path, name, text, words):

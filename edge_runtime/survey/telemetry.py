@@ -142,7 +142,10 @@ def parse_csv(text: str, source: Path) -> Track:
     stamps = [r[0] for r in raw if isinstance(r[0], dt.datetime)]
     if stamps and len(stamps) != len(raw):
         raise ConfigError(f"telemetry {source.name}: times mix dates and plain seconds")
-    first = min(stamps) if stamps else None
+    try:
+        first = min(stamps) if stamps else None
+    except TypeError as exc:  # naive and zoned times cannot be compared
+        raise ConfigError(f"telemetry {source.name}: some times have a time zone and some do not") from exc
     points = [(_seconds(w, first), a, o, e) for w, a, o, e in raw]
     return _track(points, source, first)
 

@@ -52,7 +52,8 @@ def make_photos(folder: Path, count: int, size: tuple[int, int], seed: int) -> l
         while len(squares) < SQUARES_PER_IMAGE:
             side = int(rng.integers(10, 21))
             x, y = (int(rng.integers(40, s - 40)) for s in size)
-            if all(math.dist((x, y), (a, b)) > 40 for a, b, _ in squares):
+            # apart by more than the test detector's 64-pixel window, which would blend two squares
+            if all(math.dist((x, y), (a, b)) > 80 for a, b, _ in squares):
                 squares.append((x, y, side))
         for x, y, side in squares:
             place_squares(image, [(x, y)], side)

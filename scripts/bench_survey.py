@@ -62,10 +62,11 @@ def make_photos(folder: Path, count: int, size: tuple[int, int], seed: int) -> l
     return truth
 
 
-def timed(label: str, count: int, work) -> tuple[str, float]:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
+def timed(count: int, work) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(images per second of wall time, CPU seconds per image over all of this process's threads)."""
+    start, cpu = time.perf_counter(), time.process_time()
     work()
-    return label, count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), (time.process_time() - cpu) / count
 
 
 def predict_loop(predictor: Predictor, files: list[Path]) -> None:
@@ -79,7 +80,8 @@ def sequential_tiled(predictor: Predictor, files: list[Path]) -> None:
         tiled.run(tiled.prepare(read_image(path)))
 
 
-def throughput(model: Path, folder: Path, files: list[Path], out: Path, rounds: int) -> list[tuple[str, float]]:
+def throughput(model: Path, folder: Path, files: list[Path], out: Path,
+               rounds: int) -> list[tuple[str, float, float]]:
     """Medians of `rounds` interleaved rounds (this kind of machine drifts by tens of percent
     within minutes). `predict` and the in-turn loop use every core for onnxruntime, as
     `predict` does; the survey keeps one core for decoding (its default)."""
@@ -101,10 +103,13 @@ def throughput(model: Path, folder: Path, files: list[Path], out: Path, rounds: 
         (f"survey --tiles auto --workers {cores}", lambda: run_survey("auto", cores)),
     ]
     rates: dict[str, list[float]] = {label: [] for label, _ in runs}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in runs}
     for _ in range(rounds):
         for label, work in runs:
-            rates[label].append(timed(label, n, work)[1])
-    return [(label, statistics.median(values)) for label, values in rates.items()]
+            rate, seconds = timed(n, work)
+            rates[label].append(rate)
+            cpu[label].append(seconds)
+    return [(label, statistics.median(rates[label]), statistics.median(cpu[label])) for label, _ in runs]
 
 
 Squares = list[tuple[int, int, int]]
@@ -163,9 +168,9 @@ def main() -> None:
           f"({predictor.spec.variant.value}, resize target {predictor.spec.input.target_width})")
     print(f"\n{len(files)} JPEGs of {BIG[0]}x{BIG[1]} ({size_mb:.1f} MB each), medians of {args.rounds} rounds\n")
     base = rows[0][1]
-    print("| run | images/s | vs predict |\n|---|---:|---:|")
-    for label, rate in rows:
-        print(f"| {label} | {rate:.2f} | {rate / base:.2f}x |")
+    print("| run | images/s | vs predict | CPU s per image |\n|---|---:|---:|---:|")
+    for label, rate, seconds in rows:
+        print(f"| {label} | {rate:.2f} | {rate / base:.2f}x | {seconds:.2f} |")
     print(f"\n{len(truth)} photos of {RECALL_SIZE[0]}x{RECALL_SIZE[1]}, {SQUARES_PER_IMAGE} squares of 10-20 px each\n")
     print("| detection | found | recall | false or duplicate |\n|---|---:|---:|---:|")
     for mode, hit, extra, total in found:

@@ -215,7 +215,7 @@ def _survey_parser(sub: Any) -> None:
     survey.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image folder, images or videos")
     survey.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the findings and report")
     survey.add_argument("--tiles", default="auto", help="auto (default), off (whole image) or WxH in pixels")
-    survey.add_argument("--overlap", type=float, default=0.2, help="tile overlap, 0 to 0.9 (default 0.2)")
+    survey.add_argument("--overlap", type=float, default=0.2, help="tile overlap, at least 0 and below 1 (default 0.2)")
     survey.add_argument("--every", type=float, default=1.0, metavar="SECONDS", help="video: sample a frame this often")
     survey.add_argument("--telemetry", type=Path, metavar="FILE", help="video positions: .srt, .gpx or .csv "
                         "(default: the .SRT beside each video)")

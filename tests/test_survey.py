@@ -303,11 +303,24 @@ def test_a_classifier_gives_a_grid_of_tiles(exports, tmp_path):
 
 
 def test_flags_are_checked_in_one_line(detector_export, photos, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert run(detector_export, photos, "--out", tmp_path / "file") == 1
+    assert capsys.readouterr().err.strip() == f"edge-runtime: --out {tmp_path / 'file'}: File exists"
     for flags, words in ((["--tiles", "big"], "--tiles"), (["--overlap", "1.5"], "--overlap"),
                          (["--every", "0"], "--every"), (["--telemetry", str(tmp_path / "x.kml")], "telemetry")):
         assert run(detector_export, photos, "--out", tmp_path / "o", *flags) == 1
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1
+
+
+def test_without_the_survey_extra_the_error_names_it(detector_export, photos, tmp_path):
+    code = ("import sys; sys.modules['tqdm'] = None; sys.modules['PIL'] = None\n"
+            "from edge_runtime.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "survey", str(detector_export), str(photos), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "edge-runtime: survey needs pillow and tqdm: pip install 'edge-runtime[survey]'"
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_fixed_tile_size_is_used_as_given(detector_export, tmp_path):

@@ -16,14 +16,18 @@ the progress bar).
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 from ..errors import ConfigError
 
 
 def require() -> None:
     """ConfigError in one line when the `survey` extra is not installed."""
-    needed = (("pillow", "PIL"), ("tqdm", "tqdm"))
-    missing = [name for name, module in needed if importlib.util.find_spec(module) is None]
+    missing = []
+    for name, module in (("pillow", "PIL.Image"), ("tqdm", "tqdm")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ConfigError(f"survey needs {' and '.join(missing)}: pip install 'edge-runtime[survey]'")

@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..errors import ConfigError
+
 JOURNAL = "survey.jsonl"
+ANNOTATED = "annotated"  # the annotated copies of photos with findings
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,11 @@ class Journal:
     @classmethod
     def open(cls, out_dir: Path, resume: bool, settings: dict[str, Any]) -> Journal:
         """Start a journal (an earlier one is replaced unless `resume`)."""
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / ANNOTATED).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {out_dir}: {exc.strerror or exc}") from exc
         path = out_dir / JOURNAL
         journal = cls(path, [], [], set(), settings)
         if resume and path.is_file():

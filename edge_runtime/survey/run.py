@@ -35,13 +35,12 @@ from . import require
 from .geo import ImageGeo, locate, read_geo
 from .inputs import Input, collect, sample_frames, samples_expected
 from .outputs import write_outputs
-from .records import BadRecord, FindingRecord, Journal, UnitRecord
+from .records import ANNOTATED, BadRecord, FindingRecord, Journal, UnitRecord
 from .report import write_report
 from .telemetry import Track, beside, read_track
 from .tiled import Found, PreparedImage, TiledPredictor
 from .tiling import TileMode
 
-ANNOTATED = "annotated"
 ANNOTATED_SIDE = 1600  # longer side of the annotated copies, in pixels
 
 
@@ -211,7 +210,6 @@ class Survey:
                     "tiles": str(opts.tiles), "overlap": opts.overlap, "threshold": self.tiled.threshold,
                     "every": opts.every}
         journal = Journal.open(opts.out, opts.resume, settings)
-        (opts.out / ANNOTATED).mkdir(exist_ok=True)
         inputs, missing = collect(paths)
         for path in missing:
             if str(path.resolve()) not in journal.done_inputs:

@@ -24,6 +24,8 @@ from edge_runtime.survey.tiling import TileMode
 from tests.conftest import wait_for
 from tests.test_survey_model import SQUARE, dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
 
+pytestmark = pytest.mark.timeout(180)  # a stuck pipeline fails instead of hanging
+
 W, H = 2048, 1536
 # Tiles of 512 with 20% overlap start at x = 0, 384, 768, 1152, 1536 and y = 0, 341, 683, 1024:
 # these squares lie in overlaps (seen whole by two or four tiles) or are cut by a tile's edge.

@@ -29,6 +29,8 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
+pytestmark = pytest.mark.timeout(120)  # a stuck browser fails instead of hanging
+
 NETWORK_URL = re.compile(r"\b(?:https?|wss?|ftp):|//[a-z0-9.-]+\.[a-z]{2,}/", re.IGNORECASE)
 
 

@@ -246,9 +246,10 @@ def test_bad_files_are_listed_the_run_goes_on_and_exits_1(detector_export, tmp_p
         assert name in report and reason in report
 
 
-def test_resume_skips_what_is_done_and_redoes_a_cut_off_input(detector_export, photos, tmp_path):
+def test_resume_skips_what_is_done_and_redoes_a_cut_off_input(detector_export, photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(photos.parent)  # paths as people type them: relative
     out = tmp_path / "out"
-    assert run(detector_export, photos, "--out", out) == 0
+    assert run(detector_export, "photos", "missing.jpg", "--out", out) == 1
     first = json.loads((out / "predictions.json").read_text())
     journal = out / "survey.jsonl"
     lines = journal.read_text().splitlines()
@@ -257,14 +258,17 @@ def test_resume_skips_what_is_done_and_redoes_a_cut_off_input(detector_export, p
     journal.write_text("\n".join(lines[:last_done]) + "\n" + lines[last_done][:20])
     redone = json.loads(lines[last_done])["input"]
 
-    assert run(detector_export, photos, "--out", out, "--resume") == 0
+    assert run(detector_export, "photos", "missing.jpg", "--out", out, "--resume") == 1
     second = json.loads((out / "predictions.json").read_text())
     assert set(second) == set(first)
     changed = {name for name in first if first[name]["id"] != second[name]["id"]}
     assert changed == {Path(redone).relative_to(photos.resolve()).as_posix()}  # only the cut-off image ran again
     assert len(findings_of(out)) == 2 * len(SQUARES)
 
-    assert run(detector_export, photos, "--out", out) == 0  # without --resume: all again
+    assert '{"input": "missing.jpg", "reason": "no such file or folder"' in (out / "report.html").read_text()
+    assert journal.read_text().count("no such file") == 1
+
+    assert run(detector_export, "photos", "--out", out) == 0  # without --resume: all again
     third = json.loads((out / "predictions.json").read_text())
     assert all(third[name]["id"] != second[name]["id"] for name in third)
 

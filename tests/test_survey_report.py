@@ -96,7 +96,7 @@ def test_the_report_filters_and_opens_findings_without_the_network(browser, tmp_
                    [finding("vehicle", 0.77, 47.0011, 8.0003)], None),
         UnitRecord("in/c.jpg", "<c>.jpg", 4000, 3000, 47.002, 8.001, 400.0, None, {"predictions": []}),
     ]
-    bad = [BadRecord("in/broken.jpg", "truncated JPEG: the data ends before the image does")]
+    bad = [BadRecord("in/broken.jpg", "truncated JPEG: the data ends before the image does", "/in/broken.jpg")]
     settings = {"model": "m.zip", "variant": "yolo", "tiles": "auto", "overlap": 0.2, "threshold": 0.1, "every": 1}
     path = write_report(tmp_path, units, bad, settings)
     html = path.read_text()

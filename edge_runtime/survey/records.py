@@ -36,7 +36,7 @@ class FindingRecord:
 class UnitRecord:
     """One image or one sampled video frame, with what was found in it."""
 
-    input: str  # the file, as found
+    input: str  # the input it came from, as an absolute path: what `done` lines name
     name: str  # shown in the outputs: the file's name, or "clip.mp4@12.0s" for a frame
     width: int
     height: int
@@ -51,8 +51,9 @@ class UnitRecord:
 
 @dataclass(frozen=True)
 class BadRecord:
-    input: str
+    input: str  # as given or found: shown in the report
     reason: str
+    key: str  # the input's absolute path: what `done` lines name
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Journal:
                 item["findings"] = [FindingRecord(**f) for f in item.get("findings", [])]
                 pending_units.setdefault(item["input"], []).append(UnitRecord(**item))
             elif kind == "bad":
-                pending_bad.setdefault(item["input"], []).append(BadRecord(**item))
+                pending_bad.setdefault(item["key"], []).append(BadRecord(**item))
             elif kind == "done":
                 key = item["input"]
                 self.done_inputs.add(key)

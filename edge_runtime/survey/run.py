@@ -127,12 +127,12 @@ class Survey:
             image = decode_image(data)
             geo = read_geo(data)
             if geo is None:
-                return BadRecord(str(item.path), "no GPS position in its EXIF")
+                return BadRecord(str(item.path), "no GPS position in its EXIF", item.key)
             return Loaded(item, item.name, image, self.tiled.prepare(image), geo)
         except OSError as exc:
-            return BadRecord(str(item.path), exc.strerror or str(exc))
+            return BadRecord(str(item.path), exc.strerror or str(exc), item.key)
         except (EdgeRuntimeError, cv2.error) as exc:
-            return BadRecord(str(item.path), str(exc).strip().splitlines()[0])
+            return BadRecord(str(item.path), str(exc).strip().splitlines()[0], item.key)
 
     def _load_frame(self, item: Input, seconds: float, frame: np.ndarray, track: Track) -> Loaded | BadRecord:
         name = f"{item.name}@{seconds:.1f}s"
@@ -140,7 +140,7 @@ class Survey:
         try:
             return Loaded(item, name, frame, self.tiled.prepare(frame), ImageGeo(lat, lon, alt, when))
         except (EdgeRuntimeError, cv2.error) as exc:
-            return BadRecord(name, str(exc).strip().splitlines()[0])
+            return BadRecord(name, str(exc).strip().splitlines()[0], item.key)
 
     def _track_for(self, item: Input) -> Track:
         if self.track is not None:
@@ -175,7 +175,8 @@ class Survey:
                                 break
                             put((item, pool.submit(self._load_frame, item, seconds, frame, track)))
                     except (OSError, EdgeRuntimeError, cv2.error) as exc:
-                        put((item, _done(BadRecord(str(item.path), str(exc).strip().splitlines()[0]))))
+                        reason = str(exc).strip().splitlines()[0]
+                        put((item, _done(BadRecord(str(item.path), reason, item.key))))
                 put((item, _END))
         except BaseException as exc:  # handed to the calling thread, which raises it
             put((None, _failed(exc)))
@@ -200,7 +201,7 @@ class Survey:
             annotated = _annotated_name(loaded.name)
             job = pool.submit(_write_annotated, self.options.out / annotated, loaded.image, found, width, height)
         geo = loaded.geo
-        unit = UnitRecord(str(loaded.input.path), loaded.name, width, height, geo.lat, geo.lon, geo.alt, geo.time,
+        unit = UnitRecord(loaded.input.key, loaded.name, width, height, geo.lat, geo.lon, geo.alt, geo.time,
                           result.to_json(iteration=self.predictor.iteration), findings, annotated)
         return unit, job
 
@@ -212,9 +213,10 @@ class Survey:
         journal = Journal.open(opts.out, opts.resume, settings)
         inputs, missing = collect(paths)
         for path in missing:
-            if str(path.resolve()) not in journal.done_inputs:
-                journal.add_bad(BadRecord(str(path), "no such file or folder"))
-                journal.finish(str(path.resolve()))
+            key = str(path.resolve())
+            if key not in journal.done_inputs:
+                journal.add_bad(BadRecord(str(path), "no such file or folder", key))
+                journal.finish(key)
         todo = [i for i in inputs if i.key not in journal.done_inputs]
         total = sum(samples_expected(i.path, opts.every) if i.video else 1 for i in todo)
         try:

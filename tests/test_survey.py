@@ -224,6 +224,15 @@ def test_telemetry_from_a_csv_places_the_frames(detector_export, tmp_path):
     assert "no telemetry" in (tmp_path / "none" / "report.html").read_text()
 
 
+def test_every_frame_sampled_gets_a_name_of_its_own(detector_export, tmp_path):
+    video = write_flight_video(tmp_path / "clip.avi")
+    telemetry = tmp_path / "track.csv"
+    telemetry.write_text("time,lat,lon\n0,47.0,8.0\n4,47.001,8.0\n")
+    assert run(detector_export, video, "--out", tmp_path / "out", "--telemetry", telemetry, "--every", "0.05") == 0
+    names = list(json.loads((tmp_path / "out" / "predictions.json").read_text()))
+    assert len(names) == 35 and names[:3] == ["clip.avi@0.00s", "clip.avi@0.10s", "clip.avi@0.20s"]
+
+
 def test_bad_files_are_listed_the_run_goes_on_and_exits_1(detector_export, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

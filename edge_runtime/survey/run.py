@@ -13,6 +13,7 @@ a few decoded images in memory.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import queue
 import re
@@ -119,6 +120,8 @@ class Survey:
         self.tiled = TiledPredictor(predictor, options.tiles, options.overlap, options.threshold)
         self.track = read_track(options.telemetry) if options.telemetry else None
         self.workers = options.workers or os.cpu_count() or 1
+        # enough decimals that two sampled frames never share a name ("clip.mp4@12.5s")
+        self.decimals = max(1, math.ceil(-math.log10(options.every))) if options.every < 1 else 1
 
     # -- worker threads ---------------------------------------------------------------
     def _load_image(self, item: Input) -> Loaded | BadRecord:
@@ -135,7 +138,7 @@ class Survey:
             return BadRecord(str(item.path), str(exc).strip().splitlines()[0], item.key)
 
     def _load_frame(self, item: Input, seconds: float, frame: np.ndarray, track: Track) -> Loaded | BadRecord:
-        name = f"{item.name}@{seconds:.1f}s"
+        name = f"{item.name}@{seconds:.{self.decimals}f}s"
         lat, lon, alt, when = track.at(seconds)
         try:
             return Loaded(item, name, frame, self.tiled.prepare(frame), ImageGeo(lat, lon, alt, when))

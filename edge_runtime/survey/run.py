@@ -3,11 +3,11 @@
     summary = survey(predictor, [Path("flight1")], SurveyOptions(out=Path("out")))
 
 A reader thread walks the inputs and hands each image to a pool of `workers` threads,
-which read the file, its geotags, decode it and cut and preprocess its tiles (OpenCV
+which read the file and its geotags, decode it and cut and resize its tiles (OpenCV
 releases the GIL, so they use the cores); video frames are decoded by the reader thread
 itself, in order. The calling thread runs the model on what they prepared, in input order,
 so decoding the next images overlaps inference on this one. A bounded queue keeps at most
-a few decoded images in memory.
+one decoded image per worker (and one more) in memory.
 """
 
 from __future__ import annotations

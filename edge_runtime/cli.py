@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        default=BenchOptions().iterations,
                        help=field_help(BenchOptions, "iterations") + " (default: %(default)s)")
     bench.add_argument("--image", type=Path, help="picture to use (default: a bundled sample)")
+    _survey_parser(sub)
     return parser
 
 
@@ -274,8 +275,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- survey: geotagged findings from drone photos and videos (edge_runtime/survey) --------------
+def _survey_parser(sub: Any) -> None:
+    survey = sub.add_parser("survey", help="tiled detection on drone photos and videos: map, GeoJSON, report")
+    _model_args(survey)
+    survey.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image folder, images or videos")
+    survey.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the findings and report")
+    survey.add_argument("--tiles", default="auto", help="auto (default), off (whole image) or WxH in pixels")
+    survey.add_argument("--overlap", type=float, default=0.2, help="tile overlap, at least 0 and below 1 (default 0.2)")
+    survey.add_argument("--every", type=float, default=1.0, metavar="SECONDS", help="video: sample a frame this often")
+    survey.add_argument("--telemetry", type=Path, metavar="FILE", help="video positions: .srt, .gpx or .csv "
+                        "(default: the .SRT beside each video)")
+    survey.add_argument("--threshold", type=flag_type(ModelConfig, "threshold"), metavar="P",
+                        help="lowest probability kept (0.1 detection, 0.5 per tile)")
+    survey.add_argument("--resume", action="store_true", help="skip inputs already done in DIR")
+    survey.add_argument("--workers", type=int, default=0, help="decoding threads (default: one per core)")
+
+
+def cmd_survey(args: argparse.Namespace) -> int:
+    from .survey import require
+    from .survey.run import SurveyOptions, inference_threads, survey
+    from .survey.tiling import TileMode
+
+    require()
+    args.threads = args.threads or inference_threads()  # one core is kept for decoding
+    options = SurveyOptions(out=args.out, tiles=TileMode.parse(args.tiles), overlap=args.overlap, every=args.every,
+                            telemetry=args.telemetry, threshold=args.threshold, resume=args.resume,
+                            workers=args.workers)
+    summary = survey(_load(args), args.inputs, options)
+    print(f"{summary.units} images and frames, {summary.findings} findings, {summary.skipped} skipped; "
+          f"report: {summary.report}")
+    return EXIT_ERROR if summary.skipped else 0
+
+
 COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench,
-            "quantize": cmd_quantize}
+            "quantize": cmd_quantize, "survey": cmd_survey}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

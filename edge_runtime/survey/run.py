@@ -1,0 +1,286 @@
+"""Survey a flight: decode on worker threads while the model runs, write what was found.
+
+    summary = survey(predictor, [Path("flight1")], SurveyOptions(out=Path("out")))
+
+A reader thread walks the inputs and hands each image to a pool of `workers` threads,
+which read the file and its geotags, decode it and cut and resize its tiles (OpenCV
+releases the GIL, so they use the cores); video frames are decoded by the reader thread
+itself, in order. The calling thread runs the model on what they prepared, in input order,
+so decoding the next images overlaps inference on this one. A bounded queue keeps at most
+one decoded image per worker (and one more) in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..annotate import annotate
+from ..errors import ConfigError, EdgeRuntimeError
+from ..imageio import decode_image
+from ..predictor import Predictor
+from ..types import PredictionResult
+from . import require
+from .geo import ImageGeo, locate, read_geo
+from .inputs import Input, collect, sample_frames, samples_expected
+from .outputs import write_outputs
+from .records import ANNOTATED, BadRecord, FindingRecord, Journal, UnitRecord
+from .report import write_report
+from .telemetry import Track, beside, read_track
+from .tiled import Found, PreparedImage, TiledPredictor
+from .tiling import TileMode
+
+ANNOTATED_SIDE = 1600  # longer side of the annotated copies, in pixels
+
+
+@dataclass(frozen=True)
+class SurveyOptions:
+    out: Path
+    tiles: TileMode = field(default_factory=lambda: TileMode("auto"))
+    overlap: float = 0.2
+    every: float = 1.0
+    telemetry: Path | None = None
+    threshold: float | None = None
+    resume: bool = False
+    workers: int = 0  # 0: one per core
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"--overlap {self.overlap}: expected at least 0 and below 1")
+        if self.every <= 0:
+            raise ConfigError(f"--every {self.every}: expected a number of seconds above 0")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold {self.threshold}: expected a probability from 0 to 1")
+        if self.workers < 0:
+            raise ConfigError(f"--workers {self.workers}: expected 0 (one per core) or more")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """An image or frame, decoded and prepared, with its place on the ground."""
+
+    input: Input
+    name: str
+    image: np.ndarray
+    prepared: PreparedImage
+    geo: ImageGeo
+
+
+@dataclass(frozen=True)
+class Summary:
+    units: int
+    findings: int
+    skipped: int
+    report: Path
+
+
+_END = object()  # an input is finished: everything for it has been queued
+
+
+def inference_threads(cores: int | None = None) -> int:
+    """onnxruntime's intra-op threads for a survey: all cores but one, which decoding keeps busy.
+
+    An intra-op pool waits for its slowest thread at every operator, so one thread that
+    shares its core with decoding slows every operator; on 2 cores the tiles ran 1.5x
+    slower with 2 threads than with 1 (docs/benchmarks.md, Survey).
+    """
+    return max(1, (cores or os.cpu_count() or 1) - 1)
+
+
+def _annotated_name(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60]
+    return f"{ANNOTATED}/{stem}-{hashlib.sha1(name.encode()).hexdigest()[:8]}.jpg"
+
+
+def _write_annotated(path: Path, image: np.ndarray, found: list[Found], width: int, height: int) -> None:
+    scale = ANNOTATED_SIDE / max(width, height)
+    small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) \
+        if scale < 1 else image
+    drawn = annotate(small, PredictionResult(tuple(f.prediction for f in found), width, height))
+    cv2.imwrite(str(path), drawn, [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+class Survey:
+    def __init__(self, predictor: Predictor, options: SurveyOptions) -> None:
+        self.predictor = predictor
+        self.options = options
+        self.tiled = TiledPredictor(predictor, options.tiles, options.overlap, options.threshold)
+        self.track = read_track(options.telemetry) if options.telemetry else None
+        self.workers = options.workers or os.cpu_count() or 1
+        # enough decimals that two sampled frames never share a name ("clip.mp4@12.5s")
+        self.decimals = max(1, math.ceil(-math.log10(options.every))) if options.every < 1 else 1
+
+    # -- worker threads ---------------------------------------------------------------
+    def _load_image(self, item: Input) -> Loaded | BadRecord:
+        try:
+            data = item.path.read_bytes()
+            image = decode_image(data)
+            geo = read_geo(data)
+            if geo is None:
+                return BadRecord(str(item.path), "no GPS position in its EXIF", item.key)
+            return Loaded(item, item.name, image, self.tiled.prepare(image), geo)
+        except OSError as exc:
+            return BadRecord(str(item.path), exc.strerror or str(exc), item.key)
+        except (EdgeRuntimeError, cv2.error) as exc:
+            return BadRecord(str(item.path), str(exc).strip().splitlines()[0], item.key)
+
+    def _load_frame(self, item: Input, seconds: float, frame: np.ndarray, track: Track) -> Loaded | BadRecord:
+        name = f"{item.name}@{seconds:.{self.decimals}f}s"
+        lat, lon, alt, when = track.at(seconds)
+        try:
+            return Loaded(item, name, frame, self.tiled.prepare(frame), ImageGeo(lat, lon, alt, when))
+        except (EdgeRuntimeError, cv2.error) as exc:
+            return BadRecord(name, str(exc).strip().splitlines()[0], item.key)
+
+    def _track_for(self, item: Input) -> Track:
+        if self.track is not None:
+            return self.track
+        srt = beside(item.path)
+        if srt is None:
+            raise ConfigError("no telemetry: no .SRT file beside it and no --telemetry given")
+        return read_track(srt)
+
+    def _read(self, inputs: list[Input], pool: ThreadPoolExecutor, out: queue.Queue[Any],
+              stop: threading.Event) -> None:
+        """The reader thread: queue (input, future) pairs in order, then (input, _END)."""
+        def put(value: Any) -> None:
+            while not stop.is_set():
+                try:
+                    out.put(value, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+
+        try:
+            for item in inputs:
+                if stop.is_set():
+                    break
+                if not item.video:
+                    put((item, pool.submit(self._load_image, item)))
+                else:
+                    try:
+                        track = self._track_for(item)
+                        for seconds, frame in sample_frames(item.path, self.options.every):
+                            if stop.is_set():
+                                break
+                            put((item, pool.submit(self._load_frame, item, seconds, frame, track)))
+                    except (OSError, EdgeRuntimeError, cv2.error) as exc:
+                        reason = str(exc).strip().splitlines()[0]
+                        put((item, _done(BadRecord(str(item.path), reason, item.key))))
+                put((item, _END))
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            put((None, _failed(exc)))
+        finally:
+            put(None)
+
+    # -- the calling thread -----------------------------------------------------------
+    def _unit(self, loaded: Loaded, pool: ThreadPoolExecutor) -> tuple[UnitRecord, Future[None] | None]:
+        found = self.tiled.run(loaded.prepared)
+        width, height = loaded.prepared.width, loaded.prepared.height
+        findings = []
+        for f in found:
+            box = f.prediction.bounding_box
+            assert box is not None
+            lat, lon, how = locate(loaded.geo, (box.left + box.width / 2) * width,
+                                   (box.top + box.height / 2) * height, width, height)
+            findings.append(FindingRecord(f.prediction.tag_name, round(f.prediction.probability, 6),
+                                          box.to_json(), f.tile, lat, lon, how))
+        result = PredictionResult(tuple(f.prediction for f in found), width, height)
+        annotated, job = None, None
+        if found:
+            annotated = _annotated_name(loaded.name)
+            job = pool.submit(_write_annotated, self.options.out / annotated, loaded.image, found, width, height)
+        geo = loaded.geo
+        unit = UnitRecord(loaded.input.key, loaded.name, width, height, geo.lat, geo.lon, geo.alt, geo.time,
+                          result.to_json(iteration=self.predictor.iteration), findings, annotated)
+        return unit, job
+
+    def run(self, paths: list[Path]) -> Summary:
+        opts = self.options
+        settings = {"model": str(self.predictor.bundle.source.name), "variant": self.predictor.spec.variant.value,
+                    "tiles": str(opts.tiles), "overlap": opts.overlap, "threshold": self.tiled.threshold,
+                    "every": opts.every}
+        journal = Journal.open(opts.out, opts.resume, settings)
+        inputs, missing = collect(paths)
+        for path in missing:
+            key = str(path.resolve())
+            if key not in journal.done_inputs:
+                journal.add_bad(BadRecord(str(path), "no such file or folder", key))
+                journal.finish(key)
+        todo = [i for i in inputs if i.key not in journal.done_inputs]
+        total = sum(samples_expected(i.path, opts.every) if i.video else 1 for i in todo)
+        try:
+            self._process(todo, journal, total)
+        finally:
+            journal.close()
+        write_outputs(opts.out, journal.units)
+        report = write_report(opts.out, journal.units, journal.bad, settings)
+        return Summary(len(journal.units), sum(len(u.findings) for u in journal.units), len(journal.bad), report)
+
+    def _process(self, todo: list[Input], journal: Journal, total: int) -> None:
+        from tqdm import tqdm
+
+        stop = threading.Event()
+        # One decoded photo per worker waits at most: 20 megapixels are 60 MB each.
+        pending: queue.Queue[Any] = queue.Queue(maxsize=self.workers + 1)
+        writes: list[Future[None]] = []
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="survey") as pool, \
+                tqdm(total=total, unit="img", desc="survey", disable=not self.options.progress,
+                     dynamic_ncols=True) as bar:
+            reader = threading.Thread(target=self._read, args=(todo, pool, pending, stop), daemon=True)
+            reader.start()
+            try:
+                for item, outcome in _drain(pending):
+                    if outcome is _END:
+                        journal.finish(item.key)
+                        continue
+                    loaded = outcome.result()
+                    if isinstance(loaded, BadRecord):
+                        journal.add_bad(loaded)
+                    else:
+                        unit, job = self._unit(loaded, pool)
+                        journal.add_unit(unit)
+                        if job is not None:
+                            writes.append(job)
+                    bar.update(1)
+            finally:
+                stop.set()
+                reader.join()
+                for job in writes:
+                    job.result()
+
+
+def _done(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
+
+
+def _failed(exc: BaseException) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(exc)
+    return future
+
+
+def _drain(pending: queue.Queue[Any]) -> Iterator[tuple[Input, Any]]:
+    while (item := pending.get()) is not None:
+        yield item
+
+
+def survey(predictor: Predictor, paths: list[Path], options: SurveyOptions) -> Summary:
+    """Run a survey over files and folders; see SurveyOptions for the knobs."""
+    require()
+    return Survey(predictor, options).run(paths)

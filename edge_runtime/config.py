@@ -31,18 +31,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .events.config import EventsConfig
+from .settings_base import Strict
 
 ENV_PREFIX = "EDGE_RUNTIME_"
 TOKEN_ENV = "EDGE_RUNTIME_TOKEN"
 TOKEN_FILE_ENV = "EDGE_RUNTIME_TOKEN_FILE"
 DEMO = "demo"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelConfig(Strict):
@@ -98,6 +96,7 @@ class Settings(Strict):
     cameras: list[CameraConfig] = Field(default_factory=list)
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    events: EventsConfig = EventsConfig()
 
     @field_validator("cameras")
     @classmethod

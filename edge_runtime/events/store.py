@@ -360,6 +360,13 @@ class EventStore:
             written.unlink(missing_ok=True)
             self._guard(f"writing {name}", exc)
 
+    def thumbnail_path(self, event_id: str) -> Path | None:
+        """The event's thumbnail file, None when it has none (yet, or any more)."""
+        event = self.get(event_id)
+        if event is None or not event.thumbnail:
+            return None
+        return self.media_path(event.thumbnail)
+
     def scratch_path(self, suffix: str) -> Path:
         """A temporary file name inside media/ (removed at the next open if left behind)."""
         return self.media_dir / f"{new_id()}{suffix}.tmp"

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Settings
+from ..events.store import EventStore
 from . import jsonl
 from .base import MultiSink, Sink
 from .broadcast import EventBroadcaster, Subscription
@@ -42,10 +43,11 @@ class Sinks:
     all: MultiSink
 
 
-def build_sinks(settings: Settings, iteration: str = "", on_error: Callable[[str], None] | None = None) -> Sinks:
+def build_sinks(settings: Settings, iteration: str = "", on_error: Callable[[str], None] | None = None,
+                store: EventStore | None = None) -> Sinks:
     """The server's sinks, in publishing order; ConfigError (one line) if one cannot start."""
     ctx = SinkContext(settings=settings, project=settings.server.project, iteration=iteration,
-                      broadcaster=EventBroadcaster(settings.server.project, iteration))
+                      broadcaster=EventBroadcaster(settings.server.project, iteration), store=store)
     latest, frames = LatestResults(), AnnotatedFrames()
     chosen: dict[str, Sink] = {"latest": latest, "events": ctx.broadcaster, "frames": frames}
     try:

@@ -35,6 +35,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .events.config import EventsConfig
+from .forwarders.config import ForwarderConfig, unique_names
 from .settings_base import Strict
 
 ENV_PREFIX = "EDGE_RUNTIME_"
@@ -97,6 +98,9 @@ class Settings(Strict):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     events: EventsConfig = EventsConfig()
+    forwarders: list[ForwarderConfig] = Field(default_factory=list, description="send events upstream")
+
+    _unique_forwarders = field_validator("forwarders")(unique_names)
 
     @field_validator("cameras")
     @classmethod

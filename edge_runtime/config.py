@@ -35,6 +35,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .events.config import EventsConfig
+from .events.samplers import SamplesConfig
 from .forwarders.config import ForwarderConfig, unique_names
 from .settings_base import Strict
 
@@ -99,6 +100,7 @@ class Settings(Strict):
     log: LogConfig = LogConfig()
     events: EventsConfig = EventsConfig()
     forwarders: list[ForwarderConfig] = Field(default_factory=list, description="send events upstream")
+    samples: SamplesConfig = SamplesConfig()
 
     _unique_forwarders = field_validator("forwarders")(unique_names)
 

@@ -8,11 +8,13 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 import requests
 
@@ -20,10 +22,15 @@ from edge_runtime import forwarders
 from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
 from edge_runtime.events.store import EventStore
+from edge_runtime.forwarders import results
 from edge_runtime.forwarders.base import Backoff, DeliveryError, Forwarder
 from edge_runtime.forwarders.memory import MemoryEvent, MemoryOutbox
 from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
+from edge_runtime.predictor import Predictor
+from edge_runtime.sinks import EventBroadcaster
+from edge_runtime.sinks.context import SinkContext
+from edge_runtime.types import Frame, FrameResult
 from tests.conftest import wait_for
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "event-payload.schema.json").read_text())
@@ -302,3 +309,34 @@ def test_webhook_transport_treats_non_2xx_as_unacknowledged(receiver):
     transport.send(item, b"{}")
     transport.close()
     assert "X-Signature" not in hook.got[0][0]  # no secret configured: unsigned
+
+
+def test_results_go_through_the_outbox_at_the_set_rate_and_match_the_schema(tmp_path: Path, exports):
+    predictor = Predictor.load(exports["modern"])
+    settings = load_settings(overrides={"events": {"device": "kiosk-3"}, "forwarders": [
+        {"type": "webhook", "url": "http://127.0.0.1:9/", "results_every_s": 1.0},
+        {"type": "webhook", "name": "slow", "url": "http://127.0.0.1:9/", "results_every_s": 2.0}]})
+    store = EventStore.open(tmp_path / "data")
+    sink = results.build(SinkContext(settings, "shelf", "it1", EventBroadcaster(), store))
+    assert sink is not None
+    image = np.full((48, 64, 3), (0, 0, 255), np.uint8)
+    prediction = predictor.predict(image)
+    t0 = time.time()
+    for i in range(10):  # 4 frames a second on each of two cameras, for 2.5 s
+        for camera in ("door", "till"):
+            frame = Frame(camera, i, t0 + i * 0.25, time.monotonic(), image)
+            sink(FrameResult(frame, prediction, 1.0, time.monotonic()))
+    sink.close()
+    items = store.outbox_after(0)
+    assert [(i.payload["camera"], i.payload["seq"]) for i in items] == [
+        ("door", 0), ("till", 0), ("door", 4), ("till", 4), ("door", 8), ("till", 8)]
+    assert {i.kind for i in items} == {"result"}
+    slow = Recorder()
+    f = Forwarder("slow", "test", slow, store, ttl_s=60, backoff=Backoff(1, 2), results_every_s=2.0)
+    f.run_once()
+    assert [(m["camera"], m["seq"]) for m in slow.sent] == [("door", 0), ("till", 0), ("door", 8), ("till", 8)]
+    for message in slow.sent:
+        jsonschema.validate(message, SCHEMA)
+        assert message["type"] == "result" and message["device"] == "kiosk-3"
+        assert message["predictions"][0]["tagName"] == "red"
+    store.close()

@@ -149,7 +149,9 @@ class Forwarder:
             return True
         camera = str(item.payload.get("camera", ""))
         every = self.results_every_s
-        if every is None or item.created - self._last_result.get(camera, float("-inf")) < every:
+        # ISO times carry milliseconds: allow for their rounding, so that a forwarder whose
+        # rate equals the results sink's keeps every result the sink wrote
+        if every is None or payload.captured(item) - self._last_result.get(camera, float("-inf")) < every - 0.002:
             self.skipped += 1
             return False
         return True
@@ -161,7 +163,7 @@ class Forwarder:
     def _delivered(self, item: Item) -> None:
         self.delivered += 1
         if item.kind == "result":
-            self._last_result[str(item.payload.get("camera", ""))] = item.created
+            self._last_result[str(item.payload.get("camera", ""))] = payload.captured(item)
         if self.failing_since is not None:
             log.info("forwarder %s: delivering again after %.0f s", self.name, self.clock() - self.failing_since)
         self.failing_since = None

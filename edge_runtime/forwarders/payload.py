@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,15 @@ def build(item: Item, thumbnail: Path | None = None) -> dict[str, Any]:
         with contextlib.suppress(OSError):  # removed by retention since: the event goes without it
             body["thumbnailJpeg"] = base64.b64encode(thumbnail.read_bytes()).decode("ascii")
     return body
+
+
+def captured(item: Item) -> float:
+    """When a result's frame was captured (seconds since the epoch); when it was queued if unknown."""
+    text = item.payload.get("captured")
+    if isinstance(text, str):
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return item.created
 
 
 def encode(body: dict[str, Any]) -> bytes:

@@ -12,20 +12,13 @@ rather than slowing the camera loop. The store refuses samples past its disk bud
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
-import time
-
 import cv2
 
 from ..events import samplers as sampling
 from ..events.store import EventStore
 from ..types import FrameResult
 from .context import SinkContext
-
-log = logging.getLogger(__name__)
-LOG_EVERY_S = 30.0
+from .worker import Worker
 
 
 class SamplesSink:
@@ -33,34 +26,25 @@ class SamplesSink:
                  quality: int = 95, queue_size: int = 8) -> None:
         self.samplers, self.store = samplers, store
         self.project, self.iteration, self.quality = project, iteration, quality
-        self.stored = self.refused = self.dropped = self.failed = 0
-        self._queue: queue.Queue[tuple[FrameResult, list[str]] | None] = queue.Queue(queue_size)
-        self._logged = -LOG_EVERY_S
-        self._thread = threading.Thread(target=self._work, name="samples", daemon=True)
-        self._thread.start()
+        self.stored = self.refused = 0
+        self._worker = Worker[tuple[FrameResult, list[str]]]("samples", self._store, queue_size)
+
+    @property
+    def dropped(self) -> int:
+        """Picked frames lost because encoding fell behind."""
+        return self._worker.dropped
+
+    @property
+    def failed(self) -> int:
+        return self._worker.failed
 
     def __call__(self, result: FrameResult) -> None:
         names = [s.name for s in self.samplers if s.offer(result)]
-        if not names:
-            return
-        try:
-            self._queue.put_nowait((result, names))
-        except queue.Full:
-            self.dropped += len(names)
+        if names:
+            self._worker.put((result, names))
 
-    def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
-            result, names = job
-            try:
-                self._store(result, names)
-            except Exception as exc:  # a failing disk must not end the thread: later frames may fit
-                self.failed += len(names)
-                now = time.monotonic()
-                if now - self._logged >= LOG_EVERY_S:
-                    self._logged = now
-                    log.error("samples: storing a frame failed (%d so far): %s", self.failed, exc)
-
-    def _store(self, result: FrameResult, names: list[str]) -> None:
+    def _store(self, job: tuple[FrameResult, list[str]]) -> None:
+        result, names = job
         ok, data = cv2.imencode(".jpg", result.frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             raise ValueError("JPEG encoding failed")
@@ -74,12 +58,7 @@ class SamplesSink:
 
     def close(self, timeout: float = 10.0) -> None:
         """Store what is queued, then end the thread."""
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            log.error("samples: the queue did not drain in %.0f s; %d frames lost", timeout, self._queue.qsize())
-            return
-        self._thread.join(timeout)
+        self._worker.close(timeout)
 
 
 def build(ctx: SinkContext) -> SamplesSink | None:

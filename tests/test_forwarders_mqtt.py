@@ -46,13 +46,19 @@ def free_port() -> int:
 class Broker:
     """mosquitto as a child process with its own config, password file and persistence folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tls: Path | None = None) -> None:
         self.port = free_port()
         folder.mkdir(exist_ok=True)
         passwords = folder / "passwd"
         subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), USER, PASSWORD], check=True,
                        capture_output=True)
         self.config = folder / "mosquitto.conf"
+        secure = "" if tls is None else textwrap.dedent(f"""\
+            cafile {tls}/ca.pem
+            certfile {tls}/server.pem
+            keyfile {tls}/server.key
+            require_certificate true
+            """)
         self.config.write_text(textwrap.dedent(f"""\
             user {getpass.getuser()}
             listener {self.port} 127.0.0.1
@@ -61,7 +67,7 @@ class Broker:
             persistence true
             persistence_location {folder}/
             log_dest file {folder}/mosquitto.log
-            """))
+            """) + secure)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -231,3 +237,41 @@ def test_a_wrong_password_shows_as_the_last_error(tmp_path: Path, broker: Broker
         store.close()
     assert status["delivered"] == 0 and status["queueDepth"] == 1
     assert "Not authorized" in status["lastError"]
+
+
+def make_certificates(folder: Path) -> Path:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, by openssl."""
+    folder.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test-ca")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for who, subject, ext in (("server", "/CN=127.0.0.1", ["-extfile", "san.ext"]), ("client", "/CN=kiosk", [])):
+        openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", subject)
+        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{who}.pem", "-days", "1", *ext)
+    return folder
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make certificates")
+def test_events_go_over_mutual_tls(tmp_path: Path):
+    certs = make_certificates(tmp_path / "certs")
+    broker = Broker(tmp_path / "tls-broker", tls=certs)
+    broker.start()
+    store = EventStore.open(tmp_path / "data")
+    store.add_outbox("event-start", "01JTLS", event("01JTLS"))
+    tls = {"ca_file": str(certs / "ca.pem"), "cert_file": str(certs / "client.pem"),
+           "key_file": str(certs / "client.key")}
+    running = forwarders.start_all(mqtt_settings(tmp_path, broker.port, tls=tls), store)
+    try:
+        assert wait_for(lambda: running.status()[0]["delivered"] == 1, timeout=15), running.status()
+    finally:
+        running.stop(timeout=5)
+        store.close()
+        broker.stop()
+    log = (tmp_path / "tls-broker" / "mosquitto.log").read_text()
+    assert "New client connected" in log and " as edge-runtime-kiosk-3-uplink " in log

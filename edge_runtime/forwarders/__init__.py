@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import socket
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +109,12 @@ class Running:
         return all(f.healthy for f in self.forwarders)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop every forwarder, waiting at most `timeout` in all; undelivered items stay queued."""
         for f in self.forwarders:
-            f.stop(timeout)
+            f.halt()
+        deadline = time.monotonic() + timeout
+        for f in self.forwarders:
+            f.join(max(0.0, deadline - time.monotonic()))
         if self._collector is not None and self._metrics is not None:
             self._metrics.registry.unregister(self._collector)
             self._collector = None

@@ -197,11 +197,18 @@ class Forwarder:
         self._thread = threading.Thread(target=self.run, name=f"forwarder-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def halt(self) -> None:
+        """Ask the thread to end; closing the transport first cuts short a send that waits on the link."""
         self._stop.set()
+        self.transport.close()
+
+    def join(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
-        self.transport.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.halt()
+        self.join(timeout)
 
     # --- what /readyz and /metrics read --------------------------------------------------------
 

@@ -284,7 +284,7 @@ def test_webhook_queue_shows_in_metrics_while_the_receiver_is_gone(tmp_path: Pat
     store.add_outbox("event-start", "b", event("b"))
     metrics = Metrics()
     # port 9 (discard) on loopback: nothing listens, every POST is refused
-    running = forwarders.start_all(webhook_settings("http://127.0.0.1:9/", secret), store, metrics)
+    running = forwarders.start_all(webhook_settings("http://user:hunter2@127.0.0.1:9/", secret), store, metrics)
     try:
         assert wait_for(lambda: running.status()[0]["retried"] >= 2, timeout=10)
         status = running.status()[0]
@@ -293,7 +293,7 @@ def test_webhook_queue_shows_in_metrics_while_the_receiver_is_gone(tmp_path: Pat
         running.stop(timeout=5)
         store.close()
     assert status["queueDepth"] == 2 and status["delivered"] == 0
-    assert "ConnectionError" in status["lastError"]
+    assert status["lastError"] == "POST http://127.0.0.1:9/: ConnectionError"  # no credentials from the URL
     assert 'edge_forwarder_queue_depth{forwarder="hook"} 2.0' in text
     assert 'edge_forwarder_oldest_age_seconds{forwarder="hook"}' in text
 

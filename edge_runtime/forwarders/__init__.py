@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..errors import ConfigError
 from .base import Backoff, Forwarder, Outbox, Transport
 
 if TYPE_CHECKING:
@@ -39,7 +40,11 @@ def device_name(settings: Settings) -> str:
 
 def make_transport(cfg: ForwarderConfig, device: str) -> Transport:
     module, cls = TRANSPORTS[cfg.type]
-    transport_cls = getattr(importlib.import_module(f".{module}", __name__), cls)
+    try:
+        transport_cls = getattr(importlib.import_module(f".{module}", __name__), cls)
+    except ImportError as exc:
+        raise ConfigError(f"forwarder {cfg.key}: type {cfg.type} needs {exc.name}: "
+                          "pip install 'edge-runtime[events]'") from None
     if cfg.type == "mqtt":
         return transport_cls.from_config(cfg, device)  # type: ignore[no-any-return]
     return transport_cls.from_config(cfg)  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import urllib.parse
 from typing import TYPE_CHECKING
 
 import requests
@@ -40,6 +41,8 @@ class WebhookTransport:
                  verify: str | bool = True) -> None:
         self.url, self.secret, self.timeout_s = url, secret, timeout_s
         self.session, self.verify = session, verify
+        parts = urllib.parse.urlsplit(url)  # errors name the receiver without any credentials in its URL
+        self.where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
     @classmethod
     def from_config(cls, cfg: WebhookForwarderConfig) -> WebhookTransport:
@@ -55,10 +58,10 @@ class WebhookTransport:
             response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout_s,
                                          verify=self.verify, allow_redirects=False)
         except requests.RequestException as exc:
-            raise DeliveryError(f"POST {self.url}: {type(exc).__name__}") from exc
+            raise DeliveryError(f"POST {self.where}: {type(exc).__name__}") from exc
         response.close()
         if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"POST {self.url}: HTTP {response.status_code}")
+            raise DeliveryError(f"POST {self.where}: HTTP {response.status_code}")
 
     def close(self) -> None:
         self.session.close()

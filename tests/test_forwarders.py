@@ -95,6 +95,28 @@ def test_delivers_in_order_and_a_new_forwarder_resumes_at_the_cursor():
     assert again.run_once() == again.poll_s  # nothing left: wait a poll interval
 
 
+class CountingOutbox(MemoryOutbox):
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[int] = []
+
+    def set_cursor(self, name: str, seq: int) -> None:
+        self.saves.append(seq)
+        super().set_cursor(name, seq)
+
+
+def test_the_cursor_is_written_once_a_batch_not_once_an_item():
+    box = CountingOutbox()
+    for i in range(250):
+        box.add_outbox("event-start", f"e{i}", event(f"e{i}"))
+    link = Recorder()
+    f = forwarder(box, link)
+    while f.run_once() == 0.0:
+        pass
+    assert len(link.sent) == 250 and box.cursor("up") == 250
+    assert box.saves == [100, 200, 250]  # batches of 100 (fast sends: under SAVE_EVERY_S each)
+
+
 def test_a_failed_send_keeps_the_cursor_and_backs_off_exponentially():
     clock = Clock()
     box = MemoryOutbox(clock=clock)

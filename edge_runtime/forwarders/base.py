@@ -31,6 +31,7 @@ from . import payload
 
 log = logging.getLogger(__name__)
 BATCH = 100
+SAVE_EVERY_S = 0.5
 
 
 class DeliveryError(EdgeRuntimeError):
@@ -103,7 +104,8 @@ class Forwarder:
         self.delivered = self.retried = self.dropped = self.skipped = 0
         self.failing_since: float | None = None
         self.last_error = ""
-        self._cursor = outbox.cursor(name)
+        self._cursor = self._saved = outbox.cursor(name)
+        self._saved_at = time.monotonic()
         self._last_result: dict[str, float] = {}  # camera -> created of the last result sent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,25 +121,21 @@ class Forwarder:
         items = self.outbox.outbox_after(self._cursor, BATCH)
         if not items:
             return self.poll_s
-        moved = self._cursor
         try:
             for item in items:
                 if self._stop.is_set():
                     return 0.0
-                if not self._wanted(item):
-                    moved = item.seq
-                    continue
-                try:
-                    self.transport.send(item, self._body(item))
-                except Exception as exc:  # any failure: the same item goes again after the backoff
-                    return self._failed(exc)
-                self._delivered(item)
-                moved = item.seq
-                self._move(moved)
+                if self._wanted(item):
+                    try:
+                        self.transport.send(item, self._body(item))
+                    except Exception as exc:  # any failure: the same item goes again after the backoff
+                        return self._failed(exc)
+                    self._delivered(item)
+                self._cursor = item.seq
+                self._save(force=False)
             return 0.0
         finally:
-            if moved > self._cursor:  # items skipped or dropped at the end of the batch
-                self._move(moved)
+            self._save(force=True)
 
     def _wanted(self, item: Item) -> bool:
         """False for items this forwarder passes over: expired ones (dropped and counted) and
@@ -178,9 +176,14 @@ class Forwarder:
             log.warning("forwarder %s: delivery failed, retrying with backoff: %s", self.name, self.last_error)
         return self.backoff.next()
 
-    def _move(self, seq: int) -> None:
-        self.outbox.set_cursor(self.name, seq)
-        self._cursor = seq
+    def _save(self, force: bool) -> None:
+        """Write the cursor to the store: at the end of each batch, and at most every SAVE_EVERY_S
+        within one. Each write is a synced transaction, costlier than a delivery on an SD card;
+        after a crash the items since the last write are sent again, which at least once allows."""
+        if self._cursor == self._saved or (not force and time.monotonic() - self._saved_at < SAVE_EVERY_S):
+            return
+        self.outbox.set_cursor(self.name, self._cursor)
+        self._saved, self._saved_at = self._cursor, time.monotonic()
 
     # --- the thread ----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ and start_all against the real store."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import cv2
 import jsonschema
 import numpy as np
 import pytest
@@ -21,17 +23,17 @@ import requests
 from edge_runtime import forwarders
 from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
-from edge_runtime.events.store import EventStore
+from edge_runtime.events.store import EventRecord, EventStore, new_id
 from edge_runtime.forwarders import results
 from edge_runtime.forwarders.base import Backoff, DeliveryError, Forwarder
-from edge_runtime.forwarders.memory import MemoryEvent, MemoryOutbox
+from edge_runtime.forwarders.memory import MemoryOutbox
 from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
 from edge_runtime.predictor import Predictor
 from edge_runtime.sinks import EventBroadcaster
 from edge_runtime.sinks.context import SinkContext
 from edge_runtime.types import Frame, FrameResult
-from tests.conftest import wait_for
+from tests.conftest import jpeg_bytes, solid, wait_for
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "event-payload.schema.json").read_text())
 
@@ -173,8 +175,8 @@ def test_results_are_skipped_unless_asked_and_thinned_per_camera():
 
 def test_thumbnail_goes_as_base64_when_asked(tmp_path: Path):
     (tmp_path / "t.jpg").write_bytes(b"\xff\xd8jpeg\xff\xd9")
-    box = MemoryOutbox(media=tmp_path)
-    box.events["e0"] = MemoryEvent("e0", thumbnail="t.jpg")
+    box = MemoryOutbox()
+    box.thumbnails["e0"] = tmp_path / "t.jpg"
     box.add_outbox("event-start", "e0", event("e0"))
     box.add_outbox("event-start", "e1", event("e1"))  # no thumbnail yet: sent without
     link = Recorder()
@@ -362,3 +364,23 @@ def test_results_go_through_the_outbox_at_the_set_rate_and_match_the_schema(tmp_
         assert message["type"] == "result" and message["device"] == "kiosk-3"
         assert message["predictions"][0]["tagName"] == "red"
     store.close()
+
+
+def test_events_recorded_by_the_store_validate_and_carry_their_thumbnail(tmp_path: Path):
+    store = EventStore.open(tmp_path / "data")
+    now = time.time()
+    record = EventRecord(id=new_id(now), rule="kiosk", camera="door", tag="cola", start=now, end=None, last_at=now,
+                         peak=0.91, peak_at=now, frames=3, box={"left": 0.1, "top": 0.2, "width": 0.3, "height": 0.4},
+                         device="kiosk-3")
+    thumb = jpeg_bytes(solid((0, 0, 255), 160, 120))
+    record = store.start_event(record, {"snapshot": jpeg_bytes(solid((0, 0, 255))), "thumbnail": thumb})
+    store.end_event(dataclasses.replace(record, end=now + 2, frames=9))
+    link = Recorder()
+    forwarder(store, link, clock=Clock(now + 5), thumbnail=True).run_once()  # type: ignore[arg-type]
+    store.close()
+    assert [(m["type"], m["id"]) for m in link.sent] == [("event-start", record.id), ("event-end", record.id)]
+    for message in link.sent:
+        jsonschema.validate(message, SCHEMA)
+        image = cv2.imdecode(np.frombuffer(base64.b64decode(message["thumbnailJpeg"]), np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (120, 160, 3)
+    assert link.sent[0]["end"] is None and link.sent[1]["end"] is not None and link.sent[1]["frames"] == 9

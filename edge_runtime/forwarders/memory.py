@@ -25,18 +25,11 @@ class MemoryItem:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class MemoryEvent:
-    id: str
-    thumbnail: str | None = None  # a name under the outbox's media folder
-
-
 class MemoryOutbox:
-    def __init__(self, media: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.items: list[MemoryItem] = []
         self.cursors: dict[str, int] = {}
-        self.events: dict[str, MemoryEvent] = {}
-        self.media = media or Path(".")
+        self.thumbnails: dict[str, Path] = {}  # event id -> its thumbnail file
         self.clock = clock
         self._lock = threading.Lock()
 
@@ -63,8 +56,5 @@ class MemoryOutbox:
         with self._lock:
             self.cursors[name] = seq
 
-    def get(self, event_id: str) -> MemoryEvent | None:
-        return self.events.get(event_id)
-
-    def media_path(self, relative: str) -> Path:
-        return self.media / relative
+    def thumbnail_path(self, event_id: str) -> Path | None:
+        return self.thumbnails.get(event_id)

@@ -51,5 +51,4 @@ def thumbnail_path(outbox: Outbox, item: Item) -> Path | None:
     """The event's thumbnail on disk, if the store has one; results have none."""
     if item.kind == "result":
         return None
-    name = getattr(outbox.get(item.event_id), "thumbnail", None)
-    return outbox.media_path(name) if name else None
+    return outbox.thumbnail_path(item.event_id)

@@ -3,6 +3,7 @@
 The broker keeps the test subscriber's persistent session on disk (persistence true), so a
 message published after the restart but before the subscriber is back is still counted;
 messages are counted by event id, so duplicates (at least once) don't hide a loss.
+The outage lasts 5 s by default; EDGE_RUNTIME_TEST_BROKER_OUTAGE_S=30 runs the 30 s case.
 """
 
 from __future__ import annotations

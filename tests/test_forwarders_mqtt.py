@@ -29,7 +29,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime import forwarders
 from edge_runtime.config import load_settings
+from edge_runtime.errors import ConfigError
 from edge_runtime.events.store import EventStore
+from edge_runtime.forwarders.memory import MemoryOutbox
 from tests.conftest import wait_for
 from tests.test_forwarders import SCHEMA, event
 
@@ -200,7 +202,9 @@ def test_status_is_retained_online_then_offline_and_the_will_says_offline(tmp_pa
         from pathlib import Path
         from edge_runtime import forwarders
         from edge_runtime.config import load_settings
-        from edge_runtime.events.store import EventStore
+        from edge_runtime.errors import ConfigError
+from edge_runtime.events.store import EventStore
+from edge_runtime.forwarders.memory import MemoryOutbox
         settings = load_settings(Path({str(tmp_path / 'child.yaml')!r}))
         running = forwarders.start_all(settings, EventStore.open(Path({str(tmp_path / 'child')!r})))
         while not running.forwarders[0].transport._connected.is_set():
@@ -276,3 +280,10 @@ def test_events_go_over_mutual_tls(tmp_path: Path):
         broker.stop()
     log = (tmp_path / "tls-broker" / "mosquitto.log").read_text()
     assert "New client connected" in log and " as edge-runtime-kiosk-3-uplink " in log
+
+
+def test_a_device_name_that_cannot_be_a_topic_level_is_one_line(tmp_path: Path):
+    settings = mqtt_settings(tmp_path, 1883).model_copy(update={"events": load_settings(
+        overrides={"events": {"device": "kiosk/+"}}).events})
+    with pytest.raises(ConfigError, match=r"events.device 'kiosk/\+' cannot name an MQTT topic level"):
+        forwarders.start_all(settings, MemoryOutbox())

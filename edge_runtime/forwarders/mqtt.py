@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ..errors import ConfigError
 from .base import DeliveryError, Item, read_secret
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ class MqttTransport:
     @classmethod
     def from_config(cls, cfg: MqttForwarderConfig, device: str) -> MqttTransport:
         """Builds the client and starts connecting in the background (it never blocks on the network)."""
+        if any(c in device for c in "+#/"):
+            raise ConfigError(f"forwarder {cfg.key}: events.device {device!r} cannot name an MQTT topic level "
+                              "(no '+', '#' or '/')")
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"edge-runtime-{device}-{cfg.key}")
         if cfg.username is not None:
             password = read_secret(cfg.password_file, "mqtt password_file") if cfg.password_file else None

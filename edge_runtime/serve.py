@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .camera import Backoff, Camera
 from .config import DEMO, CameraConfig, Settings, check_access, resolve_token
+from .events.setup import open_store, store_wanted
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .postprocess import PostprocessOptions
@@ -67,14 +68,21 @@ def build_services(
         postprocess_options(settings))
     cameras = [make_camera(c) for c in settings.cameras]
     metrics = Metrics()
-    sinks = build_sinks(settings, predictor.iteration, on_error=lambda name: metrics.sink_errors.labels(name).inc())
+    store = open_store(settings) if store_wanted(settings) else None
+    try:
+        sinks = build_sinks(settings, predictor.iteration,
+                            on_error=lambda name: metrics.sink_errors.labels(name).inc(), store=store)
+    except Exception:
+        if store is not None:
+            store.close()
+        raise
     pipeline = None
     if cameras:
         max_fps = {c.id: c.max_fps for c in settings.cameras if c.max_fps}
         pipeline = Pipeline(predictor, cameras, sinks.all, max_fps=max_fps, metrics=metrics)
     return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=pipeline,
                     latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,
-                    sinks=sinks.all)
+                    sinks=sinks.all, store=store)
 
 
 def serve(settings: Settings) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -73,6 +74,8 @@ class StoreConfig(Strict):
 
 class ClipConfig(Strict):
     enabled: bool = Field(False, description="write a short MP4 per event")
+    codec: Literal["vp09", "mp4v"] = Field("vp09", description="vp09: plays in browsers, slow to encode on "
+                                           "small CPUs; mp4v: fast, but browsers cannot play it")
     pre_s: float = Field(3.0, ge=0, le=60, description="seconds before the event starts")
     post_s: float = Field(3.0, ge=0, le=60, description="seconds after it ends")
     max_s: float = Field(60.0, gt=0, le=600, description="longest clip")

@@ -44,6 +44,7 @@ from ..types import iso_ms
 DB_NAME = "events.db"
 MEDIA_DIR = "media"
 SCHEMA_VERSION = 1
+WAL_PAGES = 256
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 MEDIA_KINDS = ("snapshot", "thumbnail", "clip")
@@ -163,6 +164,9 @@ class StoreStats:
     evicted_media: int = 0
     evicted_records: int = 0
     recovered: int = 0  # open events closed at startup
+    started: int = 0  # counted by the recorder
+    ended: int = 0
+    dropped_results: int = 0  # results the recorder had no time for (its queue was full)
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -213,6 +217,8 @@ class EventStore:
                 db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect before the first table
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")  # keep the WAL small: it counts
+            db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
@@ -342,7 +348,8 @@ class EventStore:
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             self._guard(f"writing {name}", exc)
         return len(data)
 
@@ -357,7 +364,8 @@ class EventStore:
             _fsync_dir(path.parent)
             return path.stat().st_size
         except OSError as exc:
-            written.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                written.unlink(missing_ok=True)
             self._guard(f"writing {name}", exc)
 
     def thumbnail_path(self, event_id: str) -> Path | None:
@@ -369,7 +377,7 @@ class EventStore:
 
     def scratch_path(self, suffix: str) -> Path:
         """A temporary file name inside media/ (removed at the next open if left behind)."""
-        return self.media_dir / f"{new_id()}{suffix}.tmp"
+        return self.media_dir / f"{new_id()}.part{suffix}"
 
     def _media_size(self, names: list[str | None]) -> int:
         total = 0
@@ -458,7 +466,7 @@ class EventStore:
             return event, False
         try:
             return self._write_event_media(event, media), True
-        except DiskFullError:
+        except StoreError:  # counted by _guard
             return event, False
 
     @staticmethod

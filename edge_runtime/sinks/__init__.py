@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..events.store import EventStore
-from . import jsonl
+from . import events, jsonl
 from .base import MultiSink, Sink
 from .broadcast import EventBroadcaster, Subscription
 from .context import SinkContext
@@ -32,6 +32,7 @@ __all__ = ["AnnotatedFrames", "EventBroadcaster", "JsonlLog", "LatestResults", "
 # name -> builder; a builder returns None when its settings leave the sink off
 BUILDERS: dict[str, Callable[[SinkContext], Sink | None]] = {
     "jsonl": jsonl.build,
+    "events_store": events.build,
 }
 
 

@@ -1,0 +1,28 @@
+"""An event's pictures: the best frame with its boxes drawn, and a small thumbnail of it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..annotate import annotate, encode_jpeg
+from ..types import FrameResult
+
+
+def shrink(image: np.ndarray, width: int) -> np.ndarray:
+    """`image` scaled down to `width` (never up), keeping its aspect; even sizes for video."""
+    h, w = image.shape[:2]
+    if w <= width:
+        size = (w - w % 2, h - h % 2)
+    else:
+        size = (width - width % 2, max(2, round(h * width / w)) // 2 * 2)
+    if size == (w, h):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def evidence(result: FrameResult, quality: int = 85, thumbnail_width: int = 320) -> dict[str, bytes]:
+    """{"snapshot": JPEG, "thumbnail": JPEG} of the frame with its predictions drawn."""
+    drawn = annotate(result.frame.image, result.prediction)
+    return {"snapshot": encode_jpeg(drawn, quality),
+            "thumbnail": encode_jpeg(shrink(drawn, thumbnail_width), min(quality, 80))}

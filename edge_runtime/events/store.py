@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import errno
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -41,6 +42,7 @@ from typing import Any, NoReturn
 from ..errors import DiskFullError, StoreError
 from ..types import iso_ms
 
+log = logging.getLogger(__name__)
 DB_NAME = "events.db"
 MEDIA_DIR = "media"
 SCHEMA_VERSION = 1
@@ -219,14 +221,18 @@ class EventStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")  # keep the WAL small: it counts
             db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:  # an existing store opens without writing (a full disk)
+                db.executescript(SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"event store {data_dir}: {exc}") from None
         except OSError as exc:
             raise StoreError(f"event store {data_dir}: {exc.strerror or exc}") from None
         store = cls(data_dir, db, budget or Budget())
-        store._recover()
+        try:
+            store._recover()
+        except StoreError as exc:  # a full disk: serve anyway; the next open tries again
+            log.error("%s; open events stay open until the store can be written", exc)
         return store
 
     def close(self) -> None:
@@ -268,18 +274,26 @@ class EventStore:
             db.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, what: str = "writing") -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite's errors leave as StoreError (DiskFullError when the
+        disk is full), counted under `what`."""
         with self._lock:
             if self._closed:
                 raise StoreError(f"event store {self.data_dir} is closed")
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                self._guard(what, exc)
 
     def _scalar(self, sql: str, args: tuple[Any, ...] = ()) -> int:
         with self._lock:
@@ -402,13 +416,10 @@ class EventStore:
         The media are skipped (the record still written) when they do not fit."""
         event, fitted = self._media_if_room(event, media or {})
         size = self._media_size([event.snapshot, event.thumbnail, event.clip])
-        try:
-            with self._transaction() as db:
-                db.execute(f"INSERT INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
-                           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*self._event_values(event), size))
-                self._append_outbox(db, "event-start", event.id, event.to_json())
-        except sqlite3.Error as exc:
-            self._guard("recording an event start", exc)
+        with self._transaction("recording an event start") as db:
+            db.execute(f"INSERT INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
+                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*self._event_values(event), size))
+            self._append_outbox(db, "event-start", event.id, event.to_json())
         self._media_bytes += size
         if fitted:
             self._wrote()
@@ -416,13 +427,10 @@ class EventStore:
 
     def touch(self, event: EventRecord) -> None:
         """Refresh an open event's counters, so a crash closes it at its last frame."""
-        try:
-            with self._transaction() as db:
-                db.execute("UPDATE events SET last_at=?, peak=?, peak_at=?, frames=?, box=? WHERE id=?",
-                           (event.last_at, event.peak, event.peak_at, event.frames,
-                            json.dumps(event.box) if event.box else None, event.id))
-        except sqlite3.Error as exc:
-            self._guard("updating an event", exc)
+        with self._transaction("updating an event") as db:
+            db.execute("UPDATE events SET last_at=?, peak=?, peak_at=?, frames=?, box=? WHERE id=?",
+                       (event.last_at, event.peak, event.peak_at, event.frames,
+                        json.dumps(event.box) if event.box else None, event.id))
 
     def end_event(self, event: EventRecord, media: Mapping[str, bytes] | None = None,
                   clip: Path | None = None) -> EventRecord:
@@ -439,16 +447,13 @@ class EventStore:
                 event = replace(event, clip=name)
             else:
                 clip.unlink(missing_ok=True)
-        try:
-            with self._transaction() as db:
-                old = db.execute("SELECT media_bytes FROM events WHERE id = ?", (event.id,)).fetchone()
-                size = self._media_size([event.snapshot, event.thumbnail, event.clip])
-                values = (*self._event_values(event), size)
-                db.execute(f"INSERT OR REPLACE INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
-                           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
-                self._append_outbox(db, "event-end", event.id, event.to_json())
-        except sqlite3.Error as exc:
-            self._guard("recording an event end", exc)
+        with self._transaction("recording an event end") as db:
+            old = db.execute("SELECT media_bytes FROM events WHERE id = ?", (event.id,)).fetchone()
+            size = self._media_size([event.snapshot, event.thumbnail, event.clip])
+            values = (*self._event_values(event), size)
+            db.execute(f"INSERT OR REPLACE INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
+                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+            self._append_outbox(db, "event-end", event.id, event.to_json())
         self._media_bytes += size - (old[0] if old else 0)
         if fitted:
             self._wrote()
@@ -586,11 +591,8 @@ class EventStore:
 
     def add_outbox(self, kind: str, event_id: str, payload: dict[str, Any]) -> int:
         """Append an item (e.g. kind "result") for the forwarders; its seq."""
-        try:
-            with self._transaction() as db:
-                seq = self._append_outbox(db, kind, event_id, payload)
-        except sqlite3.Error as exc:
-            self._guard("appending to the outbox", exc)
+        with self._transaction("appending to the outbox") as db:
+            seq = self._append_outbox(db, kind, event_id, payload)
         self._wrote()
         return seq
 
@@ -609,12 +611,9 @@ class EventStore:
         return int(rows[0][0]) if rows else 0
 
     def set_cursor(self, name: str, seq: int) -> None:
-        try:
-            with self._transaction() as db:
-                db.execute("INSERT INTO cursors(name, seq) VALUES (?, ?) "
-                           "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq", (name, seq))
-        except sqlite3.Error as exc:
-            self._guard("saving a forwarder's cursor", exc)
+        with self._transaction("saving a forwarder's cursor") as db:
+            db.execute("INSERT INTO cursors(name, seq) VALUES (?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq", (name, seq))
 
     def prune_outbox(self, consumers: list[str], max_ttl_s: float | None, now: float | None = None) -> int:
         """Delete outbox rows every consumer is past, or older than the largest TTL; with no
@@ -641,19 +640,13 @@ class EventStore:
         name = f"samples/{day}/{sample_id}.jpg"
         try:
             size = self.write_media(name, jpeg)
-            with self._transaction() as db:
+            with self._transaction("saving a sample") as db:
                 db.execute("INSERT INTO samples(id, sampler, camera, taken_at, image, prediction, bytes) "
                            "VALUES (?,?,?,?,?,?,?)",
                            (sample_id, sampler, camera, taken_at, name, json.dumps(prediction), size))
         except DiskFullError:
-            return None
-        except sqlite3.Error as exc:
             self._unlink([name])
-            if is_disk_full(exc):
-                self.stats.disk_full = True
-                self.stats.refused += 1
-                return None
-            raise StoreError(f"event store {self.data_dir}: saving a sample: {exc}") from None
+            return None
         self._media_bytes += size
         self._wrote()
         return sample_id

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..events.store import EventStore
-from . import events, jsonl
+from ..forwarders import results as forward_results
+from . import events, jsonl, samples
 from .base import MultiSink, Sink
 from .broadcast import EventBroadcaster, Subscription
 from .context import SinkContext
@@ -33,6 +34,8 @@ __all__ = ["AnnotatedFrames", "EventBroadcaster", "JsonlLog", "LatestResults", "
 BUILDERS: dict[str, Callable[[SinkContext], Sink | None]] = {
     "jsonl": jsonl.build,
     "events_store": events.build,
+    "samples": samples.build,
+    "forward_results": forward_results.build,
 }
 
 

@@ -90,6 +90,8 @@ class EventsConfig(Strict):
     clip: ClipConfig = ClipConfig()
     snapshot_quality: int = Field(85, ge=10, le=100)
     thumbnail_width: int = Field(320, ge=32, le=1920)
+    keep_frames: bool = Field(False, description="also keep each event's best frame without drawings, "
+                              "for `edge-runtime events export --format dataset`")
 
     @field_validator("rules")
     @classmethod

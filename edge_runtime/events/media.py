@@ -21,8 +21,13 @@ def shrink(image: np.ndarray, width: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def evidence(result: FrameResult, quality: int = 85, thumbnail_width: int = 320) -> dict[str, bytes]:
-    """{"snapshot": JPEG, "thumbnail": JPEG} of the frame with its predictions drawn."""
+def evidence(result: FrameResult, quality: int = 85, thumbnail_width: int = 320,
+             keep_frame: bool = False) -> dict[str, bytes]:
+    """{"snapshot": JPEG, "thumbnail": JPEG} of the frame with its predictions drawn, and
+    "frame": the frame as it was, when asked for (training data must not have boxes drawn)."""
     drawn = annotate(result.frame.image, result.prediction)
-    return {"snapshot": encode_jpeg(drawn, quality),
-            "thumbnail": encode_jpeg(shrink(drawn, thumbnail_width), min(quality, 80))}
+    out = {"snapshot": encode_jpeg(drawn, quality),
+           "thumbnail": encode_jpeg(shrink(drawn, thumbnail_width), min(quality, 80))}
+    if keep_frame:
+        out["frame"] = encode_jpeg(result.frame.image, max(quality, 90))
+    return out

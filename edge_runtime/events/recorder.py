@@ -177,12 +177,16 @@ class Recorder:
         self.store.stats.started += 1
         self._touched[event.id] = event.last_at
         record = event.record(self.config.device)
-        media = evidence(event.best, self.config.snapshot_quality, self.config.thumbnail_width)
+        media = self._evidence(event)
         stored = self._store("recording an event start", record, media, self.store.start_event)
         self._send("event-start", stored or record)
         if self.clips is not None:
             frames = self.clips.since(event.camera, event.start - self.config.clip.pre_s)
             self._clipping[event.id] = _Clip(event, frames)
+
+    def _evidence(self, event: OpenEvent) -> dict[str, bytes]:
+        c = self.config
+        return evidence(event.best, c.snapshot_quality, c.thumbnail_width, c.keep_frames)
 
     def _finish_clip(self, clip: _Clip) -> None:
         del self._clipping[clip.event.id]
@@ -192,7 +196,7 @@ class Recorder:
         self.store.stats.ended += 1
         self._touched.pop(event.id, None)
         record = event.record(self.config.device)
-        media = evidence(event.best, self.config.snapshot_quality, self.config.thumbnail_width)
+        media = self._evidence(event)
         path = None
         if frames:
             path = self.store.scratch_path(".mp4")

@@ -49,15 +49,15 @@ SCHEMA_VERSION = 1
 WAL_PAGES = 256
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-MEDIA_KINDS = ("snapshot", "thumbnail", "clip")
-SUFFIX = {"snapshot": ".jpg", "thumbnail": "-thumb.jpg", "clip": ".mp4"}
+MEDIA_KINDS = ("snapshot", "thumbnail", "clip", "frame")
+SUFFIX = {"snapshot": ".jpg", "thumbnail": "-thumb.jpg", "clip": ".mp4", "frame": "-frame.jpg"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events(
     id TEXT PRIMARY KEY, rule TEXT NOT NULL, camera TEXT NOT NULL, tag TEXT NOT NULL,
     start REAL NOT NULL, end_at REAL, last_at REAL NOT NULL,
     peak REAL NOT NULL, peak_at REAL NOT NULL, frames INTEGER NOT NULL, box TEXT,
-    snapshot TEXT, thumbnail TEXT, clip TEXT, media_bytes INTEGER NOT NULL DEFAULT 0,
+    snapshot TEXT, thumbnail TEXT, clip TEXT, frame TEXT, media_bytes INTEGER NOT NULL DEFAULT 0,
     device TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS events_start ON events(start);
 CREATE TABLE IF NOT EXISTS outbox(
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS samples(
 CREATE INDEX IF NOT EXISTS samples_taken ON samples(taken_at);
 """
 EVENT_COLUMNS = ("id, rule, camera, tag, start, end_at, last_at, peak, peak_at, frames, box, "
-                 "snapshot, thumbnail, clip, device")
+                 "snapshot, thumbnail, clip, frame, device")
 
 
 def new_id(at: float | None = None) -> str:
@@ -116,6 +116,7 @@ class EventRecord:
     snapshot: str | None = None  # media names (store.media_path resolves them)
     thumbnail: str | None = None
     clip: str | None = None
+    frame: str | None = None  # the best frame without drawings (events.keep_frames), for datasets
     device: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +132,9 @@ class EventRecord:
             "clip": f"{base}/clip.mp4" if self.clip else None,
             "device": self.device,
         }
+
+    def media_names(self) -> list[str | None]:
+        return [self.snapshot, self.thumbnail, self.clip, self.frame]
 
     def media_name(self, kind: str) -> str:
         day = dt.datetime.fromtimestamp(self.start, dt.timezone.utc).strftime("%Y-%m-%d")
@@ -174,10 +178,10 @@ class StoreStats:
 
 def _row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> EventRecord:
     (id_, rule, camera, tag, start, end, last_at, peak, peak_at, frames, box,
-     snapshot, thumbnail, clip, device) = row
+     snapshot, thumbnail, clip, frame, device) = row
     return EventRecord(id=id_, rule=rule, camera=camera, tag=tag, start=start, end=end, last_at=last_at,
                        peak=peak, peak_at=peak_at, frames=frames, box=json.loads(box) if box else None,
-                       snapshot=snapshot, thumbnail=thumbnail, clip=clip, device=device)
+                       snapshot=snapshot, thumbnail=thumbnail, clip=clip, frame=frame, device=device)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -235,6 +239,20 @@ class EventStore:
             log.error("%s; open events stay open until the store can be written", exc)
         return store
 
+    @classmethod
+    def open_readonly(cls, data_dir: Path) -> EventStore:
+        """For reading while another process records: no recovery, no writes."""
+        path = Path(data_dir) / DB_NAME
+        if not path.is_file():
+            raise StoreError(f"no event store in {data_dir} ({DB_NAME} not found)")
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                                 isolation_level=None, timeout=30)
+            db.execute("SELECT COUNT(*) FROM events").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"event store {data_dir}: {exc}") from None
+        return cls(Path(data_dir), db, Budget())
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:
@@ -254,7 +272,7 @@ class EventStore:
                 self._append_outbox(db, "event-end", ended.id, ended.to_json())
         self.stats.recovered = len(rows)
         named = {name for row in self._read_all(
-            "SELECT snapshot, thumbnail, clip FROM events UNION ALL SELECT image, NULL, NULL FROM samples")
+            "SELECT snapshot, thumbnail, clip, frame FROM events UNION ALL SELECT image, NULL, NULL, NULL FROM samples")
             for name in row if name}
         for path in self.media_dir.rglob("*"):
             if path.is_file() and (path.name.endswith(".tmp") or
@@ -405,8 +423,7 @@ class EventStore:
         for kind, data in media.items():
             name = event.media_name(kind)
             self.write_media(name, data)
-            event = replace(event, snapshot=name) if kind == "snapshot" else (
-                replace(event, thumbnail=name) if kind == "thumbnail" else replace(event, clip=name))
+            event = replace(event, **{kind: name})  # type: ignore[arg-type]
         return event
 
     # ---- events ------------------------------------------------------------------------------
@@ -415,10 +432,10 @@ class EventStore:
         """Write its media, then the open record and an event-start outbox row, atomically.
         The media are skipped (the record still written) when they do not fit."""
         event, fitted = self._media_if_room(event, media or {})
-        size = self._media_size([event.snapshot, event.thumbnail, event.clip])
+        size = self._media_size(event.media_names())
         with self._transaction("recording an event start") as db:
             db.execute(f"INSERT INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
-                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*self._event_values(event), size))
+                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*self._event_values(event), size))
             self._append_outbox(db, "event-start", event.id, event.to_json())
         self._media_bytes += size
         if fitted:
@@ -449,10 +466,10 @@ class EventStore:
                 clip.unlink(missing_ok=True)
         with self._transaction("recording an event end") as db:
             old = db.execute("SELECT media_bytes FROM events WHERE id = ?", (event.id,)).fetchone()
-            size = self._media_size([event.snapshot, event.thumbnail, event.clip])
+            size = self._media_size(event.media_names())
             values = (*self._event_values(event), size)
             db.execute(f"INSERT OR REPLACE INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
-                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
             self._append_outbox(db, "event-end", event.id, event.to_json())
         self._media_bytes += size - (old[0] if old else 0)
         if fitted:
@@ -477,7 +494,7 @@ class EventStore:
     @staticmethod
     def _event_values(e: EventRecord) -> tuple[Any, ...]:
         return (e.id, e.rule, e.camera, e.tag, e.start, e.end, e.last_at, e.peak, e.peak_at, e.frames,
-                json.dumps(e.box) if e.box else None, e.snapshot, e.thumbnail, e.clip, e.device)
+                json.dumps(e.box) if e.box else None, e.snapshot, e.thumbnail, e.clip, e.frame, e.device)
 
     def get(self, event_id: str) -> EventRecord | None:
         rows = self._read_all(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
@@ -529,13 +546,13 @@ class EventStore:
             names: list[str | None] = [rows[0][0]] if rows else []
             freed = int(rows[0][1]) if rows else 0
         else:
-            rows = self._read_all("SELECT snapshot, thumbnail, clip, media_bytes FROM events WHERE id = ?",
+            rows = self._read_all("SELECT snapshot, thumbnail, clip, frame, media_bytes FROM events WHERE id = ?",
                                   (item_id,))
             with self._transaction() as db:
-                db.execute("UPDATE events SET snapshot=NULL, thumbnail=NULL, clip=NULL, media_bytes=0 "
+                db.execute("UPDATE events SET snapshot=NULL, thumbnail=NULL, clip=NULL, frame=NULL, media_bytes=0 "
                            "WHERE id = ?", (item_id,))
-            names = list(rows[0][:3]) if rows else []
-            freed = int(rows[0][3]) if rows else 0
+            names = list(rows[0][:4]) if rows else []
+            freed = int(rows[0][4]) if rows else 0
         self._unlink(names)
         self._media_bytes -= freed
         self.stats.evicted_media += 1
@@ -566,7 +583,7 @@ class EventStore:
         with self._transaction() as db:
             freed = sum(db.execute("SELECT media_bytes FROM events WHERE id = ?", i).fetchone()[0] for i in ids)
             db.executemany("DELETE FROM events WHERE id = ?", ids)
-        self._unlink([n for e in events for n in (e.snapshot, e.thumbnail, e.clip)])
+        self._unlink([n for e in events for n in e.media_names()])
         self._media_bytes -= freed
 
     def _unlink(self, names: list[str | None]) -> None:

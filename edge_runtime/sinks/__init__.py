@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..events.store import EventStore
-from ..forwarders import results as forward_results
-from . import events, jsonl, samples
+from . import events, jsonl, results, samples
 from .base import MultiSink, Sink
 from .broadcast import EventBroadcaster, Subscription
 from .context import SinkContext
@@ -35,7 +34,7 @@ BUILDERS: dict[str, Callable[[SinkContext], Sink | None]] = {
     "jsonl": jsonl.build,
     "events_store": events.build,
     "samples": samples.build,
-    "forward_results": forward_results.build,
+    "forward_results": results.build,
 }
 
 

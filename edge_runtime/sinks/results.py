@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..events.store import EventStore
-from ..sinks.context import SinkContext
-from ..sinks.worker import Worker
 from ..types import FrameResult
+from .context import SinkContext
+from .worker import Worker
 
 
 class ResultsSink:

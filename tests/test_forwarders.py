@@ -24,13 +24,12 @@ from edge_runtime import forwarders
 from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
 from edge_runtime.events.store import EventRecord, EventStore, new_id
-from edge_runtime.forwarders import results
 from edge_runtime.forwarders.base import Backoff, DeliveryError, Forwarder
 from edge_runtime.forwarders.memory import MemoryOutbox
 from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
 from edge_runtime.predictor import Predictor
-from edge_runtime.sinks import EventBroadcaster
+from edge_runtime.sinks import EventBroadcaster, results
 from edge_runtime.sinks.context import SinkContext
 from edge_runtime.types import Frame, FrameResult
 from tests.conftest import jpeg_bytes, solid, wait_for
@@ -155,6 +154,25 @@ def test_items_past_their_ttl_are_dropped_counted_and_health_follows():
     assert f.status()["healthy"] is False and f.status()["failingForS"] == pytest.approx(51)
     f.run_once()  # "new" has now expired too
     assert (f.dropped, link.sent, box.cursor("up")) == (2, [], 2)
+
+
+def test_rows_retention_removed_before_the_forwarder_reached_them_count_as_dropped():
+    box = MemoryOutbox()
+    for i in range(6):
+        box.add_outbox("event-start", f"e{i}", event(f"e{i}"))
+    box.set_cursor("up", 1)
+    del box.items[1:4]  # seqs 2-4 pruned by retention
+    link = Recorder()
+    f = forwarder(box, link)
+    f.run_once()
+    assert [m["id"] for m in link.sent] == ["e4", "e5"] and f.dropped == 3
+    fresh = MemoryOutbox()  # a new forwarder (no cursor yet) starts at the oldest row kept, losing nothing
+    fresh.add_outbox("event-start", "a", event("a"))
+    fresh.add_outbox("event-start", "b", event("b"))
+    del fresh.items[0]
+    g = forwarder(fresh, Recorder())
+    g.run_once()
+    assert g.dropped == 0 and g.delivered == 1
 
 
 def test_results_are_skipped_unless_asked_and_thinned_per_camera():

@@ -120,6 +120,10 @@ class Forwarder:
         items = self.outbox.outbox_after(self._cursor, BATCH)
         if not items:
             return self.poll_s
+        if self._cursor and items[0].seq > self._cursor + 1:
+            # seqs are never reused nor skipped, so a gap is rows that retention removed before
+            # this forwarder reached them (older than the largest TTL): lost, and counted as such
+            self.dropped += items[0].seq - self._cursor - 1
         try:
             for item in items:
                 if self._stop.is_set():

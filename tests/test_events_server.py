@@ -51,10 +51,11 @@ def colours(exports) -> Predictor:
     return Predictor.load(exports["modern"])
 
 
-def events_app(predictor: Predictor, video: Path, data: Path, **events):  # type: ignore[no-untyped-def]
+def events_app(predictor: Predictor, video: Path, data: Path, loop: bool = False,  # type: ignore[no-untyped-def]
+               **events):
     settings = {"device": "kiosk-1", "rules": [RULE], "store": {"path": str(data), "min_free_mb": 0}, **events}
     return make_app(predictor, token=TOKEN, events=settings,
-                    cameras=[{"id": "door", "source": str(video), "realtime": True}])
+                    cameras=[{"id": "door", "source": str(video), "realtime": True, "loop": loop}])
 
 
 class SseReader(threading.Thread):
@@ -224,7 +225,7 @@ def tiny_disk(tmp_path):  # type: ignore[no-untyped-def]
 def test_a_full_disk_is_reported_and_recording_resumes_when_space_returns(colours, tmp_path, tiny_disk):
     # red for 0.6 s every 1.4 s, looping
     video = colour_video(tmp_path / "blink.avi", [(GREY, 12), (RED, 9)], fps=15, size=(640, 480))
-    app = events_app(colours, video, tiny_disk / "data")
+    app = events_app(colours, video, tiny_disk / "data", loop=True)
     with running(app) as url:
         assert wait_for(lambda: len(ended(url)) >= 1, timeout=30)
         ballast = tiny_disk / "ballast"

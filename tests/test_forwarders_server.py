@@ -63,6 +63,8 @@ def test_served_events_reach_the_webhook_and_show_in_metrics(tmp_path: Path, exp
         hook.close()
     assert 1 <= len(samples) <= 3 and {s.sampler for s in samples} == {"tags"}  # per_minute: 3
     assert samples[0].prediction["predictions"][0]["tagName"] == "red"
+    assert sample(metrics, 'edge_samples_stored_total{sampler="tags"}') >= 1
+    assert sample(metrics, 'edge_samples_limited_total{sampler="tags"}') >= 1  # red for 3 s at 20 fps: > 3
     got = hook.got[:4]
     bodies = [json.loads(body) for _, body in got]
     assert [b["type"] for b in bodies] == ["event-start", "event-end", "event-start", "event-end"]

@@ -11,6 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
@@ -19,7 +20,7 @@ from edge_runtime.events.store import Budget, EventStore
 from edge_runtime.predictor import Predictor
 from edge_runtime.sinks import EventBroadcaster
 from edge_runtime.sinks.context import SinkContext
-from edge_runtime.sinks.samples import SamplesSink, build
+from edge_runtime.sinks.samples import SamplesCollector, SamplesSink, build
 from edge_runtime.types import Frame, FrameResult, Prediction, PredictionResult
 from tests.conftest import solid
 
@@ -156,6 +157,11 @@ def test_the_sink_stores_full_resolution_frames_with_their_prediction(exports, s
     sink.close()
     kept = store.samples()
     assert sorted(s.sampler for s in kept) == ["disagreement", "disagreement", "uncertain"]
+    registry = CollectorRegistry()
+    registry.register(SamplesCollector(sink))
+    assert registry.get_sample_value("edge_samples_stored_total", {"sampler": "disagreement"}) == 2
+    assert registry.get_sample_value("edge_samples_wanted_total", {"sampler": "uncertain"}) == 1
+    assert registry.get_sample_value("edge_samples_dropped_total") == 0
     assert sink.stored == 3 and sink.dropped == sink.refused == sink.failed == 0
     green = next(s for s in kept if s.prediction["predictions"][0]["tagName"] == "green")
     image = cv2.imread(str(store.media_path(green.image)))

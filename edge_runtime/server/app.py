@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__, forwarders, systemd
 from ..events.metrics import StoreCollector
 from ..metrics import Metrics
+from ..sinks import samples
 from . import errors, events_api, health, live, predict
 from .state import Services
 
@@ -92,6 +93,7 @@ def create_app(svc: Services) -> FastAPI:
 
     if svc.store is not None:
         svc.metrics.registry.register(StoreCollector(svc.store))
+    samples.watch(svc.metrics.registry, svc.sinks)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -102,7 +102,10 @@ class Settings(Strict):
     forwarders: list[ForwarderConfig] = Field(default_factory=list, description="send events upstream")
     samples: SamplesConfig = SamplesConfig()
 
-    _unique_forwarders = field_validator("forwarders")(unique_names)
+    @field_validator("forwarders")
+    @classmethod
+    def _unique_forwarders(cls, forwarders: list[ForwarderConfig]) -> list[ForwarderConfig]:
+        return unique_names(forwarders)
 
     @field_validator("cameras")
     @classmethod

@@ -274,3 +274,18 @@ def test_times_and_default_data_dir():
     assert default_data_dir({}) == Path("data")
     assert default_data_dir({"INVOCATION_ID": "x"}) == Path("/var/lib/edge-runtime")
     assert default_data_dir({"STATE_DIRECTORY": "/srv/a:/srv/b"}) == Path("/srv/a")
+
+
+def test_readme_event_examples_are_valid_settings():
+    import re
+
+    import yaml
+
+    from edge_runtime.config import Settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Events: remember and report"):readme.index("## Train and evaluate")]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert len(blocks) == 4  # the reference and one per user
+    for block in blocks:
+        Settings.model_validate(yaml.safe_load(block))

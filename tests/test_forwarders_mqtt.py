@@ -202,9 +202,7 @@ def test_status_is_retained_online_then_offline_and_the_will_says_offline(tmp_pa
         from pathlib import Path
         from edge_runtime import forwarders
         from edge_runtime.config import load_settings
-        from edge_runtime.errors import ConfigError
-from edge_runtime.events.store import EventStore
-from edge_runtime.forwarders.memory import MemoryOutbox
+        from edge_runtime.events.store import EventStore
         settings = load_settings(Path({str(tmp_path / 'child.yaml')!r}))
         running = forwarders.start_all(settings, EventStore.open(Path({str(tmp_path / 'child')!r})))
         while not running.forwarders[0].transport._connected.is_set():

@@ -227,10 +227,10 @@ def test_config_fails_loudly_and_names_the_key(tmp_path: Path):
 
 
 class Receiver:
-    """http.server on 127.0.0.1 that answers 500 to its first `failures` POSTs."""
+    """http.server on 127.0.0.1 that answers 500 to its first `failures` POSTs, each after `delay_s`."""
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
+    def __init__(self, failures: int, delay_s: float = 0.0) -> None:
+        self.failures, self.delay_s = failures, delay_s
         self.got: list[tuple[dict[str, str], bytes]] = []
         self.answers: list[int] = []
         receiver = self
@@ -238,6 +238,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(receiver.delay_s)
                 status = 500 if receiver.failures > 0 else 200
                 receiver.failures -= status == 500
                 if status == 200:

@@ -403,3 +403,25 @@ def test_events_recorded_by_the_store_validate_and_carry_their_thumbnail(tmp_pat
         image = cv2.imdecode(np.frombuffer(base64.b64decode(message["thumbnailJpeg"]), np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (120, 160, 3)
     assert link.sent[0]["end"] is None and link.sent[1]["end"] is not None and link.sent[1]["frames"] == 9
+
+
+@pytest.mark.timeout(30)
+def test_a_link_down_past_the_ttl_drops_items_and_reports_unhealthy(tmp_path: Path):
+    store = EventStore.open(tmp_path / "data")
+    store.add_outbox("event-start", "a", event("a"))
+    store.add_outbox("event-start", "b", event("b"))
+    metrics = Metrics()
+    settings = load_settings(overrides={"forwarders": [
+        {"type": "webhook", "name": "hook", "url": "http://127.0.0.1:9/", "ttl_s": 0.5, "poll_s": 0.05,
+         "backoff": {"initial_s": 0.05, "max_s": 0.1}}]})
+    running = forwarders.start_all(settings, store, metrics)
+    try:
+        assert wait_for(lambda: running.status()[0]["dropped"] == 2, timeout=10)
+        assert wait_for(lambda: not running.healthy, timeout=5)
+        status = running.status()[0]
+        text = metrics.render().decode()
+    finally:
+        running.stop(timeout=5)
+        store.close()
+    assert status["healthy"] is False and status["failingForS"] > 0.5 and status["queueDepth"] == 0
+    assert 'edge_forwarder_dropped_total{forwarder="hook"} 2.0' in text

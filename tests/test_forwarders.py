@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -425,3 +426,14 @@ def test_a_link_down_past_the_ttl_drops_items_and_reports_unhealthy(tmp_path: Pa
         store.close()
     assert status["healthy"] is False and status["failingForS"] > 0.5 and status["queueDepth"] == 0
     assert 'edge_forwarder_dropped_total{forwarder="hook"} 2.0' in text
+
+
+def test_the_config_examples_in_the_docs_are_valid_settings(tmp_path: Path):
+    text = (Path(__file__).resolve().parent.parent / "docs" / "forwarding.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"example{i}.yaml"
+        path.write_text(block)
+        settings = load_settings(path)
+        assert settings.forwarders or settings.samples.samplers

@@ -105,7 +105,7 @@ class Forwarder:
         self.last_error = ""
         self._cursor = self._saved = outbox.cursor(name)
         self._saved_at = time.monotonic()
-        self._last_result: dict[str, float] = {}  # camera -> created of the last result sent
+        self._last_result: dict[str, float] = {}  # camera -> capture time of the last result sent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -176,7 +176,8 @@ class Forwarder:
         self.last_error = str(exc) or type(exc).__name__
         if self.failing_since is None:
             self.failing_since = self.clock()
-            log.warning("forwarder %s: delivery failed, retrying with backoff: %s", self.name, self.last_error)
+            log.warning("forwarder %s: delivery failed, retrying with backoff: %s", self.name, self.last_error,
+                        exc_info=not isinstance(exc, DeliveryError))  # a traceback only for the unexpected
         return self.backoff.next()
 
     def _save(self, force: bool) -> None:

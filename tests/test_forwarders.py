@@ -303,6 +303,7 @@ def test_webhook_gets_every_event_in_order_through_five_500s_and_signed(tmp_path
     assert hook.answers[:5] == [500] * 5
     assert [json.loads(b)["id"] for _, b in hook.got] == [*ids, ids[0]]
     assert [h["Idempotency-Key"] for h, _ in hook.got][-1] == f"{ids[0]}:event-end"
+    assert hook.got[0][0]["User-Agent"].startswith("edge-runtime/") and "(kiosk-3)" in hook.got[0][0]["User-Agent"]
     for headers, body in hook.got:
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         assert hmac.compare_digest(headers["X-Signature"], expected)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Forwarder", "Running", "build", "start_all"]
 
-# type -> module whose transport class has from_config(cfg, device)
+# type -> (module, transport class); the class has from_config(cfg, device)
 TRANSPORTS = {"mqtt": ("mqtt", "MqttTransport"), "webhook": ("webhook", "WebhookTransport")}
 
 
@@ -45,9 +45,7 @@ def make_transport(cfg: ForwarderConfig, device: str) -> Transport:
     except ImportError as exc:
         raise ConfigError(f"forwarder {cfg.key}: type {cfg.type} needs {exc.name}: "
                           "pip install 'edge-runtime[events]'") from None
-    if cfg.type == "mqtt":
-        return transport_cls.from_config(cfg, device)  # type: ignore[no-any-return]
-    return transport_cls.from_config(cfg)  # type: ignore[no-any-return]
+    return transport_cls.from_config(cfg, device)  # type: ignore[no-any-return]
 
 
 def build(cfg: ForwarderConfig, outbox: Outbox, device: str) -> Forwarder:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from .. import __version__
 from . import payload
 from .base import DeliveryError, Item, read_secret
 
@@ -45,10 +46,12 @@ class WebhookTransport:
         self.where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
     @classmethod
-    def from_config(cls, cfg: WebhookForwarderConfig) -> WebhookTransport:
+    def from_config(cls, cfg: WebhookForwarderConfig, device: str) -> WebhookTransport:
         secret = read_secret(cfg.secret_file, "webhook secret_file").encode() if cfg.secret_file else None
         verify: str | bool = str(cfg.ca_file) if cfg.ca_file else True
-        return cls(cfg.url, secret, cfg.timeout_s, requests.Session(), verify)
+        session = requests.Session()
+        session.headers["User-Agent"] = f"edge-runtime/{__version__} ({device})"
+        return cls(cfg.url, secret, cfg.timeout_s, session, verify)
 
     def send(self, item: Item, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "Idempotency-Key": payload.idempotency_key(item)}

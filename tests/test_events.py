@@ -289,3 +289,23 @@ def test_readme_event_examples_are_valid_settings():
     assert len(blocks) == 4  # the reference and one per user
     for block in blocks:
         Settings.model_validate(yaml.safe_load(block))
+
+
+def test_retention_drops_oldest_media_then_records_but_keeps_records_for_a_full_disk(tmp_path):
+    store = EventStore.open(tmp_path, Budget(max_bytes=1 << 30, min_free_bytes=0))
+    for i in range(1500):
+        e = store.start_event(record(T0 + i), {"snapshot": b"s" * 2000} if i >= 1400 else None)
+        store.end_event(replace(e, end=T0 + i + 0.5))
+    newest = store.events(limit=1)[0]
+    # a disk full of other files: media go, oldest first, and every record stays
+    store.budget = Budget(max_bytes=1 << 30, min_free_bytes=store.free_bytes() + (1 << 40))
+    sweep = Janitor(store).run()
+    assert sweep.media == 100 and sweep.records == 0 and store.count() == 1500
+    # over the byte budget with no media left: the oldest records go until it fits
+    store.budget = Budget(max_bytes=store.usage_bytes() // 2, min_free_bytes=0)
+    sweep = Janitor(store).run()
+    assert sweep.records > 0 and store.usage_bytes() <= store.budget.max_bytes
+    kept = store.events(limit=2000)
+    assert kept[0].id == newest.id and min(e.start for e in kept) > T0  # the oldest went first
+    assert store.integrity_check() == "ok"
+    store.close()

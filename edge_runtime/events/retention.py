@@ -5,7 +5,9 @@
 
 In order: events and samples older than max_age_days go; then, while the store is over
 max_mb or the disk has less than min_free_mb free, the oldest media go (the event records
-stay, without pictures), and when no media are left, the oldest records. Outbox rows every
+stay, without pictures), and when no media are left and the store is still over max_mb,
+the oldest records. (Records are small: deleting them for a disk that other files filled
+would lose history and free next to nothing.) Outbox rows every
 forwarder has passed (or older than the largest TTL) are deleted, and freed database pages
 are given back to the disk.
 """
@@ -43,6 +45,7 @@ class Janitor:
         """One sweep; `extra` bytes are about to be written and need room too."""
         now = time.time() if now is None else now
         store, budget, sweep = self.store, self.store.budget, Sweep()
+        sweep.outbox = store.prune_outbox(self.consumers, self.max_ttl_s, now)
         if budget.max_age_s is not None:
             cutoff = now - budget.max_age_s
             while n := store.delete_oldest_records(BATCH, older_than=cutoff):
@@ -57,12 +60,13 @@ class Janitor:
                     if not self.over(extra):
                         break
                 continue
+            if not store.over_budget(extra):
+                break  # the disk is short of space, not the budget: records are too small to matter
             removed = store.delete_oldest_records(BATCH)
             if not removed:
-                break  # nothing of ours is left to delete: the disk is full of other things
+                break
             sweep.records += removed
             store.compact()
-        sweep.outbox = store.prune_outbox(self.consumers, self.max_ttl_s, now)
         if sweep.aged or sweep.media or sweep.records or sweep.outbox:
             store.compact()
             log.debug("retention: %s", sweep)

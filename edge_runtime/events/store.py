@@ -63,6 +63,7 @@ CREATE INDEX IF NOT EXISTS events_start ON events(start);
 CREATE TABLE IF NOT EXISTS outbox(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, event_id TEXT NOT NULL,
     created REAL NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_event ON outbox(event_id);
 CREATE TABLE IF NOT EXISTS cursors(name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS samples(
     id TEXT PRIMARY KEY, sampler TEXT NOT NULL, camera TEXT NOT NULL, taken_at REAL NOT NULL,
@@ -332,6 +333,14 @@ class EventStore:
                 total += (self.data_dir / (DB_NAME + suffix)).stat().st_size
         return total
 
+    def _count_bytes(self, delta: int) -> None:
+        with self._lock:
+            self._media_bytes += delta
+
+    def over_budget(self, extra: int = 0) -> bool:
+        """Over max_bytes (what deleting records helps with, unlike a disk full of other files)."""
+        return self.usage_bytes() + extra > self.budget.max_bytes
+
     def free_bytes(self) -> int:
         try:
             return shutil.disk_usage(self.data_dir).free
@@ -437,7 +446,7 @@ class EventStore:
             db.execute(f"INSERT INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*self._event_values(event), size))
             self._append_outbox(db, "event-start", event.id, event.to_json())
-        self._media_bytes += size
+        self._count_bytes(size)
         if fitted:
             self._wrote()
         return event
@@ -471,7 +480,7 @@ class EventStore:
             db.execute(f"INSERT OR REPLACE INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
             self._append_outbox(db, "event-end", event.id, event.to_json())
-        self._media_bytes += size - (old[0] if old else 0)
+        self._count_bytes(size - (old[0] if old else 0))
         if fitted:
             self._wrote()
         return event
@@ -554,7 +563,7 @@ class EventStore:
             names = list(rows[0][:4]) if rows else []
             freed = int(rows[0][4]) if rows else 0
         self._unlink(names)
-        self._media_bytes -= freed
+        self._count_bytes(-freed)
         self.stats.evicted_media += 1
         return freed
 
@@ -583,8 +592,9 @@ class EventStore:
         with self._transaction() as db:
             freed = sum(db.execute("SELECT media_bytes FROM events WHERE id = ?", i).fetchone()[0] for i in ids)
             db.executemany("DELETE FROM events WHERE id = ?", ids)
+            db.executemany("DELETE FROM outbox WHERE event_id = ?", ids)  # a deleted event is not sent
         self._unlink([n for e in events for n in e.media_names()])
-        self._media_bytes -= freed
+        self._count_bytes(-freed)
 
     def _unlink(self, names: list[str | None]) -> None:
         for name in names:
@@ -595,7 +605,7 @@ class EventStore:
     def compact(self) -> None:
         """Give freed database pages back to the disk."""
         with self._lock, contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page only
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # ---- outbox and cursors ----------------------------------------------------------------------
@@ -664,7 +674,7 @@ class EventStore:
         except DiskFullError:
             self._unlink([name])
             return None
-        self._media_bytes += size
+        self._count_bytes(size)
         self._wrote()
         return sample_id
 

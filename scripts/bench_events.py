@@ -29,6 +29,7 @@ from edge_runtime.bench import machine
 from edge_runtime.camera import Camera
 from edge_runtime.config import Settings, load_settings
 from edge_runtime.events.media import evidence
+from edge_runtime.events.recorder import Recorder
 from edge_runtime.events.setup import open_store, store_wanted
 from edge_runtime.events.store import EventRecord, EventStore, new_id
 from edge_runtime.pipeline import Pipeline
@@ -48,7 +49,7 @@ def settings_for(kind: str, data: Path, hook_port: int, secret: Path) -> Setting
     if kind == "events + forwarder + clips":
         events["clip"] = {"enabled": True, "pre_s": 1, "post_s": 1}
     hook = {"type": "webhook", "name": "bench", "url": f"http://127.0.0.1:{hook_port}/", "secret_file": str(secret)}
-    return load_settings(env={}, overrides={"events": events, "forwarders": [hook]})
+    return load_settings(env={}, overrides={"events": events, "forwarders": [hook] if "forwarder" in kind else []})
 
 
 def loop_run(predictor: Predictor, clip: Path, settings: Settings) -> tuple[float, int]:
@@ -79,6 +80,34 @@ def loop_run(predictor: Predictor, clip: Path, settings: Settings) -> tuple[floa
     return count[0] / elapsed, recorded
 
 
+def recorder_cpu(predictor: Predictor, clip: Path, folder: Path, clips: bool) -> tuple[float, float, int]:
+    """CPU ms per frame of decode + predict, and of the recorder alone (run synchronously,
+    so the number is not blurred by the other threads); and the events it recorded."""
+    cap = cv2.VideoCapture(str(clip))
+    results, t0, now = [], time.process_time(), time.time()
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frame = Frame("bench", len(results), now + len(results) / 30, time.monotonic(), image)
+        results.append(FrameResult(frame, predictor.predict(image), 1.0, time.monotonic()))
+    loop_ms = 1000 * (time.process_time() - t0) / len(results)
+    events: dict[str, Any] = {"rules": [RULE], "store": {"path": str(folder), "min_free_mb": 0}}
+    if clips:
+        events["clip"] = {"enabled": True, "pre_s": 1, "post_s": 1}
+    settings = load_settings(env={}, overrides={"events": events})
+    store = open_store(settings)
+    recorder = Recorder(settings.events, store)
+    t0 = time.process_time()
+    for result in results:
+        recorder.process(result)
+    recorder.close()
+    recorder_ms = 1000 * (time.process_time() - t0) / len(results)
+    recorded = store.stats.ended
+    store.close()
+    return loop_ms, recorder_ms, recorded
+
+
 def store_rate(folder: Path, frame: FrameResult, events: int) -> tuple[float, float, int]:
     """Events (start + end, with media) per second, outbox items per second, media bytes per event."""
     store = EventStore.open(folder)
@@ -106,7 +135,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     args = parser.parse_args()
     predictor = Predictor.load(DEMO, options=PostprocessOptions(top_k=5))
-    kinds = ["baseline", "events + forwarder", "events + forwarder + clips"]
+    kinds = ["baseline", "events", "events + forwarder", "events + forwarder + clips"]
     fps: dict[str, list[float]] = {k: [] for k in kinds}
     recorded: dict[str, list[int]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +153,7 @@ def main() -> None:
         finally:
             receiver.terminate()
             receiver.wait(10)
+        cpu = {clips: recorder_cpu(predictor, clip, root / f"cpu-{clips}", clips) for clips in (False, True)}
         image = cv2.resize(cv2.imread(str(DEMO / "samples" / "coffee.jpg")), (1280, 720))
         frame = FrameResult(Frame("bench", 1, time.time(), time.monotonic(), image), predictor.predict(image), 1.0,
                             time.monotonic())
@@ -137,6 +167,13 @@ def main() -> None:
     for kind in kinds:
         med = statistics.median(fps[kind])
         print(f"| {kind} | {med:.1f} | {100 * (med / base - 1):+.1f}% | {statistics.median(recorded[kind]):.0f} |")
+    print("\n#### CPU per frame, measured alone (same video)\n")
+    print("| work | CPU ms / frame | vs decode + predict | events |\n|---|---:|---:|---:|")
+    loop_ms = cpu[False][0]
+    print(f"| decode + predict (top 5) | {loop_ms:.2f} | | |")
+    for clips, (_, ms, n) in cpu.items():
+        name = "recorder, with clips (VP9)" if clips else "recorder (rules, snapshots, store)"
+        print(f"| {name} | {ms:.2f} | {100 * ms / loop_ms:.1f}% | {n} |")
     print("\n#### Event store, synchronous=FULL, one transaction per write\n")
     print("| write | per second | ms each |\n|---|---:|---:|")
     print(f"| event start + end, with {media_bytes / 1024:.0f} KB of snapshot and thumbnail (written twice) "

@@ -173,6 +173,7 @@ def test_store_samples_and_cursors(tmp_path):
     store.close()
 
 
+@pytest.mark.timeout(300)
 def test_a_5mb_budget_holds_over_an_hour_of_events(tmp_path, colours):
     """One red appearance every 15 s for an hour (240 events with snapshots), time simulated."""
     budget_mb = 5

@@ -86,6 +86,7 @@ def ended(url: str) -> list[dict]:  # type: ignore[type-arg]
     return [e for e in r.json()["events"] if e["end"]]
 
 
+@pytest.mark.timeout(120)
 def test_red_twice_gives_two_events_with_snapshots_over_api_and_sse(colours, tmp_path):
     video = colour_video(tmp_path / "red-twice.avi", [(GREY, 30), (RED, 15), (GREY, 20), (RED, 15), (GREY, 600)])
     app = events_app(colours, video, tmp_path / "data", clip={"enabled": True, "pre_s": 0.5, "post_s": 0.5})
@@ -160,6 +161,7 @@ def api(url: str, path: str = "/api/events") -> dict | None:  # type: ignore[typ
     return r.json() if r.status_code == 200 else None
 
 
+@pytest.mark.timeout(180)
 def test_kill_9_while_recording_loses_no_ended_event(exports, tmp_path):
     # red for 0.8 s every 1.6 s, looping: events start and end all the time
     video = colour_video(tmp_path / "blink.avi", [(GREY, 12), (RED, 12)], fps=15)
@@ -222,6 +224,7 @@ def tiny_disk(tmp_path):  # type: ignore[no-untyped-def]
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.timeout(120)
 def test_a_full_disk_is_reported_and_recording_resumes_when_space_returns(colours, tmp_path, tiny_disk):
     # red for 0.6 s every 1.4 s, looping
     video = colour_video(tmp_path / "blink.avi", [(GREY, 12), (RED, 9)], fps=15, size=(640, 480))

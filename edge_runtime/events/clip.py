@@ -5,13 +5,15 @@
     frames = buffer.since("door", start - 3)
     write_clip(frames, path, fps=10)
 
-The default codec is VP9 in an MP4 container ("vp09"): OpenCV's pip wheels can write it
-(their FFmpeg has libvpx but no H.264 encoder) and Chromium, Firefox and Safari play it.
-It is slow to encode (OpenCV cannot pass libvpx its speed options): about a second per
-few dozen frames at 640 wide on a small CPU, on the recorder's thread, never the camera
-loop's. MPEG-4 Part 2 ("mp4v", `events.clip.codec: mp4v`) is about a hundred times faster
-and the fallback where VP9 cannot be opened, but plays only in players such as VLC, not
-in browsers.
+Two codecs of OpenCV's pip wheels write MP4 (their FFmpeg has no H.264 encoder):
+
+- "mp4v" (MPEG-4 Part 2, the default): a few ms of CPU per frame; VLC, ffplay and desktop
+  players play it, browsers do not (the events page then offers it as a download).
+- "vp09" (VP9): Chromium, Firefox and Safari play it, but OpenCV cannot pass libvpx its
+  speed options, and it costs about 250 ms of CPU per 640x360 frame on a 2-core x86 VM
+  (docs/benchmarks.md): for devices with cores to spare, short clips, small `width` and `fps`.
+
+The recorder's thread writes clips at a low priority, never the camera loop's.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..types import FrameResult
 from .media import shrink
 
 log = logging.getLogger(__name__)
-CODECS = ("vp09", "mp4v")
+CODECS = ("mp4v", "vp09")  # the first that opens, after the one asked for
 Timed = tuple[float, np.ndarray]  # (capture time, shrunk BGR frame)
 
 

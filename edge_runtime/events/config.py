@@ -74,8 +74,9 @@ class StoreConfig(Strict):
 
 class ClipConfig(Strict):
     enabled: bool = Field(False, description="write a short MP4 per event")
-    codec: Literal["vp09", "mp4v"] = Field("vp09", description="vp09: plays in browsers, slow to encode on "
-                                           "small CPUs; mp4v: fast, but browsers cannot play it")
+    codec: Literal["mp4v", "vp09"] = Field("mp4v", description="mp4v: cheap to encode, plays in VLC and "
+                                           "desktop players, not in browsers; vp09: plays in browsers, but "
+                                           "costs about 50 times the CPU")
     pre_s: float = Field(3.0, ge=0, le=60, description="seconds before the event starts")
     post_s: float = Field(3.0, ge=0, le=60, description="seconds after it ends")
     max_s: float = Field(60.0, gt=0, le=600, description="longest clip")

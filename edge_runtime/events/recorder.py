@@ -11,12 +11,15 @@ the best frame of the whole event replaces it, and the clip (when enabled) is wr
 `clip.post_s` more seconds of frames have arrived. Each start and end is published as an
 `event-start` / `event-end` SSE message with the event's JSON. Store failures (a full disk)
 are counted and logged, and never stop the thread: recording resumes when space returns.
+The thread runs at a lower CPU priority (nice +10) than the camera loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -37,6 +40,7 @@ Publish = Callable[[str, str, str], None]
 TOUCH_EVERY_S = 1.0  # an open event's last frame is saved this often (what a crash keeps)
 JANITOR_EVERY_S = 60.0
 TICK_S = 0.25
+NICE = 10  # evidence and clips are background work: inference keeps the cores when both want them
 LOG_EVERY_S = 30.0
 _STOP = object()
 
@@ -63,6 +67,7 @@ class Recorder:
         self._clock = clock
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.store.queue)
         self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
         self._next_sweep = clock() + JANITOR_EVERY_S
         self._logged = -LOG_EVERY_S
 
@@ -81,6 +86,9 @@ class Recorder:
     __call__ = submit
 
     def _run(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # Linux: nice applies to this thread alone
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + NICE)
         next_tick = self._clock() + TICK_S
         while True:
             try:
@@ -89,6 +97,9 @@ class Recorder:
                 item = None
             if item is _STOP:
                 return
+            if self._closing.is_set():  # shutting down: what is queued is not worth the wait
+                self.store.stats.dropped_results += isinstance(item, FrameResult)
+                continue
             try:
                 if isinstance(item, FrameResult):
                     self.process(item)
@@ -99,7 +110,9 @@ class Recorder:
                 self._log_failure("recording", exc)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread, end open events at their last frame and write what is due."""
+        """Stop the thread (results still queued are dropped), end open events at their last
+        frame and write what is due."""
+        self._closing.set()
         if self._thread is not None:
             while True:
                 try:

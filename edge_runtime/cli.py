@@ -123,7 +123,50 @@ def build_parser() -> argparse.ArgumentParser:
                        help=field_help(BenchOptions, "iterations") + " (default: %(default)s)")
     bench.add_argument("--image", type=Path, help="picture to use (default: a bundled sample)")
     _survey_parser(sub)
+    _events_args(sub)
     return parser
+
+
+# ---- events: read a store (safe while the server records) ----
+def _events_args(sub: Any) -> None:
+    events = sub.add_parser("events", help="list or export recorded events").add_subparsers(dest="action",
+                                                                                               required=True)
+    for name, text in (("list", "list events, oldest first"), ("export", "copy events and their media out")):
+        p = events.add_parser(name, help=text)
+        p.add_argument("--data", type=Path, required=True, help="the data folder (events.store.path)")
+        p.add_argument("--since", help="ISO 8601, seconds since the epoch, or an age such as 12h")
+        p.add_argument("--until", help="as --since")
+        if name == "list":
+            p.add_argument("--json", action="store_true", help="one JSON array of events")
+        else:
+            p.add_argument("--out", type=Path, required=True, help="folder to write into")
+            p.add_argument("--format", default="jsonl", choices=("jsonl", "csv", "dataset"),
+                           help="dataset: one folder per tag, as edge-export train reads")
+            p.add_argument("--samples", action="store_true", help="also the samples kept for labelling")
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .events.export import all_events, export, table
+    from .events.store import EventStore
+    from .events.times import parse_time
+
+    try:
+        since, until = (parse_time(t) if t else None for t in (args.since, args.until))
+    except ValueError as exc:
+        raise ConfigError(f"--since/--until: {exc}") from None
+    store = EventStore.open_readonly(args.data)
+    try:
+        if args.action == "list":
+            events = list(all_events(store, since, until))
+            print(json.dumps([e.to_json() for e in events], indent=2) if args.json else table(events))
+        else:
+            counts = export(store, args.out, args.format, since, until, samples=args.samples)
+            print(f"exported {counts['events']} events" + (f" and {counts['samples']} samples" if args.samples
+                                                            else "") + f" to {args.out}")
+    finally:
+        store.close()
+    return 0
 
 
 def _load(args: argparse.Namespace, options: PostprocessOptions | None = None) -> Predictor:
@@ -309,7 +352,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench,
-            "quantize": cmd_quantize, "survey": cmd_survey}
+            "quantize": cmd_quantize, "survey": cmd_survey, "events": cmd_events}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

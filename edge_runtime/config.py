@@ -34,10 +34,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
 from .errors import ConfigError, EdgeRuntimeError
+from .events.config import EventsConfig
+from .events.samplers import SamplesConfig
+from .forwarders.config import ForwarderConfig, unique_names
 from .postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
+from .settings_base import Strict
 from .sources.uri import check_uri
 
 ENV_PREFIX = "EDGE_RUNTIME_"
@@ -45,10 +49,6 @@ TOKEN_ENV = "EDGE_RUNTIME_TOKEN"
 TOKEN_FILE_ENV = "EDGE_RUNTIME_TOKEN_FILE"
 DEMO = "demo"
 DEMO_TOP_K = 5  # the demo model has 1000 tags: without --top-k, its results show this many
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelConfig(Strict):
@@ -141,6 +141,14 @@ class Settings(Strict):
     cameras: list[CameraConfig] = Field(default_factory=list)
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    events: EventsConfig = EventsConfig()
+    forwarders: list[ForwarderConfig] = Field(default_factory=list, description="send events upstream")
+    samples: SamplesConfig = SamplesConfig()
+
+    @field_validator("forwarders")
+    @classmethod
+    def _unique_forwarders(cls, forwarders: list[ForwarderConfig]) -> list[ForwarderConfig]:
+        return unique_names(forwarders)
 
     @field_validator("cameras")
     @classmethod

@@ -16,7 +16,9 @@
     │   └── ImageBusyError           the shared decode budget stayed full too long
     ├── ProviderError                an execution provider was asked for but is absent
     ├── InferenceError               onnxruntime failed while running a model
-    └── ConfigError                  a setting is wrong (the key is named)
+    ├── ConfigError                  a setting is wrong (the key is named)
+    └── StoreError                   the event store cannot be used
+        └── DiskFullError            no room on its disk or in its budget
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
 with `raise ... from exc`, so callers catch only this tree. The CLI prints `str(error)`;
@@ -92,3 +94,11 @@ class InferenceError(EdgeRuntimeError):
 
 class ConfigError(EdgeRuntimeError):
     """A config file, environment variable or flag is wrong (the key is named)."""
+
+
+class StoreError(EdgeRuntimeError):
+    """The event store cannot be opened or used (the data folder is named)."""
+
+
+class DiskFullError(StoreError):
+    """The store's disk (or its budget) has no room; recording resumes when space returns."""

@@ -18,6 +18,7 @@ import numpy as np
 from .camera import Backoff, Camera
 from .config import DEMO, CameraConfig, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError
+from .events.setup import open_store, store_wanted
 from .gate import SceneGate
 from .metrics import Metrics
 from .paths import DEMO_MODEL, graph_cache_dir
@@ -100,14 +101,21 @@ def build_services(
     cameras = [make_camera(c, gates[c.id].hook(predictor.prepare) if c.id in gates else predictor.prepare)
                for c in settings.cameras]
     metrics = Metrics()
-    sinks = build_sinks(settings, predictor.iteration, on_error=lambda name: metrics.sink_errors.labels(name).inc())
+    store = open_store(settings) if store_wanted(settings) else None
+    try:
+        sinks = build_sinks(settings, predictor.iteration,
+                            on_error=lambda name: metrics.sink_errors.labels(name).inc(), store=store)
+    except Exception:
+        if store is not None:
+            store.close()
+        raise
     pipeline = None
     if cameras:
         max_fps = {c.id: c.max_fps for c in settings.cameras if c.max_fps}
         pipeline = Pipeline(predictor, cameras, sinks.all, max_fps=max_fps, metrics=metrics, gates=gates)
     return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=pipeline,
                     latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,
-                    sinks=sinks.all)
+                    sinks=sinks.all, store=store)
 
 
 def serve(settings: Settings) -> None:

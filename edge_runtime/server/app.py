@@ -20,9 +20,11 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__, systemd
+from .. import __version__, forwarders, systemd
+from ..events.metrics import StoreCollector
 from ..metrics import Metrics
-from . import cloud, errors, health, live, predict
+from ..sinks import samples
+from . import cloud, errors, events_api, health, live, predict
 from .state import Services
 
 log = logging.getLogger("edge_runtime.http")
@@ -89,8 +91,13 @@ def create_app(svc: Services) -> FastAPI:
     svc.metrics.watch(lambda: svc.cameras)
     svc.events.project, svc.events.iteration = svc.settings.server.project, svc.predictor.iteration
 
+    if svc.store is not None:
+        svc.metrics.registry.register(StoreCollector(svc.store))
+    samples.watch(svc.metrics.registry, svc.sinks)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.forwarders = forwarders.start_all(svc.settings, svc.store, svc.metrics) if svc.store else None
         if svc.pipeline is not None:
             svc.pipeline.start()
         watchdog = asyncio.create_task(_feed_watchdog(svc))
@@ -106,6 +113,10 @@ def create_app(svc: Services) -> FastAPI:
                 svc.pipeline.stop(STOP_TIMEOUT_S)
             if svc.sinks is not None:
                 svc.sinks.close()
+            if app.state.forwarders is not None:
+                app.state.forwarders.stop(STOP_TIMEOUT_S)
+            if svc.store is not None:
+                svc.store.close()
 
     app = FastAPI(title="edge-runtime", version=__version__, lifespan=lifespan,
                   description="Custom Vision compatible predictions from local cameras and uploads.")
@@ -117,5 +128,6 @@ def create_app(svc: Services) -> FastAPI:
     app.include_router(live.protected)
     app.include_router(predict.router)
     app.include_router(cloud.router)
+    app.include_router(events_api.router)
     app.add_middleware(RequestMetrics, metrics=svc.metrics)
     return app

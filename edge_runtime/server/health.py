@@ -29,6 +29,11 @@ async def readyz(request: Request, svc: Services = Depends(services)) -> JSONRes
     body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
     if svc.token_matches(supplied_token(request)):
         body.update(model=True, cameras=states)
+        if svc.store is not None:
+            body["events"] = svc.store.status()
+        running = getattr(request.app.state, "forwarders", None)
+        if running is not None:
+            body["forwarders"] = running.status()
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from ..camera import Camera
 from ..config import Settings
+from ..events.store import EventStore
 from ..metrics import Metrics
 from ..pipeline import Pipeline
 from ..predictor import Predictor
@@ -31,6 +32,7 @@ class Services:
     frames: AnnotatedFrames = field(default_factory=AnnotatedFrames)
     metrics: Metrics = field(default_factory=Metrics)
     sinks: MultiSink | None = None  # closed at shutdown, after the pipeline stops
+    store: EventStore | None = None  # the event store; closed at shutdown, after the sinks
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     def camera(self, camera_id: str | None) -> Camera | None:

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Settings
-from . import jsonl
+from ..events.store import EventStore
+from . import events, jsonl, results, samples
 from .base import MultiSink, Sink
 from .broadcast import EventBroadcaster, Subscription
 from .context import SinkContext
@@ -31,6 +32,9 @@ __all__ = ["AnnotatedFrames", "EventBroadcaster", "JsonlLog", "LatestResults", "
 # name -> builder; a builder returns None when its settings leave the sink off
 BUILDERS: dict[str, Callable[[SinkContext], Sink | None]] = {
     "jsonl": jsonl.build,
+    "events_store": events.build,
+    "samples": samples.build,
+    "forward_results": results.build,
 }
 
 
@@ -42,10 +46,11 @@ class Sinks:
     all: MultiSink
 
 
-def build_sinks(settings: Settings, iteration: str = "", on_error: Callable[[str], None] | None = None) -> Sinks:
+def build_sinks(settings: Settings, iteration: str = "", on_error: Callable[[str], None] | None = None,
+                store: EventStore | None = None) -> Sinks:
     """The server's sinks, in publishing order; ConfigError (one line) if one cannot start."""
     ctx = SinkContext(settings=settings, project=settings.server.project, iteration=iteration,
-                      broadcaster=EventBroadcaster(settings.server.project, iteration))
+                      broadcaster=EventBroadcaster(settings.server.project, iteration), store=store)
     latest, frames = LatestResults(), AnnotatedFrames()
     chosen: dict[str, Sink] = {"latest": latest, "events": ctx.broadcaster, "frames": frames}
     try:

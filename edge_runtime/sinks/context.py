@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import Settings
+from ..events.store import EventStore
 from .broadcast import EventBroadcaster
 
 
@@ -14,3 +15,4 @@ class SinkContext:
     project: str
     iteration: str
     broadcaster: EventBroadcaster  # sinks may publish their own SSE messages through it
+    store: EventStore | None = None  # the opened event store (closed by its owner, not by sinks)

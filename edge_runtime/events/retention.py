@@ -1,0 +1,73 @@
+"""Retention: keep the store inside its budget, oldest first.
+
+    janitor = Janitor(store, consumers=["uplink"], max_ttl_s=86400)
+    janitor.run()                    # after each event, and every minute or so
+
+In order: events and samples older than max_age_days go; then, while the store is over
+max_mb or the disk has less than min_free_mb free, the oldest media go (the event records
+stay, without pictures), and when no media are left and the store is still over max_mb,
+the oldest records. (Records are small: deleting them for a disk that other files filled
+would lose history and free next to nothing.) Outbox rows every
+forwarder has passed (or older than the largest TTL) are deleted, and freed database pages
+are given back to the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .store import EventStore
+
+log = logging.getLogger(__name__)
+BATCH = 20
+
+
+@dataclass
+class Sweep:
+    aged: int = 0
+    media: int = 0
+    records: int = 0
+    outbox: int = 0
+
+
+class Janitor:
+    def __init__(self, store: EventStore, consumers: list[str] | None = None, max_ttl_s: float | None = None) -> None:
+        self.store = store
+        self.consumers = consumers or []
+        self.max_ttl_s = max_ttl_s
+
+    def over(self, extra: int = 0) -> bool:
+        return not self.store.room_for(extra)
+
+    def run(self, now: float | None = None, extra: int = 0) -> Sweep:
+        """One sweep; `extra` bytes are about to be written and need room too."""
+        now = time.time() if now is None else now
+        store, budget, sweep = self.store, self.store.budget, Sweep()
+        sweep.outbox = store.prune_outbox(self.consumers, self.max_ttl_s, now)
+        if budget.max_age_s is not None:
+            cutoff = now - budget.max_age_s
+            while n := store.delete_oldest_records(BATCH, older_than=cutoff):
+                sweep.aged += n
+            sweep.aged += store.delete_samples_before(cutoff)
+        while self.over(extra):
+            oldest = store.oldest_with_media(BATCH)
+            if oldest:
+                for kind, item_id, _ in oldest:
+                    store.drop_media(kind, item_id)
+                    sweep.media += 1
+                    if not self.over(extra):
+                        break
+                continue
+            if not store.over_budget(extra):
+                break  # the disk is short of space, not the budget: records are too small to matter
+            removed = store.delete_oldest_records(BATCH)
+            if not removed:
+                break
+            sweep.records += removed
+            store.compact()
+        if sweep.aged or sweep.media or sweep.records or sweep.outbox:
+            store.compact()
+            log.debug("retention: %s", sweep)
+        return sweep

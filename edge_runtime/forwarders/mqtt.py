@@ -1,0 +1,115 @@
+"""MQTT with paho-mqtt: QoS 1, and an item counts as delivered only once its PUBACK is in.
+
+Topics:
+    {prefix}/{device}/{camera}/events    event-start and event-end (see docs/event-payload.schema.json)
+    {prefix}/{device}/{camera}/results   results, for a forwarder with results_every_s
+    {prefix}/{device}/status             "online" / "offline", retained; "offline" is also the
+                                         last will, so the broker says it when the link dies
+
+paho's network thread keeps reconnecting on its own; while it is down, `send` fails fast and
+the delivery loop backs off. The password comes from password_file, never from the config
+or the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ..errors import ConfigError
+from .base import DeliveryError, Item, read_secret
+
+if TYPE_CHECKING:
+    from .config import MqttForwarderConfig
+
+log = logging.getLogger(__name__)
+ONLINE, OFFLINE = "online", "offline"
+
+
+def topics(prefix: str, device: str) -> tuple[str, str]:
+    """(the status topic, the per-camera template with {camera} and {kind} to fill in)."""
+    base = f"{prefix}/{device}" if prefix else device
+    return f"{base}/status", base + "/{camera}/{kind}"
+
+
+class MqttTransport:
+    def __init__(self, client: mqtt.Client, status_topic: str, template: str, timeout_s: float) -> None:
+        self.client, self.status_topic, self.template, self.timeout_s = client, status_topic, template, timeout_s
+        self.last_refusal = ""
+        self._connected = threading.Event()
+        self._closed = False
+        self._pending: tuple[int, mqtt.MQTTMessageInfo] | None = None
+        client.will_set(status_topic, OFFLINE, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+
+    @classmethod
+    def from_config(cls, cfg: MqttForwarderConfig, device: str) -> MqttTransport:
+        """Builds the client and starts connecting in the background (it never blocks on the network)."""
+        if any(c in device for c in "+#/"):
+            raise ConfigError(f"forwarder {cfg.key}: events.device {device!r} cannot name an MQTT topic level "
+                              "(no '+', '#' or '/')")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"edge-runtime-{device}-{cfg.key}")
+        if cfg.username is not None:
+            password = read_secret(cfg.password_file, "mqtt password_file") if cfg.password_file else None
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls is not None:
+            t = cfg.tls
+            client.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None,
+                           certfile=str(t.cert_file) if t.cert_file else None,
+                           keyfile=str(t.key_file) if t.key_file else None)
+        client.reconnect_delay_set(max(1, int(cfg.backoff.initial_s)), max(1, int(cfg.backoff.max_s)))
+        status, template = topics(cfg.prefix, device)
+        transport = cls(client, status, template, cfg.timeout_s)
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        client.loop_start()
+        return transport
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            if not self.last_refusal:
+                log.warning("mqtt %s: broker refused the connection: %s", self.status_topic, reason)
+            self.last_refusal = f"broker refused the connection: {reason}"
+            return
+        self.last_refusal = ""
+        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._connected.clear()
+
+    def topic(self, item: Item) -> str:
+        kind = "results" if item.kind == "result" else "events"
+        return self.template.format(camera=item.payload.get("camera") or "unknown", kind=kind)
+
+    def send(self, item: Item, body: bytes) -> None:
+        # The same item after a timeout: wait for the message paho still holds (it resends it
+        # on reconnect) rather than queueing a second copy.
+        if self._pending is None or self._pending[0] != item.seq:
+            if not self._connected.wait(self.timeout_s) or self._closed:
+                raise DeliveryError(self.last_refusal or "not connected to the broker")
+            self._pending = (item.seq, self.client.publish(self.topic(item), body, qos=1))
+        info = self._pending[1]
+        try:
+            info.wait_for_publish(self.timeout_s)
+            published = info.is_published()
+        except (RuntimeError, ValueError) as exc:
+            self._pending = None
+            raise DeliveryError(f"publish failed: {exc}") from exc
+        if not published:
+            raise DeliveryError(f"no PUBACK within {self.timeout_s:g} s")
+        self._pending = None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._connected.is_set():  # a clean disconnect sends no will: say offline ourselves
+            with contextlib.suppress(RuntimeError, ValueError):
+                self.client.publish(self.status_topic, OFFLINE, qos=1, retain=True).wait_for_publish(2.0)
+        self._connected.set()  # wakes a send waiting for the connection; it sees _closed
+        self.client.disconnect()
+        self.client.loop_stop()

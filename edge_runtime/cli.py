@@ -16,7 +16,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from . import __version__
+from . import __version__, logsetup
 from .errors import EdgeRuntimeError
 from .imageio import read_image
 from .postprocess import PostprocessOptions
@@ -213,7 +213,7 @@ COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsetup.configure(level)
     try:
         return COMMANDS[args.command](args)
     except EdgeRuntimeError as exc:

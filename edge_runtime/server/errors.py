@@ -53,6 +53,10 @@ class UpstreamError(HttpError):
     """Fetching an image from a URL failed."""
 
 
+class Busy(HttpError):
+    """A bounded resource (such as the POST /url threads) is in full use: try again."""
+
+
 # Most specific first is not needed: the lookup walks each exception's MRO.
 STATUS: dict[type[Exception], tuple[int, str]] = {
     PayloadTooLarge: (413, "BadRequestImageSizeBytes"),
@@ -63,6 +67,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     Forbidden: (403, "Forbidden"),
     NotFound: (404, "NotFound"),
     UpstreamError: (502, "BadGateway"),
+    Busy: (503, "ServiceUnavailable"),
     LabelsError: (500, "InternalServerError"),
     InferenceError: (500, "InternalServerError"),
     ConfigError: (500, "InternalServerError"),

@@ -69,7 +69,7 @@ class RepeatLimiter(logging.Filter):
         with self._lock:
             start, count = self._seen.get(key, (now, 0))
             if now - start >= self.window_s:
-                held = count - self.burst
+                held = count - self.burst - 1
                 start, count = now, 0
                 if held > 0:
                     record.msg = f"{record.msg} (and {held} more like it in the last {self.window_s:.0f} s)"

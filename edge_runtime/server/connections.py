@@ -8,9 +8,10 @@ protocol with three additions:
 - the request line and headers must arrive within `header_timeout_s` of the connection
   opening (or of the previous response ending);
 - the whole body must arrive within `body_timeout_s` of the headers;
-- at most `max_connections` stay open: a new one closes the oldest connection that has no
-  request in progress (slow or idle ones), and is refused with 503 only when every open
-  connection is busy, so a flood of slow clients cannot lock out /healthz.
+- at most `max_connections` stay open: a new one closes the oldest connection that is
+  waiting on its client (idle, or still sending headers or a body), and is refused with 503
+  only when every open connection is busy with a response, so a flood of slow clients
+  cannot lock out /healthz.
 
 Late clients get a short 408 and the connection is closed.
 
@@ -116,10 +117,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def _make_room(self) -> None:
         idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self
-                and c._phase == "headers" and not c.transport.is_closing()]
+                and c._phase is not None and not c.transport.is_closing()]
         if idle:
             oldest = min(idle, key=lambda c: c._phase_since)
-            log.warning("at the %d-connection cap: closed the oldest idle one, from %s",
+            log.warning("at the %d-connection cap: closed the oldest one waiting on its client, from %s",
                         self.limits.max_connections, oldest._peer())
             oldest._close(TIMED_OUT)
         else:

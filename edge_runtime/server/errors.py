@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import (
     ConfigError,
@@ -103,11 +104,17 @@ def install(app: FastAPI) -> None:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error_response(400, "BadRequest", problems)
 
+    async def client_gone(request: Request, exc: Exception) -> JSONResponse:
+        # The client closed the connection (or was closed for being too slow) mid-body:
+        # nobody reads this answer, and it is not the server's failure.
+        return error_response(408, "RequestTimeout", "the connection closed before the whole request arrived")
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_response(500, "InternalServerError", "internal error; the server log has the details")
 
     app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(EdgeRuntimeError, project_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

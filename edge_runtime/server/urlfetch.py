@@ -49,15 +49,15 @@ def check_url(url: str, allow_hosts: list[str]) -> Target:
         raise BadRequest("url must be printable ASCII, without spaces or control characters")
     if "\\" in url:
         raise BadRequest("url must not contain a backslash")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise BadRequest("url has a malformed host or port") from exc
     if parts.scheme not in DEFAULT_PORTS or not parts.netloc:
         raise BadRequest("url must be an http:// or https:// address")
     if "@" in parts.netloc:
         raise BadRequest("url must not carry a user name or password")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        raise BadRequest("url has a malformed host or port") from exc
     if not host:
         raise BadRequest("url has no host")
     port = port or DEFAULT_PORTS[parts.scheme]

@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threshold", type=float)
     serve.add_argument("--top-k", type=int)
     serve.add_argument("--jsonl", type=Path, help="append every result to this JSON-lines file")
-    serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
-                       help="enable POST /url for this host; repeatable")
+    serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST[:PORT]",
+                       help="enable POST /url for this host and port (default 80 for http, 443 for https); "
+                       "repeatable")
     serve.add_argument("--provider", action="append", dest="providers", metavar="NAME")
     serve.add_argument("--threads", type=int)
 

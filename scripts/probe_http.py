@@ -145,13 +145,19 @@ def probe_url(url: str, upstream: str, closed: int, silent: str, timeout_s: floa
     def post(target: str) -> httpx.Response:
         return httpx.post(f"{url}/url", json={"url": target}, timeout=40)
 
+    def waited(target: str) -> float:
+        began = time.monotonic()
+        with suppress(httpx.HTTPError):
+            post(target)
+        return time.monotonic() - began
+
     with concurrent.futures.ThreadPoolExecutor(45) as pool:
-        slow = [pool.submit(post, f"http://{upstream}/slow.jpg") for _ in range(45)]
+        slow = [pool.submit(waited, f"http://{upstream}/slow.jpg") for _ in range(45)]
         time.sleep(0.5)
         t0 = time.monotonic()
         upload_ok = httpx.post(f"{url}/image", content=COFFEE, timeout=60).status_code == 200
         upload_s = time.monotonic() - t0
-        waits = [f.result().elapsed.total_seconds() for f in slow]
+        waits = [f.result() for f in slow]
     print(f"  upload {upload_s:.1f} s; slowest /url answer {max(waits):.1f} s", file=sys.stderr)
     record("/url: an upload behind 45 slow upstreams waits over 5 s", 1, int(not upload_ok or upload_s > 5))
     record(f"/url: slow upstreams answered after the {timeout_s:.0f} s deadline (+1 s)", len(waits),

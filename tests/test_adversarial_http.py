@@ -230,6 +230,73 @@ def test_repeated_warnings_are_held_back_then_counted():
     assert limiter.filter(summary) and "994 more like it" in summary.getMessage()
 
 
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def _answer_within(s: socket.socket, seconds: float, trickle: bytes = b"") -> tuple[bytes, float]:
+    """Send `trickle` a byte every 0.2 s until the server answers or closes; return what it said."""
+    began = time.monotonic()
+    s.settimeout(0.2)
+    i = 0
+    while time.monotonic() - began < seconds:
+        if i < len(trickle):
+            with suppress(OSError):
+                s.send(trickle[i:i + 1])
+            i += 1
+        try:
+            return s.recv(4096), time.monotonic() - began
+        except TimeoutError:
+            continue
+    return b"(still open)", time.monotonic() - began
+
+
+def test_deadlines_cover_headers_keep_alive_requests_and_bodies(predictor):
+    settings = load_settings(env={}, overrides={"server": {"header_timeout_s": 1, "body_timeout_s": 1}})
+    app = create_app(build_services(settings, predictor=predictor, env={}))
+    with running(app, settings) as url:
+        with _connect(url) as s:  # request line and headers, a byte at a time
+            answer, took = _answer_within(s, 5, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: b\r\n" * 50)
+            assert answer.startswith(b"HTTP/1.1 408") and took < 2.5, (answer, took)
+        with _connect(url) as s:  # the second request on a kept-alive connection
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            first = b""
+            while not first.endswith(b'{"status":"ok"}'):
+                first += s.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200")
+            answer, took = _answer_within(s, 5, b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 50)
+            assert answer.startswith(b"HTTP/1.1 408") and took < 2.5, (answer, took)
+        with _connect(url) as s:  # a body that trickles in
+            s.sendall(b"POST /image HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n")
+            answer, took = _answer_within(s, 5, b"\xff" * 100)
+            assert answer.startswith(b"HTTP/1.1 408") and took < 2.5, (answer, took)
+        with _connect(url) as s:  # an answered request whose body keeps trickling
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n")
+            answer, took = _answer_within(s, 5, b"x" * 100)
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += s.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            rest, took = _answer_within(s, 5, b"x" * 100)
+            assert rest == b"" and took < 2.5, (rest, took)
+        assert httpx.post(f"{url}/image", content=COFFEE).status_code == 200
+
+
+def test_connection_cap_closes_the_oldest_waiting_connection(predictor):
+    settings = load_settings(env={}, overrides={"server": {"max_connections": 8, "header_timeout_s": 60}})
+    app = create_app(build_services(settings, predictor=predictor, env={}))
+    with running(app, settings) as url:
+        idle = [_connect(url) for _ in range(20)]
+        for s in idle:
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        for _ in range(5):
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert wait_for(lambda: sum(closed_by_server(s) for s in idle) >= 12, timeout=5)
+        assert not closed_by_server(idle[-1])  # the newest ones stay
+        for s in idle:
+            s.close()
+
+
 # --- metrics -----------------------------------------------------------------------------------
 
 

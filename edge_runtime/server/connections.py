@@ -111,7 +111,7 @@ class GuardedH11Protocol(H11Protocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app's receive() now sees http.disconnect
             self.cycle.message_event.set()
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not getattr(self.cycle, "response_started", False):
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response begun on this connection
             self.transport.write(answer)
         self.transport.close()
 

@@ -54,5 +54,8 @@ async def asset(name: str) -> Response:
     """Public files of the two viewers (no token: they hold nothing of this device)."""
     if name not in ASSETS:
         raise NotFound(f"no asset {name!r}")
-    data = resources.files("fastapi_offline").joinpath("static").joinpath(name).read_bytes()
+    try:
+        data = resources.files("fastapi_offline").joinpath("static").joinpath(name).read_bytes()
+    except ModuleNotFoundError as exc:
+        raise NotFound("the API viewers are not installed: pip install 'edge-runtime[server]'") from exc
     return Response(data, media_type=ASSETS[name], headers={"Cache-Control": "max-age=86400"})

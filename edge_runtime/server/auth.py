@@ -67,8 +67,8 @@ class Auth:
         return expires.isdigit() and int(expires) > self.clock()
 
     def bearer_ok(self, request: Request) -> bool:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and self.token_ok(value.strip())
+        supplied = bearer_token(request)
+        return supplied is not None and self.token_ok(supplied)
 
     def authenticated(self, request: Request) -> bool:
         return not self.required or self.bearer_ok(request) or self.session_ok(request.cookies.get(SESSION_COOKIE))
@@ -76,6 +76,12 @@ class Auth:
     def start_session(self, response: Response, request: Request) -> None:
         response.set_cookie(SESSION_COOKIE, self.issue(), max_age=self.session_ttl_s, path="/", httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token in `Authorization: Bearer ...`, if any (no other place carries a raw token)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
 
 
 def auth_of(request: Request) -> Auth:

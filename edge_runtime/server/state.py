@@ -46,6 +46,11 @@ def services(request: Request) -> Services:
     return svc
 
 
+def supplied_token(request: Request) -> str | None:
+    """The bearer token the request carries; the query string and cookies never carry one."""
+    return auth.bearer_token(request)
+
+
 def require_token(request: Request) -> None:
     """Dependency for every route but /healthz and /readyz: the bearer header, or the
     signed session cookie of the live page (server/auth.py)."""

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import onnxruntime as ort
 
-from . import __version__
+from . import __version__, logsetup
 from .bench import BenchOptions
 from .config import DEMO, DEMO_TOP_K, ModelConfig, Settings, field_help, flag_type, load_settings, merge
 from .errors import EdgeRuntimeError
@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow serving beyond loopback without a token")
     _prediction_args(serve)
     serve.add_argument("--jsonl", type=Path, help="append every result to this JSON-lines file")
-    serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
-                       help="enable POST /url for this host; repeatable")
+    serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST[:PORT]",
+                       help="enable POST /url for this host and port (default 80 for http, 443 for https); "
+                       "repeatable")
     _model_args(serve, model=False)
 
     quantize = sub.add_parser("quantize", help="write a static INT8 export calibrated on real frames")
@@ -358,7 +359,7 @@ COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsetup.configure(level)
     configure_opencv_logging(level)
     try:
         return COMMANDS[args.command](args)

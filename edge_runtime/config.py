@@ -49,6 +49,7 @@ TOKEN_ENV = "EDGE_RUNTIME_TOKEN"
 TOKEN_FILE_ENV = "EDGE_RUNTIME_TOKEN_FILE"
 DEMO = "demo"
 DEMO_TOP_K = 5  # the demo model has 1000 tags: without --top-k, its results show this many
+MIN_TOKEN_LENGTH = 16
 
 
 class ModelConfig(Strict):
@@ -113,8 +114,53 @@ class CameraConfig(Strict):
 
 class UrlConfig(Strict):
     enabled: bool = Field(False, description="POST /url fetches images from the network (an SSRF risk)")
-    allow_hosts: list[str] = Field(default_factory=list, description="only these host names may be fetched")
-    timeout_s: float = Field(5.0, gt=0, le=60)
+    allow_hosts: list[str] = Field(default_factory=list, description="host or host:port entries that may be "
+                                   "fetched over http or https; a bare host means port 80 or 443")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="overall deadline for one fetch: connect, headers "
+                             "and body together")
+    max_concurrent: int = Field(2, ge=1, le=16, description="fetches at once, in their own threads; more get 503")
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _host_and_port(cls, entries: list[str]) -> list[str]:
+        return [normalize_host_entry(e) for e in entries]
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """'Example.com:8080' -> ('example.com', 8080); '[::1]' -> ('::1', None). ValueError if malformed."""
+    host, port = text.strip().lower(), None
+    if host.startswith("["):
+        inner, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not host or host:port")
+        host, rest = inner, rest[1:]
+        if rest:
+            port = int(rest) if rest.isdigit() else -1
+    elif host.count(":") == 1:
+        host, rest = host.split(":")
+        port = int(rest) if rest.isdigit() else -1
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"{text!r} has a bad port")
+    host = host.rstrip(".")
+    if not host or not all(c.isalnum() or c in "-._:" for c in host) or (":" in host and not _is_ip(host)):
+        raise ValueError(f"{text!r} is not host or host:port")
+    return host, port
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def normalize_host_entry(entry: str) -> str:
+    if "/" in entry or "@" in entry:
+        raise ValueError(f"{entry!r}: give host or host:port, without a scheme or path")
+    host, port = split_host_port(entry)
+    name = f"[{host}]" if ":" in host else host
+    return name if port is None else f"{name}:{port}"
 
 
 class ServerConfig(Strict):
@@ -127,6 +173,22 @@ class ServerConfig(Strict):
     project: str = Field("", description="reported as 'project' in prediction JSON")
     mjpeg_max_fps: float = Field(15.0, gt=0, le=120, description="ceiling for /stream.mjpg")
     url: UrlConfig = UrlConfig()
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host header names the server answers "
+                                     "to ('*': any); empty: loopback names on loopback, any name otherwise")
+    session_ttl_s: int = Field(24 * 3600, ge=60, le=90 * 24 * 3600, description="how long the live page's "
+                               "sign-in lasts")
+    header_timeout_s: float = Field(10.0, gt=0, le=300, description="a client must send a request's headers "
+                                    "within this long, or the connection is closed")
+    body_timeout_s: float = Field(60.0, gt=0, le=3600, description="... and its whole body within this long "
+                                  "after the headers")
+    max_connections: int = Field(256, ge=8, le=65536, description="open connections at most; at the cap the "
+                                 "oldest one without a request in progress is closed (lowered to fit the "
+                                 "open-file limit)")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, entries: list[str]) -> list[str]:
+        return [e if e == "*" else split_host_port(e)[0] for e in entries]
 
 
 class LogConfig(Strict):
@@ -251,18 +313,30 @@ def field_help(model: type[BaseModel], name: str) -> str:
 
 
 def resolve_token(settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token from EDGE_RUNTIME_TOKEN or a file, or None when neither is set.
+    A set but empty, short or blank-containing token is refused: it would open every route."""
     env = os.environ if env is None else env
-    if env.get(TOKEN_ENV):
-        return env[TOKEN_ENV].strip()
+    if TOKEN_ENV in env:
+        return check_token(env[TOKEN_ENV], TOKEN_ENV)
     file = env.get(TOKEN_FILE_ENV) or settings.server.token_file
     if not file:
         return None
     try:
-        token = Path(file).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"token file {file}: {exc.strerror or exc}") from exc
+        text = Path(file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"token file {file}: {getattr(exc, 'strerror', None) or exc}") from exc
+    return check_token(text, f"token file {file}")
+
+
+def check_token(raw: str, origin: str) -> str:
+    token = raw.strip()
     if not token:
-        raise ConfigError(f"token file {file} is empty")
+        raise ConfigError(f"{origin} is empty")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{origin} is too short: use at least {MIN_TOKEN_LENGTH} characters "
+                          "(e.g. python3 -c 'import secrets; print(secrets.token_hex(24))')")
+    if any(not c.isprintable() or c.isspace() for c in token):
+        raise ConfigError(f"{origin} holds spaces or control characters")
     return token
 
 

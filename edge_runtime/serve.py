@@ -25,7 +25,7 @@ from .paths import DEMO_MODEL, graph_cache_dir
 from .pipeline import Pipeline
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
-from .server import GracefulServer, Services, create_app
+from .server import GracefulServer, Services, create_app, server_config
 from .sinks import build_sinks
 from .sources import SourceError, check_source, describe_uri, open_source
 
@@ -119,13 +119,8 @@ def build_services(
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     svc = build_services(settings)
     app = create_app(svc)
-    host, port = settings.server.host, settings.server.port
     log.info("model %s (%s); cameras: %s", svc.predictor.bundle.source, svc.predictor.spec.variant.value,
              ", ".join(f"{c.id}={c.name}" for c in svc.cameras) or "none (uploads only)")
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level=settings.log.level,
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False)
-    GracefulServer(config).run()
+    GracefulServer(server_config(app, settings, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)).run()

@@ -11,16 +11,19 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from edge_runtime.server import GracefulServer
+from edge_runtime.config import Settings
+from edge_runtime.server import GracefulServer, server_config
 
 
 @contextmanager
-def running(app: FastAPI) -> Iterator[str]:
+def running(app: FastAPI, settings: Settings | None = None) -> Iterator[str]:
+    """With `settings`, uvicorn is set up as `serve` sets it up (connection limits included)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1) \
+        if settings is None else server_config(app, settings, log_level="warning", timeout_graceful_shutdown=1)
     server = GracefulServer(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

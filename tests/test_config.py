@@ -46,15 +46,47 @@ def test_unknown_env_key_fails_too():
 def test_token_from_env_or_file(tmp_path):
     settings = load_settings(env={})
     assert resolve_token(settings, {}) is None
-    assert resolve_token(settings, {"EDGE_RUNTIME_TOKEN": " s3cret\n"}) == "s3cret"
+    assert resolve_token(settings, {"EDGE_RUNTIME_TOKEN": " s3cret-s3cret-s3cret\n"}) == "s3cret-s3cret-s3cret"
     file = tmp_path / "token"
-    file.write_text("from-file\n")
-    assert resolve_token(settings, {"EDGE_RUNTIME_TOKEN_FILE": str(file)}) == "from-file"
+    file.write_text("from-file-0123456789\n")
+    assert resolve_token(settings, {"EDGE_RUNTIME_TOKEN_FILE": str(file)}) == "from-file-0123456789"
     with_file = load_settings(env={}, overrides={"server": {"token_file": str(file)}})
-    assert resolve_token(with_file, {}) == "from-file"
+    assert resolve_token(with_file, {}) == "from-file-0123456789"
     file.write_text("")
     with pytest.raises(ConfigError, match="empty"):
         resolve_token(with_file, {})
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("", "is empty"), ("   \n\t", "is empty"), ("abc123", "too short"), ("0123456789abcdef" * 3 + "\x00", "control"),
+    ("0123456789 abcdef", "spaces"),
+])
+def test_unusable_tokens_are_refused_in_one_line(tmp_path, value, problem):
+    settings = load_settings(env={})
+    with pytest.raises(ConfigError, match=problem) as env_error:
+        resolve_token(settings, {"EDGE_RUNTIME_TOKEN": value})
+    file = tmp_path / "token"
+    file.write_text(value)
+    with pytest.raises(ConfigError, match=problem) as file_error:
+        resolve_token(settings, {"EDGE_RUNTIME_TOKEN_FILE": str(file)})
+    for error in (env_error.value, file_error.value):
+        assert "\n" not in str(error) and (not value.strip() or value.strip() not in str(error))
+
+
+@pytest.mark.parametrize(("entry", "normal"), [
+    ("Example.COM", "example.com"), ("example.com:8080", "example.com:8080"), ("10.0.0.8:80", "10.0.0.8:80"),
+    ("[::1]:8443", "[::1]:8443"), ("[FE80::1]", "[fe80::1]"),
+])
+def test_url_allow_list_entries_are_host_and_port(entry, normal):
+    settings = load_settings(env={}, overrides={"server": {"url": {"allow_hosts": [entry]}}})
+    assert settings.server.url.allow_hosts == [normal]
+
+
+@pytest.mark.parametrize("entry", ["http://example.com", "example.com/x", "user@example.com", "example.com:0",
+                                   "example.com:99999", "example.com:http", "[::1", "a b", ""])
+def test_url_allow_list_refuses_anything_but_host_and_port(entry):
+    with pytest.raises(ConfigError, match="server.url.allow_hosts"):
+        load_settings(env={}, overrides={"server": {"url": {"allow_hosts": [entry]}}})
 
 
 def test_binding_beyond_loopback_needs_a_token():

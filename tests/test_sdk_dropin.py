@@ -32,7 +32,7 @@ from tests.conftest import solid
 from tests.models import S1_BOXES
 from tests.server_util import running
 
-KEY = "s3cret"
+KEY = "s3cret-prediction-key"
 PROJECT = "5f0c8a8e-9d3b-4c1e-8f47-2a6b1d9e3c70"  # the cloud project id an application already has
 PUBLISHED = "Iteration1"
 ORANGE = (0, 128, 255)  # BGR: red 255, green 128; PNG keeps the values exact

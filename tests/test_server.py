@@ -22,6 +22,7 @@ from tests.conftest import DEMO, jpeg_bytes, wait_for, write_video
 from tests.server_util import running
 
 COFFEE = (DEMO / "samples" / "coffee.jpg").read_bytes()
+TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture(scope="module")
@@ -198,11 +199,11 @@ def test_live_page_needs_nothing_from_the_internet(live_server):
 
 
 def test_token_is_enforced(demo_predictor, video):
-    app = make_app(demo_predictor, token="s3cret", cameras=[{"id": "c", "source": str(video), "loop": True}])
+    app = make_app(demo_predictor, token=TOKEN, cameras=[{"id": "c", "source": str(video), "loop": True}])
     with running(app) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200
         assert httpx.get(f"{url}/readyz").json().keys() <= {"status"}  # open to probes, but says no more
-        assert "cameras" in httpx.get(f"{url}/readyz", headers={"Authorization": "Bearer s3cret"}).json()
+        assert "cameras" in httpx.get(f"{url}/readyz", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         for path in ("/metrics", "/model", "/cameras", "/predictions/latest", "/snapshot.jpg"):
             r = httpx.get(url + path)
             assert r.status_code == 401, path
@@ -210,16 +211,16 @@ def test_token_is_enforced(demo_predictor, video):
         assert httpx.post(f"{url}/image", content=COFFEE).status_code == 401
         assert httpx.post(f"{url}/image", content=COFFEE,
                           headers={"Authorization": "Bearer wrong"}).status_code == 401
-        ok = httpx.post(f"{url}/image", content=COFFEE, headers={"Authorization": "Bearer s3cret"})
+        ok = httpx.post(f"{url}/image", content=COFFEE, headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200
         assert httpx.get(f"{url}/").status_code == 401
         with httpx.Client(base_url=url) as browser:
-            login = browser.get("/?token=s3cret", follow_redirects=False)
+            login = browser.get(f"/?token={TOKEN}", follow_redirects=False)
             assert login.status_code == 303 and login.headers["location"] == "/"
-            assert "s3cret" not in login.headers["location"]
-            assert browser.get("/").status_code == 200  # the cookie now authenticates
+            assert TOKEN not in login.headers["location"] and TOKEN not in login.headers["set-cookie"]
+            assert browser.get("/").status_code == 200  # the session cookie now authenticates
             assert browser.get("/cameras").status_code == 200
-        assert httpx.get(f"{url}/model?token=s3cret").status_code == 200
+        assert httpx.get(f"{url}/model?token={TOKEN}").status_code == 401  # only / reads the query
 
 
 class _ImageHost(http.server.BaseHTTPRequestHandler):
@@ -251,7 +252,8 @@ def test_url_endpoint_is_off_by_default_and_allow_listed_when_on(demo_predictor,
     threading.Thread(target=host.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{host.server_port}"
     try:
-        app = make_app(demo_predictor, server={"url": {"enabled": True, "allow_hosts": ["127.0.0.1"]}})
+        allow = [f"127.0.0.1:{host.server_port}"]
+        app = make_app(demo_predictor, server={"url": {"enabled": True, "allow_hosts": allow}})
         with running(app) as url:
             ok = httpx.post(f"{url}/url", json={"url": f"{base}/coffee.jpg"})
             assert ok.status_code == 200 and ok.json()["predictions"][0]["tagName"] == "espresso"
@@ -259,6 +261,7 @@ def test_url_endpoint_is_off_by_default_and_allow_listed_when_on(demo_predictor,
             assert alias.status_code == 200
             assert httpx.post(f"{url}/url", json={"url": f"http://localhost:{host.server_port}/coffee.jpg"}
                               ).status_code == 403
+            assert httpx.post(f"{url}/url", json={"url": "http://127.0.0.1/coffee.jpg"}).status_code == 403
             assert httpx.post(f"{url}/url", json={"url": f"{base}/moved"}).status_code == 502
             assert httpx.post(f"{url}/url", json={"url": f"{base}/missing"}).status_code == 502
             assert httpx.post(f"{url}/url", json={"url": f"{base}/big.jpg"}).status_code == 413

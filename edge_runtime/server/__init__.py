@@ -1,6 +1,6 @@
 """HTTP server: Custom Vision compatible prediction routes plus live views."""
 
-from .app import GracefulServer, create_app
+from .app import GracefulServer, create_app, server_config
 from .state import Services
 
-__all__ = ["GracefulServer", "Services", "create_app"]
+__all__ = ["GracefulServer", "Services", "create_app", "server_config"]

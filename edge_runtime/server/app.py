@@ -21,19 +21,29 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__, forwarders, systemd
+from ..config import Settings
 from ..events.metrics import StoreCollector
 from ..metrics import Metrics
 from ..sinks import samples
-from . import cloud, errors, events_api, health, live, predict
+from . import auth, cloud, docs, errors, events_api, health, live, predict
+from .auth import Auth
+from .browsers import BrowserGuard, allowed_hosts
+from .connections import ACCEPT_BACKLOG, Limits, connection_cap, guarded_protocol
 from .state import Services
+from .urlfetch import UrlFetcher
 
 log = logging.getLogger("edge_runtime.http")
 STOP_TIMEOUT_S = 2.0
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
-    """Counts requests by route template and status, and logs them without query strings
-    (which may carry a token)."""
+    """Counts requests by method, route template and status, and logs them without query
+    strings (which may carry a token). Labels come only from fixed sets: a method outside
+    KNOWN_METHODS counts as "other" and a path no route matched as "unmatched", so hostile
+    requests cannot grow the number of series."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -57,7 +67,8 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.requests.labels(method, template, str(status)).inc()
             log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, (time.perf_counter() - start) * 1000)
 
 
@@ -90,6 +101,7 @@ async def _feed_watchdog(svc: Services) -> None:
 def create_app(svc: Services) -> FastAPI:
     svc.metrics.watch(lambda: svc.cameras)
     svc.events.project, svc.events.iteration = svc.settings.server.project, svc.predictor.iteration
+    fetcher = UrlFetcher(svc.settings.server.url.max_concurrent)
 
     if svc.store is not None:
         svc.metrics.registry.register(StoreCollector(svc.store))
@@ -109,6 +121,7 @@ def create_app(svc: Services) -> FastAPI:
             watchdog.cancel()
             svc.shutting_down.set()
             svc.events.close()
+            fetcher.close()
             if svc.pipeline is not None:
                 svc.pipeline.stop(STOP_TIMEOUT_S)
             if svc.sinks is not None:
@@ -118,10 +131,16 @@ def create_app(svc: Services) -> FastAPI:
             if svc.store is not None:
                 svc.store.close()
 
+    server = svc.settings.server
     app = FastAPI(title="edge-runtime", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None,  # served by docs.router, behind the token
                   description="Custom Vision compatible predictions from local cameras and uploads.")
     app.state.services = svc
+    app.state.auth = Auth(svc.token, server.session_ttl_s)
+    app.state.url_fetcher = fetcher
     errors.install(app)
+    app.include_router(auth.router)
+    app.include_router(docs.router)
     app.include_router(health.open_router)
     app.include_router(health.router)
     app.include_router(live.router)
@@ -129,5 +148,17 @@ def create_app(svc: Services) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(cloud.router)
     app.include_router(events_api.router)
+    app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts(server))
     app.add_middleware(RequestMetrics, metrics=svc.metrics)
     return app
+
+
+def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
+    """uvicorn settings that enforce the server's limits: header and body deadlines and a
+    connection cap (server/connections.py), and logging through the process's own handler
+    (edge_runtime/logsetup.py), so every line uvicorn writes is escaped and rate-limited."""
+    s = settings.server
+    limits = Limits(s.header_timeout_s, s.body_timeout_s, connection_cap(s.max_connections))
+    options = {"host": s.host, "port": s.port, "log_level": settings.log.level, **options}
+    return uvicorn.Config(app, http=guarded_protocol(limits), backlog=ACCEPT_BACKLOG, log_config=None,
+                          access_log=False, server_header=False, **options)

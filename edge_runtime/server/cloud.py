@@ -63,12 +63,12 @@ def _image_route(detect: bool) -> Handler:
 
 def _url_route(detect: bool) -> Handler:
     async def predict_url(
-        body: predict.UrlBody, project_id: str = PROJECT_ID, published_name: str = PUBLISHED_NAME,
+        body: predict.UrlBody, request: Request, project_id: str = PROJECT_ID, published_name: str = PUBLISHED_NAME,
         application: str | None = APPLICATION, svc: Services = Depends(services),
     ) -> Response:
         """JSON {"url": ...}; off unless server.url.enabled, and only allow-listed hosts."""
         _check_kind(svc, detect)
-        return _echo_project(await predict.predict_url(body, svc), project_id)
+        return _echo_project(await predict.predict_url(body, request, svc), project_id)
 
     return predict_url
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import (
     ConfigError,
@@ -58,6 +59,10 @@ class UpstreamError(HttpError):
     """Fetching an image from a URL failed."""
 
 
+class Busy(HttpError):
+    """A bounded resource (such as the POST /url threads) is in full use: try again."""
+
+
 # Most specific first is not needed: the lookup walks each exception's MRO.
 STATUS: dict[type[Exception], tuple[int, str]] = {
     PayloadTooLarge: (413, "BadRequestImageSizeBytes"),
@@ -70,6 +75,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     Forbidden: (403, "Forbidden"),
     NotFound: (404, "NotFound"),
     UpstreamError: (502, "BadGateway"),
+    Busy: (503, "ServiceUnavailable"),
     LabelsError: (500, "InternalServerError"),
     InferenceError: (500, "InternalServerError"),
     ConfigError: (500, "InternalServerError"),
@@ -105,11 +111,17 @@ def install(app: FastAPI) -> None:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error_response(400, "BadRequest", problems)
 
+    async def client_gone(request: Request, exc: Exception) -> JSONResponse:
+        # The client closed the connection (or was closed for being too slow) mid-body:
+        # nobody reads this answer, and it is not the server's failure.
+        return error_response(408, "RequestTimeout", "the connection closed before the whole request arrived")
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_response(500, "InternalServerError", "internal error; the server log has the details")
 
     app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(EdgeRuntimeError, project_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -17,14 +17,15 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import StoreError
 from ..events.store import EventRecord, EventStore
 from ..events.times import parse_time
+from .auth import auth_of, signin_page
 from .errors import BadRequest, NotFound
-from .state import TOKEN_COOKIE, Services, require_token, services
+from .state import Services, require_token, services
 
 router = APIRouter(tags=["events"])
 protected = APIRouter(prefix="/api/events", dependencies=[Depends(require_token)], tags=["events"])
@@ -104,15 +105,16 @@ async def delete_event(event_id: str, svc: Services = Depends(services)) -> Resp
     return Response(status_code=204)
 
 
-@router.get("/view/events", response_class=HTMLResponse, include_in_schema=False)
-async def page(request: Request, svc: Services = Depends(services)) -> Response:
-    """The events page; ?token= is traded for the same cookie as the live page's."""
-    token = request.query_params.get("token")
-    if token is not None and svc.token_matches(token):
-        response = RedirectResponse(request.url.path, status_code=303)
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        return response
-    require_token(request)
+EVENTS_PAGE = "/view/events"
+
+
+@router.get(EVENTS_PAGE, response_class=HTMLResponse, include_in_schema=False)
+async def page(request: Request) -> Response:
+    """The events page; on a protected server, the sign-in form until the browser has a
+    session (the same session as the live page's)."""
+    auth = auth_of(request)
+    if not auth.authenticated(request):
+        return signin_page(EVENTS_PAGE)
     return HTMLResponse(resources.files("edge_runtime.server").joinpath("events.html").read_text())
 
 

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..camera import CameraState
-from .state import Services, require_token, services, supplied_token
+from .auth import auth_of
+from .state import Services, require_token, services
 
 open_router = APIRouter(tags=["health"])
 router = APIRouter(dependencies=[Depends(require_token)], tags=["health"])
@@ -27,7 +28,7 @@ async def readyz(request: Request, svc: Services = Depends(services)) -> JSONRes
     online = any(s == CameraState.ONLINE.value for s in states.values())
     ready = svc.predictor is not None and (online or not svc.cameras)
     body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
-    if svc.token_matches(supplied_token(request)):
+    if auth_of(request).authenticated(request):
         body.update(model=True, cameras=states)
         if svc.store is not None:
             body["events"] = svc.store.status()

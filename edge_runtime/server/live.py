@@ -9,11 +9,12 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from .auth import auth_of, signed_in, signin_page
 from .errors import NotFound
-from .state import TOKEN_COOKIE, Services, require_token, services
+from .state import Services, require_token, services
 
 router = APIRouter(tags=["live"])
 protected = APIRouter(dependencies=[Depends(require_token)], tags=["live"])
@@ -22,16 +23,21 @@ BOUNDARY = "frame"
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def page(request: Request, svc: Services = Depends(services)) -> Response:
+async def page(request: Request) -> Response:
+    """The live page; on a protected server, the sign-in form until the browser has a session.
+    `/?token=` (the one route that reads the query) trades the token for a session cookie."""
+    auth = auth_of(request)
     token = request.query_params.get("token")
-    if token is not None and svc.token_matches(token):
-        # Trade the token in the address for a cookie, so it leaves the URL bar and history.
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        return response
-    require_token(request)
-    html = resources.files("edge_runtime.server").joinpath("live.html").read_text()
-    return HTMLResponse(html)
+    if token is not None and auth.required:
+        if auth.token_ok(token.strip()):
+            return signed_in(request, "/")  # the token leaves the address bar and history
+        return signin_page("/", "That token is not right.")
+    if not auth.authenticated(request):
+        return signin_page("/")
+    response = HTMLResponse(resources.files("edge_runtime.server").joinpath("live.html").read_text())
+    if auth.required and not auth.bearer_ok(request):
+        auth.start_session(response, request)  # each visit extends the session
+    return response
 
 
 def _camera_id(svc: Services, camera: str | None) -> str:

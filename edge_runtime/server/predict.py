@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import AsyncGenerator
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from ..imageio import decoded
-from .errors import BadRequest, Forbidden, PayloadTooLarge, UpstreamError
+from .errors import BadRequest, Forbidden, PayloadTooLarge
 from .state import Services, require_token, services
+from .urlfetch import MAX_URL_LENGTH, check_url, url_fetcher
 
 router = APIRouter(dependencies=[Depends(require_token)], tags=["predict"])
 MULTIPART_OVERHEAD = 64 * 1024
@@ -23,7 +21,7 @@ IMAGE_FIELD = "imageData"
 
 
 class UrlBody(BaseModel):
-    url: str
+    url: str = Field(max_length=MAX_URL_LENGTH)
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
@@ -83,42 +81,13 @@ async def predict_image(request: Request, svc: Services = Depends(services)) -> 
     return await _predict(svc, await _image_bytes(request, svc.settings.server.max_upload_bytes))
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        raise UpstreamError(f"the image URL redirects ({code}); redirects are not followed")
-
-
-def _fetch(url: str, limit: int, timeout: float) -> bytes:
-    opener = urllib.request.build_opener(_NoRedirects)
-    try:
-        with opener.open(urllib.request.Request(url, headers={"User-Agent": "edge-runtime"}), timeout=timeout) as r:
-            data: bytes = r.read(limit + 1)
-    except urllib.error.HTTPError as exc:
-        raise UpstreamError(f"fetching the image failed: HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise UpstreamError(f"fetching the image failed: {getattr(exc, 'reason', exc)}") from exc
-    if len(data) > limit:
-        raise PayloadTooLarge(f"the image at that URL is over the {limit}-byte limit")
-    return data
-
-
-def check_url(url: str, allow_hosts: list[str]) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest("url must be an http:// or https:// address")
-    host = parts.hostname.lower()
-    if host not in {h.lower() for h in allow_hosts}:
-        raise Forbidden(f"host {host} is not in server.url.allow_hosts")
-    return url
-
-
-async def predict_url(body: UrlBody, svc: Services = Depends(services)) -> Response:
-    """Fetch an image from an allow-listed host and predict on it (off unless enabled)."""
+async def predict_url(body: UrlBody, request: Request, svc: Services = Depends(services)) -> Response:
+    """Fetch an image from an allow-listed host:port and predict on it (off unless enabled)."""
     cfg = svc.settings.server.url
     if not cfg.enabled:
         raise Forbidden("POST /url is disabled: set server.url.enabled and server.url.allow_hosts to use it")
-    url = check_url(body.url, cfg.allow_hosts)
-    data = await run_in_threadpool(_fetch, url, svc.settings.server.max_upload_bytes, cfg.timeout_s)
+    target = check_url(body.url, cfg.allow_hosts)
+    data = await url_fetcher(request).get(target, svc.settings.server.max_upload_bytes, cfg.timeout_s)
     return await _predict(svc, data)
 
 

@@ -15,9 +15,8 @@ from ..metrics import Metrics
 from ..pipeline import Pipeline
 from ..predictor import Predictor
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
+from . import auth
 from .errors import Unauthorized
-
-TOKEN_COOKIE = "edge_runtime_token"
 
 
 @dataclass
@@ -52,17 +51,14 @@ def services(request: Request) -> Services:
 
 
 def supplied_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token")
+    """The bearer token the request carries; the query string and cookies never carry one."""
+    return auth.bearer_token(request)
 
 
 def require_token(request: Request) -> None:
-    """Dependency for every route but /healthz: a bearer header, the live page's cookie,
-    or ?token= (for clients such as EventSource that cannot set headers)."""
-    if not services(request).token_matches(supplied_token(request)):
-        raise Unauthorized("a valid bearer token is required")
+    """Dependency for every route but /healthz and /readyz: the bearer header, or the
+    signed session cookie of the live page (server/auth.py)."""
+    auth.require_token(request)
 
 
 PREDICTION_KEY_HEADER = "Prediction-Key"

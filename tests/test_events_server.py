@@ -28,7 +28,7 @@ from tests.conftest import wait_for
 from tests.server_util import free_port, running
 from tests.test_server import make_app
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-events-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RED, GREY = (0, 0, 255), (128, 128, 128)
 RULE = {"name": "kiosk", "tags": ["red"], "min_probability": 0.8, "min_frames": 3, "end_after_s": 0.5}

@@ -35,9 +35,11 @@ def test_events_page_lists_filters_and_opens_a_clip(codec, browser, colours, tmp
                      clip={"enabled": True, "pre_s": 0.5, "post_s": 0.5, "codec": codec})
     with running(app) as url:
         assert wait_for(lambda: len(ended(url)) == 2, timeout=30)
-        assert httpx.get(f"{url}/view/events").status_code == 401
-        browser.get(f"{url}/view/events?token={TOKEN}")  # traded for a cookie, like the live page
+        signin = httpx.get(f"{url}/view/events")
+        assert signin.status_code == 401 and "<form" in signin.text  # the sign-in form, not raw JSON
+        browser.get(f"{url}/?token={TOKEN}")  # traded for the session cookie the events page shares
         assert "token" not in browser.current_url
+        browser.get(f"{url}/view/events")
         wait = WebDriverWait(browser, 40)
         wait.until(lambda d: len(d.execute_script(CARDS_JS)) == 2)
         wait.until(lambda d: all(c["thumb"] for c in d.execute_script(CARDS_JS)))

@@ -61,3 +61,10 @@ def test_events_page_lists_filters_and_opens_a_clip(codec, browser, colours, tmp
         size = browser.execute_script("const v = document.querySelector('#viewer video');"
                                       "return [v.videoWidth, v.videoHeight, v.duration]")
         assert size[:2] == [320, 240] and size[2] > 1.0
+
+
+def test_the_live_page_links_to_the_events_page():
+    from importlib import resources
+
+    html = resources.files("edge_runtime.server").joinpath("live.html").read_text()
+    assert 'id="events-link" href="view/events"' in html

@@ -75,8 +75,9 @@ def predictors(exports: dict[str, Path]) -> dict[str, Predictor]:
     return {"classify": Predictor.load(exports["modern"]), "detect": Predictor.load(exports["s1"])}
 
 
-def make_app(predictor: Predictor, token: str | None = None, url: bool = False):  # type: ignore[no-untyped-def]
-    server = {"url": {"enabled": True, "allow_hosts": ["127.0.0.1"]}} if url else {}
+def make_app(predictor: Predictor, token: str | None = None, url: str | None = None):  # type: ignore[no-untyped-def]
+    """`url`: turn /url on for that image host (allow-list entries are host:port)."""
+    server = {"url": {"enabled": True, "allow_hosts": [url.split("//", 1)[1]]}} if url else {}
     settings = load_settings(env={}, overrides={"server": server})
     return create_app(build_services(settings, predictor=predictor, env={"EDGE_RUNTIME_TOKEN": token} if token else {}))
 
@@ -110,7 +111,7 @@ def test_every_prediction_method_answers_as_the_service_does(kind, token, predic
                  None if p.bounding_box is None else pytest.approx(tuple(p.bounding_box.to_json().values())))
                 for p in reference.predictions]
     tag_ids = dict(zip(predictor.spec.labels or (), predictor.spec.tag_ids or (), strict=True))
-    with running(make_app(predictor, token, url=True)) as endpoint:
+    with running(make_app(predictor, token, url=image_host)) as endpoint:
         client = sdk(endpoint, token)
         for method in CALLS[kind]:
             before = dt.datetime.now(dt.timezone.utc)
@@ -153,7 +154,7 @@ def test_a_wrong_or_missing_key_is_refused_in_the_service_error_shape(predictors
 
 @pytest.mark.parametrize(("kind", "other"), [("classify", "detect"), ("detect", "classify")])
 def test_the_wrong_kind_of_call_gets_the_service_error_not_a_crash(kind, other, predictors, image_host):
-    with running(make_app(predictors[kind], url=True)) as endpoint:
+    with running(make_app(predictors[kind], url=image_host)) as endpoint:
         for method in CALLS[other]:
             with pytest.raises(CustomVisionErrorException) as err:
                 call(sdk(endpoint, None), method, f"{image_host}/image.png")
@@ -168,7 +169,7 @@ def test_url_methods_follow_the_url_rules(predictors, image_host):
         with pytest.raises(CustomVisionErrorException) as err:
             sdk(endpoint, None).classify_image_url(PROJECT, PUBLISHED, f"{image_host}/image.png")
         assert err.value.response.status_code == 403 and "server.url.enabled" in str(err.value)
-    with running(make_app(predictors["classify"], url=True)) as endpoint:
+    with running(make_app(predictors["classify"], url=image_host)) as endpoint:
         port = image_host.rsplit(":", 1)[1]
         with pytest.raises(CustomVisionErrorException) as err:  # allow-listed by name: localhost is not 127.0.0.1
             sdk(endpoint, None).classify_image_url(PROJECT, PUBLISHED, f"http://localhost:{port}/image.png")

@@ -250,7 +250,7 @@ def test_bad_files_are_listed_the_run_goes_on_and_exits_1(detector_export, tmp_p
     assert "1 images and frames, 1 findings, 4 skipped" in proc.stdout
     assert "5/5" in proc.stderr and "img/s" in proc.stderr  # the progress bar
     report = (out / "report.html").read_text()
-    for name, reason in (("truncated.jpg", "truncated"), ("notes.jpg", "not a decodable image"),
+    for name, reason in (("truncated.jpg", "truncated"), ("notes.jpg", "not a JPEG, PNG, BMP, GIF or WebP image"),
                          ("nogps.jpg", "no GPS"), ("clip.avi", "no telemetry")):
         assert name in report and reason in report
 

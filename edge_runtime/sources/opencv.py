@@ -26,8 +26,11 @@ AV_LOG_QUIET, AV_LOG_WARNING = -8, 24
 def configure_logging(level: int) -> None:
     """OpenCV's and FFmpeg's native messages at our level: warnings with -v (DEBUG), else none."""
     verbose = level <= logging.DEBUG
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if verbose
-                                  else cv2.utils.logging.LOG_LEVEL_SILENT)
+    native = getattr(cv2.utils, "logging", None)
+    if native is not None:
+        native.setLogLevel(native.LOG_LEVEL_WARNING if verbose else native.LOG_LEVEL_SILENT)
+    else:  # OpenCV before 4.8 has only the older binding, with the same numbers (0 silent, 3 warning)
+        cv2.setLogLevel(3 if verbose else 0)  # type: ignore[attr-defined]
     os.environ.setdefault(FFMPEG_LOGLEVEL_ENV, str(AV_LOG_WARNING if verbose else AV_LOG_QUIET))
 
 

@@ -30,7 +30,7 @@ echo "== virtual environment in $PREFIX"
 # system site packages: picamera2 comes from apt (python3-picamera2), not from PyPI
 python3 -m venv --system-site-packages "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install --quiet --upgrade pip
-"$PREFIX/venv/bin/pip" install --quiet "${SOURCE}[server]"
+"$PREFIX/venv/bin/pip" install --quiet "${SOURCE}[server,events]"
 
 echo "== configuration in $ETC"
 install -d -m 0755 "$ETC"

@@ -47,7 +47,12 @@ class Changed:
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
-    small = cv2.resize(image, THUMBNAIL, interpolation=cv2.INTER_AREA)
+    """Sample a grid of twice the thumbnail's size, then average each 2x2: a 1280x720 frame
+    costs 0.06 ms here, where one area resize all the way down costs 4 ms (13% of a core at
+    30 fps, more than the rest of a skipped frame's work after decoding)."""
+    width, height = THUMBNAIL
+    sampled = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_NEAREST)
+    small = cv2.resize(sampled, THUMBNAIL, interpolation=cv2.INTER_AREA)
     return small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
 
 

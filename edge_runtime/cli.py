@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="enable POST /url for this host; repeatable")
     serve.add_argument("--provider", action="append", dest="providers", metavar="NAME")
     serve.add_argument("--threads", type=int)
+    serve.add_argument("--workers", type=_workers, help="camera worker processes: auto (default), a number, "
+                       "or 0 to run the cameras in the server process")
 
     bench = sub.add_parser("bench", help="time each stage on a 1280x720 frame and print a table")
     _model_args(bench)
@@ -167,6 +169,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, not {value!r}") from None
+
+
 def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Flags given on the command line, as a settings tree that overrides file and environment."""
     def given(**values: Any) -> dict[str, Any]:
@@ -178,6 +189,8 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "server": given(host=args.host, port=args.port, token_file=args.token_file, insecure=args.insecure),
         "log": given(jsonl=args.jsonl),
     }
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     if args.allow_url_host:
         overrides["server"]["url"] = {"enabled": True, "allow_hosts": args.allow_url_host}
     if args.source:

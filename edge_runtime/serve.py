@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +21,9 @@ from .predictor import Predictor
 from .server import GracefulServer, Services, create_app
 from .sinks import build_sinks
 from .sources import describe_uri, open_source
+from .workers.memory import MemoryCollector
+from .workers.plan import in_process_threads, plan_workers
+from .workers.runner import CameraRunner, CameraView
 
 log = logging.getLogger(__name__)
 DEMO_MODEL = Path(__file__).parent / "demo"
@@ -39,16 +42,14 @@ def postprocess_options(settings: Settings) -> PostprocessOptions:
 def intra_op_threads(settings: Settings) -> int:
     """0 (auto) means all cores, except with cameras: then one core is left to capture,
     decoding and publishing, which run beside inference (docs/benchmarks.md)."""
-    if settings.model.threads or not settings.cameras:
-        return settings.model.threads
-    return max(1, (os.cpu_count() or 1) - 1)
+    return in_process_threads(settings.model.threads, len(settings.cameras), os.cpu_count() or 1)
 
 
-def load_predictor(settings: Settings) -> Predictor:
+def load_predictor(settings: Settings, threads: int | None = None) -> Predictor:
     m = settings.model
-    return Predictor.load(model_path(settings), providers=m.providers or None,
-                          intra_op_threads=intra_op_threads(settings), options=postprocess_options(settings),
-                          spinning=m.spinning)
+    threads = intra_op_threads(settings) if threads is None else threads
+    return Predictor.load(model_path(settings), providers=m.providers or None, intra_op_threads=threads,
+                          options=postprocess_options(settings), spinning=m.spinning)
 
 
 def make_camera(cfg: CameraConfig) -> Camera:
@@ -57,22 +58,41 @@ def make_camera(cfg: CameraConfig) -> Camera:
     return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source))
 
 
+def server_process() -> dict[str, int | None]:
+    return {"server": os.getpid()}
+
+
 def build_services(
     settings: Settings, predictor: Predictor | None = None, env: Mapping[str, str] | None = None
 ) -> Services:
     """Everything the app needs; the token comes from `env` (default: os.environ) or its file."""
     token = resolve_token(settings, env)
     check_access(settings, token)
-    predictor = load_predictor(settings) if predictor is None else predictor.with_options(
+    plan = plan_workers(settings.workers, [c.id for c in settings.cameras], threads=settings.model.threads)
+    # with workers, the server's own session serves uploads alone
+    threads = None if plan.in_process else plan.upload_threads
+    predictor = load_predictor(settings, threads) if predictor is None else predictor.with_options(
         postprocess_options(settings))
-    cameras = [make_camera(c) for c in settings.cameras]
     metrics = Metrics()
     sinks = build_sinks(settings, predictor.iteration, on_error=lambda name: metrics.sink_errors.labels(name).inc())
-    pipeline = None
-    if cameras:
+    cameras: list[CameraView] = []
+    runner: CameraRunner | None = None
+    processes: Callable[[], dict[str, int | None]] = server_process
+    if plan.in_process and settings.cameras:
+        local = [make_camera(c) for c in settings.cameras]
         max_fps = {c.id: c.max_fps for c in settings.cameras if c.max_fps}
-        pipeline = Pipeline(predictor, cameras, sinks.all, max_fps=max_fps, metrics=metrics)
-    return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=pipeline,
+        cameras, runner = list(local), Pipeline(predictor, local, sinks.all, max_fps=max_fps, metrics=metrics)
+    elif not plan.in_process:
+        from .workers.codec import ResultCodec
+        from .workers.supervisor import WorkerPool
+
+        pool = WorkerPool(settings, plan, sinks.all, ResultCodec(predictor.spec.labels, predictor.spec.tag_ids),
+                          metrics, log_level=logging.getLogger().getEffectiveLevel())
+        cameras, runner, processes = list(pool.cameras), pool, pool.processes
+    if settings.cameras:
+        log.info("%s", plan.describe())
+    metrics.registry.register(MemoryCollector(processes))
+    return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=runner,
                     latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,
                     sinks=sinks.all)
 

@@ -1,8 +1,8 @@
 """Frames/s and busy cores of `edge-runtime serve` with N cameras, in-process or in worker
 processes, against N separate single-camera servers; prints a table for docs/benchmarks.md.
 
-    python scripts/bench_scale.py --cameras 1 2 --workers 0 2 [--separate] [--uploads 40]
-    python scripts/bench_scale.py --cameras 8 --workers 0 8 auto --separate --seconds 30   # a 16-core box
+    python scripts/bench_scale.py --cameras 1 2 --workers 0 2 [--separate] [--uploads 40] [--rounds 3]
+    python scripts/bench_scale.py --cameras 1 2 4 8 --workers 0 auto --separate --seconds 30   # a 16-core box
 
 Each camera reads the same 1280x720 MJPEG file in a loop as fast as the model takes frames
 (no pacing, so nothing is dropped and frames/s is the throughput), with the demo model and
@@ -33,6 +33,8 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+
+from edge_runtime.workers.plan import plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "edge_runtime" / "demo" / "samples" / "coffee.jpg"
@@ -180,35 +182,44 @@ def main() -> None:
     parser.add_argument("--warm", type=float, default=3.0, help="seconds after the first results")
     parser.add_argument("--uploads", type=int, default=0, help="time this many POST /image from one client")
     parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are printed")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     cores = os.cpu_count() or 1
 
+    setups: list[tuple[str, int, str, int]] = []  # label, cameras, workers, servers (1, or one per camera)
+    for n in args.cameras:
+        for workers in args.workers:
+            plan = plan_workers(workers if workers == "auto" else int(workers), [f"cam{i}" for i in range(n)],
+                                threads=args.threads)
+            label = "1 process" if plan.in_process else f"{len(plan.groups)} workers x {plan.threads} threads"
+            setups.append((label, n, workers, 1))
+        if args.separate and n > 1:
+            setups.append((f"{n} separate servers, {max(1, cores // n)} threads each", n, "0", n))
+
+    runs: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(setups))}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         clip = write_clip(tmp / "clip.avi", 120, (width, height))
-        print(f"{cores} cores; model {args.model}, top-k {args.top_k}, {width}x{height} MJPEG file, "
-              f"{args.seconds:g} s per setup after {args.warm:g} s of warm-up\n")
-        print("| setup | cameras | workers | frames/s | busy cores | RSS MB (processes) | upload p50 ms |")
-        print("|---|---:|---|---:|---:|---:|---:|")
-        for n in args.cameras:
-            for workers in args.workers:
-                server = start(args.model, clip, n, workers, args.threads, args.top_k, tmp)
+        for _ in range(args.rounds):  # rounds interleave the setups, so that drift hits them alike
+            for i, (_label, n, workers, count) in enumerate(setups):
+                if count == 1:
+                    servers = [start(args.model, clip, n, workers, args.threads, args.top_k, tmp)]
+                else:
+                    servers = [start(args.model, clip, 1, "0", max(1, cores // n), args.top_k, tmp)
+                               for _ in range(count)]
                 try:
-                    m = measure([server], args.warm, args.seconds, args.uploads)
-                finally:
-                    server.stop()
-                label = "1 process" if workers == "0" else f"workers: {workers}"
-                print(row(label, n, workers, m), flush=True)
-            if args.separate and n > 1:
-                threads = max(1, cores // n)
-                servers = [start(args.model, clip, 1, "0", threads, args.top_k, tmp) for _ in range(n)]
-                try:
-                    m = measure(servers, args.warm, args.seconds, args.uploads)
+                    runs[i].append(measure(servers, args.warm, args.seconds, args.uploads))
                 finally:
                     for s in servers:
                         s.stop()
-                print(row(f"{n} separate servers, {threads} threads each", n, "0", m), flush=True)
+    print(f"{cores} cores; model {args.model}, top-k {args.top_k}, {width}x{height} MJPEG file; "
+          f"medians of {args.rounds} interleaved rounds of {args.seconds:g} s after {args.warm:g} s of warm-up\n")
+    print("| setup | cameras | workers | frames/s | busy cores | RSS MB (processes) | upload p50 ms |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for i, (label, n, workers, _count) in enumerate(setups):
+        median = {key: statistics.median(r[key] for r in runs[i]) for key in runs[i][0]}
+        print(row(label, n, workers, median))
 
 
 if __name__ == "__main__":

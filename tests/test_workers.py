@@ -23,11 +23,13 @@ from edge_runtime.pipeline import Pipeline
 from edge_runtime.predictor import Predictor
 from edge_runtime.serve import build_services
 from edge_runtime.server import create_app
+from edge_runtime.sinks import LatestResults
 from edge_runtime.sources import open_source
 from edge_runtime.types import Frame, FrameResult, Prediction, PredictionResult
 from edge_runtime.workers.codec import FrameRef, ResultCodec, decode_status, encode_status
 from edge_runtime.workers.plan import plan_workers
 from edge_runtime.workers.shm import SHM_DIR, FrameReader, FrameRing, prefix_for, remove_stale
+from edge_runtime.workers.supervisor import RemoteCamera, WorkerPool
 from tests.conftest import jpeg_bytes, solid, wait_for, write_video
 from tests.server_util import free_port, running
 
@@ -116,6 +118,18 @@ def _segments(pid: int) -> list[str]:
     return sorted(p.name for p in SHM_DIR.glob(f"edgert_{pid}_*"))
 
 
+def read(reader: FrameReader, ref: FrameRef, seq: int) -> np.ndarray:
+    image = reader.read("cam", ref, seq)
+    assert image is not None
+    return image
+
+
+def jpeg_shape(data: bytes) -> tuple[int, ...]:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return tuple(image.shape)
+
+
 def test_frame_ring_hands_frames_over_and_never_overwrites_an_unread_one():
     ring, reader = FrameRing(prefix_for(os.getpid(), 0, 1)), FrameReader()
     try:
@@ -123,15 +137,15 @@ def test_frame_ring_hands_frames_over_and_never_overwrites_an_unread_one():
         refs = [ring.put("cam", i + 1, f) for i, f in enumerate(frames[:3])]  # fills the 3 slots
         assert len(_segments(os.getpid())) == 1
         for i, ref in enumerate(refs):
-            assert np.array_equal(reader.read("cam", ref, i + 1), frames[i])
+            assert np.array_equal(read(reader, ref, i + 1), frames[i])
         assert reader.read("cam", refs[0], 99) is None and reader.missed == 1  # not the frame that is there
         ref4 = ring.put("cam", 4, frames[3])  # reuses slot 0: it was consumed, so no wait
         assert ring.overwritten == 0 and ref4.slot == 0
-        assert np.array_equal(reader.read("cam", ref4, 4), frames[3])
+        assert np.array_equal(read(reader, ref4, 4), frames[3])
         big = np.full((96, 128, 3), 77, np.uint8)  # a larger frame gets a new segment
         ref5 = ring.put("cam", 5, big)
         assert ref5.segment != ref4.segment and len(_segments(os.getpid())) == 1
-        assert np.array_equal(reader.read("cam", ref5, 5), big)
+        assert np.array_equal(read(reader, ref5, 5), big)
         for seq in (6, 7, 8):  # 8 takes the slot of 5, which was read
             ring.put("cam", seq, big)
         assert ring.overwritten == 0
@@ -209,7 +223,7 @@ def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, video
                 if seen == {"a", "b"}:
                     break
         snap = httpx.get(f"{url}/snapshot.jpg?camera=b")
-        assert snap.status_code == 200 and cv2.imdecode(np.frombuffer(snap.content, np.uint8), 1).shape == (240, 320, 3)
+        assert snap.status_code == 200 and jpeg_shape(snap.content) == (240, 320, 3)
         with httpx.stream("GET", f"{url}/stream.mjpg?camera=a", timeout=10) as mjpeg:
             body = b""
             for chunk in mjpeg.iter_bytes():
@@ -217,7 +231,7 @@ def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, video
                 if body.count(b"--frame") >= 2:
                     break
         part = body.split(b"\r\n\r\n", 1)[1]
-        assert cv2.imdecode(np.frombuffer(part, np.uint8), 1).shape == (240, 320, 3)
+        assert jpeg_shape(part) == (240, 320, 3)
 
         # uploads use the server's own session
         up = httpx.post(f"{url}/image", content=jpeg_bytes(solid((0, 0, 255))))
@@ -228,7 +242,7 @@ def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, video
         os.kill(pids["a"], signal.SIGKILL)
 
         def state(cid: str) -> str:
-            return {c["id"]: c["state"] for c in httpx.get(f"{url}/cameras").json()}[cid]
+            return str({c["id"]: c["state"] for c in httpx.get(f"{url}/cameras").json()}[cid])
 
         assert wait_for(lambda: state("a") == "restarting", timeout=10)
         ready = httpx.get(f"{url}/readyz").json()
@@ -239,8 +253,44 @@ def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, video
         assert wait_for(lambda: state("a") == "online" and seqs()["a"] > before["a"], timeout=60)
         restarted = {c["id"]: c for c in httpx.get(f"{url}/cameras").json()}["a"]["worker"]
         assert restarted["restarts"] == 1 and restarted["pid"] != pids["a"]
-        assert svc.latest.get("a").frame.seq > before["a"]  # numbers keep growing across the restart
+        assert seqs()["a"] > before["a"]  # numbers keep growing across the restart
     assert _segments(os.getpid()) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_silent_worker_is_killed_and_restarted(exports, videos):
+    settings = load_settings(env={}, overrides={"model": {"path": str(exports["modern"])}, "workers": 2,
+                                                "cameras": camera_settings(videos)})
+    spec = Predictor.load(exports["modern"]).spec
+    latest = LatestResults()
+    pool = WorkerPool(settings, plan_workers(2, ["a", "b"], cores=2), latest, ResultCodec(spec.labels, spec.tag_ids),
+                      hang_s=4.0)
+    pool.start()
+    try:
+        assert wait_for(lambda: len(latest.all()) == 2, timeout=60)
+        a = next(c for c in pool.cameras if c.id == "a")
+        stuck = pid_of(a)
+        os.kill(stuck, signal.SIGSTOP)  # as if stuck in a driver with the interpreter held
+        assert wait_for(lambda: a.state.value == "restarting", timeout=15)
+        assert not alive(stuck)
+        during = seq_of(latest, "b")
+        assert wait_for(lambda: a.state.value == "online", timeout=60)
+        assert seq_of(latest, "b") > during
+    finally:
+        pool.stop(3.0)
+    assert not any(alive(pid_of(c)) for c in pool.cameras)
+
+
+def pid_of(camera: RemoteCamera) -> int:
+    process = camera.worker.process
+    assert process is not None and process.pid is not None
+    return process.pid
+
+
+def seq_of(latest: LatestResults, camera_id: str) -> int:
+    result = latest.get(camera_id)
+    assert result is not None
+    return result.frame.seq
 
 
 # -- a real `edge-runtime serve` with workers, ended by SIGTERM or SIGKILL -------------------
@@ -273,19 +323,19 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_serve_leaves_no_process_or_shared_memory_behind(exports, videos, tmp_path, sig):
     config = tmp_path / "edge.yaml"
-    config.write_text(json.dumps({"model": {"path": str(exports["modern"])}, "workers": 2,
-                                  "cameras": camera_settings(videos)}))
+    config.write_text(json.dumps({"model": {"path": str(exports["modern"])}, "cameras": camera_settings(videos)}))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "EDGE_RUNTIME_TOKEN"}
     proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", "--config", str(config),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
-        def latest() -> dict:  # type: ignore[type-arg]
+        def latest() -> dict[str, object]:
             try:
-                return httpx.get(f"http://127.0.0.1:{port}/predictions/latest", timeout=2).json()
+                body = httpx.get(f"http://127.0.0.1:{port}/predictions/latest", timeout=2).json()
             except (httpx.HTTPError, ValueError):
                 return {}
+            return body if isinstance(body, dict) else {}
 
         assert wait_for(lambda: set(latest()) == {"a", "b"}, timeout=90)
         family = children(proc.pid)

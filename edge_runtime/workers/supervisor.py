@@ -47,6 +47,7 @@ from .shm import ROOT, FrameReader, prefix_for, remove_segments, remove_stale
 log = logging.getLogger(__name__)
 WAIT_S = 0.25
 HANG_S = 30.0  # no message (status comes every 0.5 s) for this long: the worker is killed
+STARTUP_S = 120.0  # the same, before its first message (imports on a slow SD card)
 STABLE_S = 30.0  # a worker that ran this long starts its next restart from the first backoff
 RESTART_BACKOFF = Backoff(initial_s=0.5, max_s=30.0)
 BATCH = 64  # messages read from one worker before looking at the others
@@ -101,7 +102,7 @@ class _Worker:
     failures: int = 0
     restarts: int = 0
     started: float = 0.0
-    heard: float = 0.0  # monotonic time of the last message
+    heard: float = 0.0  # monotonic time of the last message; 0: none yet
     prefix: str = ""
     offsets: dict[str, int] = field(default_factory=dict)  # camera -> seq offset of this incarnation
 
@@ -185,7 +186,7 @@ class WorkerPool:
         results_w.close()  # only the worker holds these ends now: its death closes them
         control_r.close()
         w.process, w.results, w.control = process, results_r, control_w
-        w.started = w.heard = time.monotonic()
+        w.started, w.heard = time.monotonic(), 0.0
         w.offsets = {cid: self._last_seq.get(cid, 0) for cid in w.cameras}
         for cam in self.cameras:
             if cam.worker is w:
@@ -247,11 +248,13 @@ class WorkerPool:
             for w in self._workers:
                 if w.results is None and now >= w.restart_at:
                     self._spawn(w)
-                elif (w.results is not None and w.process is not None and w.process.is_alive()
-                      and now - w.heard > self.hang_s):
-                    log.error("worker %d (pid %s) sent nothing for %.0f s; killing it", w.index, w.process.pid,
-                              now - w.heard)
-                    w.process.kill()
+                elif w.results is not None and w.process is not None and w.process.is_alive():
+                    silent = now - (w.heard or w.started)
+                    if silent > (self.hang_s if w.heard else STARTUP_S):
+                        log.error("worker %d (pid %s) sent nothing for %.0f s; killing it", w.index, w.process.pid,
+                                  silent)
+                        w.process.kill()
+                        w.heard = w.started = now  # one kill; its sentinel brings the restart
 
     def _drain(self, w: _Worker, until_eof: bool = False) -> None:
         conn = w.results

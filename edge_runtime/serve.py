@@ -84,10 +84,10 @@ def build_services(
         cameras, runner = list(local), Pipeline(predictor, local, sinks.all, max_fps=max_fps, metrics=metrics)
     elif not plan.in_process:
         from .workers.codec import ResultCodec
-        from .workers.supervisor import WorkerPool
+        from .workers.supervisor import WorkerPool, shared_model
 
         pool = WorkerPool(settings, plan, sinks.all, ResultCodec(predictor.spec.labels, predictor.spec.tag_ids),
-                          metrics, log_level=logging.getLogger().getEffectiveLevel())
+                          shared_model(predictor.bundle), metrics, log_level=logging.getLogger().getEffectiveLevel())
         cameras, runner, processes = list(pool.cameras), pool, pool.processes
     if settings.cameras:
         log.info("%s", plan.describe())

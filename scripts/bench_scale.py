@@ -99,6 +99,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     url: str
     cameras: int
+    log: Path
 
     def processed(self) -> float:
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
@@ -133,16 +134,19 @@ def start(model: str, clip: Path, cameras: int, workers: str, threads: int, top_
     path = tmp / f"config-{port}.yaml"
     path.write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if k != "EDGE_RUNTIME_TOKEN"}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", "--config", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    return Server(proc, f"http://127.0.0.1:{port}", cameras)
+    log = path.with_suffix(".log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", "--config", str(path)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    return Server(proc, f"http://127.0.0.1:{port}", cameras, log)
 
 
 def measure(servers: list[Server], warm_s: float, seconds: float, uploads: int) -> dict[str, float]:
     deadline = time.monotonic() + 180
     while not all(s.ready() for s in servers):
         if time.monotonic() > deadline or any(s.proc.poll() is not None for s in servers):
-            raise RuntimeError("a server did not start")
+            tails = "\n".join(s.log.read_text(errors="replace")[-2000:] for s in servers)
+            raise RuntimeError(f"a server did not start:\n{tails}")
         time.sleep(0.2)
     time.sleep(warm_s)
     pids = [p for s in servers for p in family(s.proc.pid)]

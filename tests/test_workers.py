@@ -30,7 +30,7 @@ from edge_runtime.workers.codec import FrameRef, ResultCodec, decode_status, enc
 from edge_runtime.workers.plan import plan_workers
 from edge_runtime.workers.shm import SHM_DIR, FrameReader, FrameRing, prefix_for, remove_stale
 from edge_runtime.workers.supervisor import RemoteCamera, WorkerPool
-from tests.conftest import jpeg_bytes, solid, wait_for, write_video
+from tests.conftest import jpeg_bytes, solid, wait_for, write_video, zip_export_path
 from tests.server_util import free_port, running
 
 FRAMES = 30  # per video; frame i is grey level 4*i
@@ -192,10 +192,13 @@ def grey_level(seq: int) -> int:
 
 
 @pytest.mark.timeout(180)
-def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, videos):
-    settings = load_settings(env={}, overrides={"model": {"path": str(exports["modern"])}, "workers": 2,
+def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, videos, tmp_path):
+    export_zip = zip_export_path(exports["modern"], tmp_path)
+    settings = load_settings(env={}, overrides={"model": {"path": str(export_zip)}, "workers": 2,
                                                 "cameras": camera_settings(videos)})
     svc = build_services(settings, env={})
+    assert isinstance(svc.pipeline, WorkerPool)
+    assert svc.pipeline.model == svc.predictor.bundle.root != export_zip  # workers share the server's extracted copy
     with running(create_app(svc)) as url:
         def seqs() -> dict[str, int]:
             return {cid: r.frame.seq for cid, r in svc.latest.all().items()}
@@ -212,7 +215,7 @@ def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, video
         first = svc.latest.get("a")
         assert first is not None and first.frame.image.shape == (240, 320, 3)
         assert abs(int(first.frame.image[5, 5, 0]) - grey_level(first.frame.seq)) <= 8
-        assert svc.pipeline is not None and svc.pipeline.frames.missed == 0  # type: ignore[attr-defined]
+        assert svc.pipeline.frames.missed == 0
 
         # SSE, MJPEG and snapshots across the process boundary
         seen: set[str] = set()
@@ -264,7 +267,7 @@ def test_a_silent_worker_is_killed_and_restarted(exports, videos):
     spec = Predictor.load(exports["modern"]).spec
     latest = LatestResults()
     pool = WorkerPool(settings, plan_workers(2, ["a", "b"], cores=2), latest, ResultCodec(spec.labels, spec.tag_ids),
-                      hang_s=4.0)
+                      exports["modern"], hang_s=4.0)
     pool.start()
     try:
         assert wait_for(lambda: len(latest.all()) == 2, timeout=60)

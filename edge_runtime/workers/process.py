@@ -45,6 +45,7 @@ class WorkerSpec:
     threads: int
     shm_prefix: str
     server_pid: int
+    model: str  # the path every worker opens: for a zip, the server's extracted folder
     log_level: int = logging.INFO
 
 
@@ -120,11 +121,11 @@ class _Worker:
 
         from ..pipeline import Pipeline
         from ..predictor import Predictor
-        from ..serve import make_camera, model_path, postprocess_options
+        from ..serve import make_camera, postprocess_options
 
         cv2.setNumThreads(max(1, self.spec.threads))  # OpenCV's own pool would otherwise take every core
         settings, m = self.spec.settings, self.spec.settings.model
-        predictor = Predictor.load(model_path(settings), providers=m.providers or None,
+        predictor = Predictor.load(self.spec.model, providers=m.providers or None,
                                    intra_op_threads=self.spec.threads, options=postprocess_options(settings),
                                    spinning=m.spinning)
         self.codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids)

@@ -24,14 +24,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..bundle import Bundle
 from ..camera import Backoff, CameraState, CameraStats
 from ..config import Settings
 from ..metrics import Metrics
@@ -108,9 +109,9 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, plan: WorkerPlan, sink: Sink, codec: ResultCodec,
+    def __init__(self, settings: Settings, plan: WorkerPlan, sink: Sink, codec: ResultCodec, model: Path,
                  metrics: Metrics | None = None, hang_s: float = HANG_S, log_level: int = logging.INFO) -> None:
-        self.settings, self.plan, self.sink, self.codec = settings, plan, sink, codec
+        self.settings, self.plan, self.sink, self.codec, self.model = settings, plan, sink, codec, model
         self.metrics = metrics
         self.hang_s = hang_s
         self.log_level = log_level
@@ -177,7 +178,8 @@ class WorkerPool:
     def _spawn(self, w: _Worker) -> None:
         w.incarnation += 1
         w.prefix = prefix_for(os.getpid(), w.index, w.incarnation)
-        spec = WorkerSpec(w.index, w.cameras, self.settings, self.plan.threads, w.prefix, os.getpid(), self.log_level)
+        spec = WorkerSpec(w.index, w.cameras, self.settings, self.plan.threads, w.prefix, os.getpid(), str(self.model),
+                          self.log_level)
         results_r, results_w = self._ctx.Pipe(duplex=False)
         control_r, control_w = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(target=run_worker, args=(spec, results_w, control_r), daemon=True,
@@ -247,7 +249,13 @@ class WorkerPool:
                 return
             for w in self._workers:
                 if w.results is None and now >= w.restart_at:
-                    self._spawn(w)
+                    try:
+                        self._spawn(w)
+                    except OSError as exc:  # out of processes, memory or file descriptors: try again later
+                        w.failures += 1
+                        w.restart_at = now + RESTART_BACKOFF.delay(w.failures)
+                        log.error("worker %d: cannot start a process (%s); next try in %.1f s", w.index, exc,
+                                  w.restart_at - now)
                 elif w.results is not None and w.process is not None and w.process.is_alive():
                     silent = now - (w.heard or w.started)
                     if silent > (self.hang_s if w.heard else STARTUP_S):
@@ -302,8 +310,7 @@ class WorkerPool:
             self.metrics.age.labels(cid).set(result.age_ms / 1000)
 
 
-def processes_of(runner: object) -> Callable[[], dict[str, int | None]]:
-    """The memory collector's process list for a runner: the server alone unless it is a pool."""
-    if isinstance(runner, WorkerPool):
-        return runner.processes
-    return lambda: {"server": os.getpid()}
+def shared_model(bundle: Bundle) -> Path:
+    """What the workers open: the folder or .onnx the user named, or for a zip the folder the
+    server extracted it to (read-only for them, one copy on disk and in the page cache)."""
+    return bundle.source if bundle.source.is_dir() or bundle.source.suffix.lower() == ".onnx" else bundle.root

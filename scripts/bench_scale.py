@@ -34,6 +34,7 @@ import cv2
 import httpx
 import numpy as np
 
+from edge_runtime.bench import machine
 from edge_runtime.workers.plan import plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,6 +203,7 @@ def main() -> None:
             setups.append((f"{n} separate servers, {max(1, cores // n)} threads each", n, "0", n))
 
     runs: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(setups))}
+    load_before = Path("/proc/loadavg").read_text().split()[0]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         clip = write_clip(tmp / "clip.avi", 120, (width, height))
@@ -217,8 +219,10 @@ def main() -> None:
                 finally:
                     for s in servers:
                         s.stop()
-    print(f"{cores} cores; model {args.model}, top-k {args.top_k}, {width}x{height} MJPEG file; "
-          f"medians of {args.rounds} interleaved rounds of {args.seconds:g} s after {args.warm:g} s of warm-up\n")
+    load_after = Path("/proc/loadavg").read_text().split()[0]
+    print(f"{machine()}; load average {load_before} before, {load_after} after")
+    print(f"model {args.model}, top-k {args.top_k}, {width}x{height} MJPEG file; medians of {args.rounds} "
+          f"interleaved rounds of {args.seconds:g} s after {args.warm:g} s of warm-up\n")
     print("| setup | cameras | workers | frames/s | busy cores | RSS MB (processes) | upload p50 ms |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for i, (label, n, workers, _count) in enumerate(setups):

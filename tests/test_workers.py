@@ -47,7 +47,8 @@ FRAMES = 30  # per video; frame i is grey level 4*i
     (0, ["a", "b"], 16, (), 0),
     (2, ["a", "b"], 2, (("a",), ("b",)), 1),
     (8, ["a", "b"], 2, (("a",), ("b",)), 1),        # never more workers than cameras
-    (1, ["a", "b", "c"], 6, (("a", "b", "c"),), 6),
+    (1, ["a", "b", "c"], 6, (("a", "b", "c"),), 5),  # one process: a core is left to capture
+    (1, ["a"], 2, (("a",),), 1),
 ])
 def test_plan(workers, cameras, cores, groups, threads):
     plan = plan_workers(workers, cameras, cores=cores)

@@ -15,8 +15,9 @@ workers (at most one per camera).
 
 Threads are chosen so the sessions together fill the cores and no more: each worker's
 session gets cores // workers (at least 1) intra-op threads, unless `model.threads` sets
-them. Capture and decoding run on threads of their own beside it; with one worker per
-core they share its core.
+them; a single worker leaves one core to capture, as the in-process pipeline does.
+Capture and decoding run on threads of their own beside the session; with one worker
+per core they share its core.
 """
 
 from __future__ import annotations
@@ -65,5 +66,6 @@ def plan_workers(workers: Workers, cameras: Sequence[str], cores: int | None = N
     if count <= 0:
         return WorkerPlan((), 0, in_process_threads(threads, len(cameras), cores), cores)
     groups = tuple(tuple(cameras[i::count]) for i in range(count))
-    per_worker = threads or max(1, cores // count)
+    # one worker is one process with cameras: it leaves a core to capture, as in-process does
+    per_worker = threads or (in_process_threads(0, 1, cores) if count == 1 else max(1, cores // count))
     return WorkerPlan(groups, per_worker, threads or per_worker, cores)

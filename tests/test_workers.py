@@ -76,6 +76,17 @@ def test_workers_setting_is_checked():
         load_settings(env={}, overrides={"workers": -1})
 
 
+def test_workers_flag(capsys):
+    from edge_runtime.cli import build_parser, serve_overrides
+
+    assert serve_overrides(build_parser().parse_args(["serve", "--workers", "3"]))["workers"] == 3
+    assert serve_overrides(build_parser().parse_args(["serve", "--workers", "auto"]))["workers"] == "auto"
+    assert "workers" not in serve_overrides(build_parser().parse_args(["serve"]))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--workers", "many"])
+    assert "expected auto or a number, not 'many'" in capsys.readouterr().err
+
+
 # -- the bytes contract -----------------------------------------------------------------
 def _pipeline_results(predictor: Predictor, images: list[np.ndarray]) -> list[FrameResult]:
     camera = Camera("door", lambda: open_source("demo:"))
@@ -91,7 +102,7 @@ def test_codec_round_trip_of_pipeline_results(exports, layout):
     images[0][100:300, 200:400] = (0, 0, 255)
     codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids)
     for result in _pipeline_results(predictor, images):
-        ref = FrameRef("edgert_1_0_1_0_1", 2, result.frame.image.shape)
+        ref = FrameRef("edgert_1_0_1_0_1", 2 << 20, result.frame.image.shape)
         data = codec.encode(result, ref)
         decoded = codec.decode(data)
         assert decoded.ref == ref
@@ -141,17 +152,20 @@ def test_frame_ring_hands_frames_over_and_never_overwrites_an_unread_one():
             assert np.array_equal(read(reader, ref, i + 1), frames[i])
         assert reader.read("cam", refs[0], 99) is None and reader.missed == 1  # not the frame that is there
         ref4 = ring.put("cam", 4, frames[3])  # reuses slot 0: it was consumed, so no wait
-        assert ring.overwritten == 0 and ref4.slot == 0
+        assert ring.overwritten == 0 and ref4.offset == 0
         assert np.array_equal(read(reader, ref4, 4), frames[3])
         big = np.full((96, 128, 3), 77, np.uint8)  # a larger frame gets a new segment
         ref5 = ring.put("cam", 5, big)
         assert ref5.segment != ref4.segment and len(_segments(os.getpid())) == 1
         assert np.array_equal(read(reader, ref5, 5), big)
-        for seq in (6, 7, 8):  # 8 takes the slot of 5, which was read
+        small = ring.put("cam", 6, frames[0])  # a smaller frame fits the larger slots
+        assert small.segment == ref5.segment and small.offset > 0
+        assert np.array_equal(read(reader, small, 6), frames[0])
+        for seq in (7, 8, 9):  # 8 and 9 take the slots of 5 and 6, which were read
             ring.put("cam", seq, big)
         assert ring.overwritten == 0
         began = time.monotonic()
-        ring.put("cam", 9, big)  # the slot of 6, never read: the writer waits, then overwrites
+        ring.put("cam", 10, big)  # the slot of 7, never read: the writer waits, then overwrites
         assert time.monotonic() - began >= 0.9 and ring.overwritten == 1
     finally:
         reader.close()
@@ -350,7 +364,7 @@ def test_serve_leaves_no_process_or_shared_memory_behind(exports, videos, tmp_pa
         if sig == signal.SIGTERM:
             assert time.monotonic() - began < 5.0, out
             assert "Application shutdown complete" in out
-            assert "did not stop in time" not in out
+            assert "did not stop in time" not in out, out
         # workers see the server's end of their pipe close, and exit; nothing is left behind
         assert wait_for(lambda: not any(alive(p) for p in family), timeout=10), (family, out)
         assert wait_for(lambda: _segments(proc.pid) == [], timeout=5), _segments(proc.pid)

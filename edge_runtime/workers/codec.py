@@ -1,7 +1,7 @@
 """A FrameResult as compact bytes, so results cross a process boundary without pickle.
 
     codec = ResultCodec(labels=spec.labels, tag_ids=spec.tag_ids)
-    data = codec.encode(result, FrameRef("edgert_12_0_1", slot=2, shape=(720, 1280, 3)))
+    data = codec.encode(result, FrameRef("edgert_12_0_1_0_1", offset=0, shape=(720, 1280, 3)))
     decoded = codec.decode(data)                  # a Decoded: the result's fields and the frame's place
     result = decoded.result(image)               # the FrameResult again, with the image read back
 
@@ -29,17 +29,18 @@ from ..types import BoundingBox, Frame, FrameResult, Prediction, PredictionResul
 RESULT, STATUS = b"R", b"S"
 _HEAD = struct.Struct("<QddddqIII")  # seq, captured_at, captured_mono, inference_ms, published_mono,
 #                                      created (µs since the epoch), image width, height, predictions
-_REF = struct.Struct("<HB")  # slot, ndim
+_REF = struct.Struct("<QB")  # offset, ndim
 _BOX, _NAMED = 1, 2  # per-prediction flags
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
 class FrameRef:
-    """Where a frame's pixels are: a shared-memory segment, a slot in it, and the array's shape."""
+    """Where a frame's pixels are: a shared-memory segment, the byte offset of its slot there
+    (the slot's header, then the pixels), and the array's shape."""
 
     segment: str
-    slot: int
+    offset: int
     shape: tuple[int, ...]
     dtype: str = "|u1"
 
@@ -102,7 +103,7 @@ class ResultCodec:
             RESULT,
             _HEAD.pack(frame.seq, frame.captured_at, frame.captured_mono, result.inference_ms, result.published_mono,
                        created_us, pr.image_width, pr.image_height, n),
-            _text(frame.camera_id), _text(pr.id), _text(ref.segment), _REF.pack(ref.slot, len(ref.shape)),
+            _text(frame.camera_id), _text(pr.id), _text(ref.segment), _REF.pack(ref.offset, len(ref.shape)),
             struct.pack(f"<{len(ref.shape)}I", *ref.shape), _text(ref.dtype),
             struct.pack(f"<{n}I", *(p.tag_index for p in preds)),
             struct.pack(f"<{n}d", *(p.probability for p in preds)),
@@ -124,7 +125,7 @@ class ResultCodec:
         seq, captured_at, captured_mono, inference_ms, published_mono, created_us, width, height, n = r.take(
             _HEAD.format)
         camera_id, pred_id, segment = r.text(), r.text(), r.text()
-        slot, ndim = r.take(_REF.format)
+        offset, ndim = r.take(_REF.format)
         shape = r.take(f"<{ndim}I")
         dtype = r.text()
         indices = list(r.take(f"<{n}I"))
@@ -145,7 +146,7 @@ class ResultCodec:
         created = _EPOCH + dt.timedelta(microseconds=created_us)
         prediction = PredictionResult(predictions, width, height, created=created, id=pred_id)
         return Decoded(camera_id, seq, captured_at, captured_mono, inference_ms, published_mono, prediction,
-                       FrameRef(segment, slot, tuple(shape), dtype))
+                       FrameRef(segment, offset, tuple(shape), dtype))
 
 
 def encode_status(status: dict[str, Any]) -> bytes:

@@ -1,7 +1,7 @@
 """The newest frames of each camera in shared memory: a worker writes, the server reads.
 
     ring = FrameRing("edgert_4242_0_1_")            # in the worker
-    ref = ring.put("door", seq=17, image=frame)     # a FrameRef: segment, slot, shape
+    ref = ring.put("door", seq=17, image=frame)     # a FrameRef: segment, slot offset, shape
     ...                                             # ref travels in the result message
     frames = FrameReader()                          # in the server
     image = frames.read("door", ref, seq=17)        # a copy, or None if it was overwritten
@@ -114,7 +114,7 @@ class FrameRing:
         target[...] = image
         del target
         _SLOT_HEAD.pack_into(buf, offset, seq, consumed)
-        return FrameRef(seg.shm.name, slot, tuple(image.shape), image.dtype.str)
+        return FrameRef(seg.shm.name, offset, tuple(image.shape), image.dtype.str)
 
     def names(self) -> list[str]:
         return [seg.shm.name for seg in self._segments.values()]
@@ -146,9 +146,8 @@ class FrameReader:
                 return None
             self._attached[camera_id] = shm
         dtype = np.dtype(ref.dtype)
-        slot_size = _slot_size(int(np.prod(ref.shape)) * dtype.itemsize)
-        offset = ref.slot * slot_size
-        if offset + slot_size > shm.size:
+        offset = ref.offset
+        if offset + _SLOT_HEAD.size + int(np.prod(ref.shape)) * dtype.itemsize > shm.size:
             self.missed += 1
             return None
         buf = _buf(shm)

@@ -145,17 +145,22 @@ class WorkerPool:
                 if w.control is not None:
                     w.control.close()  # the worker sees EOF and stops
                     w.control = None
-        procs = [w.process for w in self._workers if w.process is not None]
-        for p in procs:
-            p.join(max(0.0, deadline - 0.5 - time.monotonic()))
-        for p in procs:
-            if p.is_alive():
+        # Only the supervisor thread reaps workers (two threads waiting for one child race);
+        # it returns once every worker has exited.
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - 0.5 - time.monotonic()))
+        for w in self._workers:
+            p = w.process
+            if p is not None and not wait([p.sentinel], 0):  # the sentinel is readable once it has exited
                 log.warning("worker pid %s did not stop in time; killing it", p.pid)
                 p.kill()
-        for p in procs:
-            p.join(max(0.1, deadline - time.monotonic()))
-        if self._thread is not None:
-            self._thread.join(max(0.1, deadline - time.monotonic()))
+        if thread is not None:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        else:
+            for w in self._workers:
+                if w.process is not None:
+                    w.process.join(max(0.1, deadline - time.monotonic()))
         self.frames.close()
         remove_segments(lambda name: name.startswith(f"{ROOT}{os.getpid()}_"))
 

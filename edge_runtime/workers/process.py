@@ -21,13 +21,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import EdgeRuntimeError
 from ..types import FrameResult
 from .codec import ResultCodec, encode_status
 from .shm import FrameRing
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 STATUS_S = 0.5
@@ -113,7 +116,7 @@ class _Worker:
     def __init__(self, spec: WorkerSpec, channel: Channel, stop: threading.Event) -> None:
         self.spec, self.channel, self.stop = spec, channel, stop
         self.ring = FrameRing(spec.shm_prefix, stop=stop)
-        self.pipeline: Any = None
+        self.pipeline: Pipeline | None = None
         self.codec = ResultCodec()
 
     def run(self) -> int:
@@ -158,13 +161,13 @@ class _Worker:
             self.stop.wait(STATUS_S)
 
     def status(self) -> dict[str, Any]:
-        cams: dict[str, Any] = {}
+        """Each camera's state, counters and rate; no cameras until the model is loaded."""
         pipeline = self.pipeline
-        for camera in pipeline.cameras if pipeline else ():
-            cams[camera.id] = {"state": camera.state.value, "stats": asdict(camera.stats),
-                               "fps": round(pipeline.fps(camera.id), 3)}
-        return {"pid": os.getpid(), "cameras": cams, "errors": pipeline.errors if pipeline else 0,
-                "overwritten": self.ring.overwritten}
+        if pipeline is None:
+            return {"pid": os.getpid(), "cameras": {}, "errors": 0, "overwritten": self.ring.overwritten}
+        cams = {camera.id: {"state": camera.state.value, "stats": asdict(camera.stats),
+                            "fps": round(pipeline.fps(camera.id), 3)} for camera in pipeline.cameras}
+        return {"pid": os.getpid(), "cameras": cams, "errors": pipeline.errors, "overwritten": self.ring.overwritten}
 
     def close(self) -> None:
         if self.pipeline is not None:

@@ -137,7 +137,8 @@ class WorkerPool:
         self._thread.start()
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Asks every worker to stop, then terminates and kills what is left by the deadline."""
+        """Asks every worker to stop (closing its control pipe), and kills what is left shortly
+        before the deadline."""
         deadline = time.monotonic() + timeout
         with self._lock:
             self._stopping.set()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from .pipeline import Pipeline
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
 from .server import GracefulServer, Services, create_app
-from .sinks import build_sinks
+from .sinks import Sink, build_sinks
 from .sources import describe_uri, open_source
 from .workers.memory import MemoryCollector
 from .workers.plan import in_process_threads, plan_workers
@@ -58,6 +58,17 @@ def make_camera(cfg: CameraConfig) -> Camera:
     return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source))
 
 
+def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics: Metrics | None = None,
+                   camera_ids: Collection[str] | None = None) -> Pipeline | None:
+    """The cameras of this process (all, or those named) over one session: the server's
+    when they run in-process, a worker's otherwise; None without cameras."""
+    configs = [c for c in settings.cameras if camera_ids is None or c.id in camera_ids]
+    if not configs:
+        return None
+    max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
+    return Pipeline(predictor, [make_camera(c) for c in configs], sink, max_fps=max_fps, metrics=metrics)
+
+
 def server_process() -> dict[str, int | None]:
     return {"server": os.getpid()}
 
@@ -78,11 +89,11 @@ def build_services(
     cameras: list[CameraView] = []
     runner: CameraRunner | None = None
     processes: Callable[[], dict[str, int | None]] = server_process
-    if plan.in_process and settings.cameras:
-        local = [make_camera(c) for c in settings.cameras]
-        max_fps = {c.id: c.max_fps for c in settings.cameras if c.max_fps}
-        cameras, runner = list(local), Pipeline(predictor, local, sinks.all, max_fps=max_fps, metrics=metrics)
-    elif not plan.in_process:
+    if plan.in_process:
+        pipeline = local_pipeline(settings, predictor, sinks.all, metrics)
+        if pipeline is not None:
+            cameras, runner = list(pipeline.cameras), pipeline
+    else:
         from .workers.codec import ResultCodec
         from .workers.supervisor import WorkerPool, shared_model
 

@@ -122,9 +122,8 @@ class _Worker:
     def run(self) -> int:
         import cv2
 
-        from ..pipeline import Pipeline
         from ..predictor import Predictor
-        from ..serve import make_camera, postprocess_options
+        from ..serve import local_pipeline, postprocess_options
 
         cv2.setNumThreads(max(1, self.spec.threads))  # OpenCV's own pool would otherwise take every core
         settings, m = self.spec.settings, self.spec.settings.model
@@ -132,11 +131,8 @@ class _Worker:
                                    intra_op_threads=self.spec.threads, options=postprocess_options(settings),
                                    spinning=m.spinning)
         self.codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids)
-        configs = [c for c in settings.cameras if c.id in self.spec.cameras]
-        cameras = [make_camera(c) for c in configs]
-        max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
-        self.pipeline = Pipeline(predictor, cameras, self.publish, max_fps=max_fps)
-        if self.stop.is_set():
+        self.pipeline = local_pipeline(settings, predictor, self.publish, camera_ids=self.spec.cameras)
+        if self.pipeline is None or self.stop.is_set():
             return 0
         self.pipeline.start()
         log.info("cameras %s, pid %d, %d onnxruntime threads", ", ".join(self.spec.cameras), os.getpid(),

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST[:PORT]",
                        help="enable POST /url for this host and port (default 80 for http, 443 for https); "
                        "repeatable")
+    serve.add_argument("--workers", type=_workers, help="camera worker processes: auto (default), a number, "
+                       "or 0 to run the cameras in the server process")
     _model_args(serve, model=False)
 
     quantize = sub.add_parser("quantize", help="write a static INT8 export calibrated on real frames")
@@ -274,6 +276,15 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(path=str(args.model), **_model_flags(args))
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, not {value!r}") from None
+
+
 def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Flags given on the command line, as a settings tree that overrides file and environment."""
     given = _given
@@ -282,6 +293,8 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "server": given(host=args.host, port=args.port, token_file=args.token_file, insecure=args.insecure),
         "log": given(jsonl=args.jsonl),
     }
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     if args.allow_url_host:
         overrides["server"]["url"] = {"enabled": True, "allow_hosts": args.allow_url_host}
     if args.source:

@@ -10,6 +10,7 @@ comes from EDGE_RUNTIME_TOKEN or from a file (EDGE_RUNTIME_TOKEN_FILE, server.to
       path: exports/shelf.zip
       providers: [cuda, cpu]
       top_k: 5
+    workers: auto          # camera worker processes (0: all in the server process)
     cameras:
       - id: shelf
         source: rtsp://user:pass@10.0.0.8/stream
@@ -201,6 +202,9 @@ class LogConfig(Strict):
 class Settings(Strict):
     model: ModelConfig = ModelConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
+    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = Field(
+        "auto", description="camera worker processes; 0: cameras run in the server process; auto: one per "
+        "camera, up to one per core, with two cameras or more on three cores or more (workers/plan.py)")
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     events: EventsConfig = EventsConfig()

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .camera import Camera, CameraState
+from .workers.runner import STATES, CameraView
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
@@ -16,7 +16,7 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25
 class _CameraCollector(Collector):
     """Reads the cameras' own counters at scrape time, so nothing is counted twice."""
 
-    def __init__(self, cameras: Callable[[], Sequence[Camera]]) -> None:
+    def __init__(self, cameras: Callable[[], Sequence[CameraView]]) -> None:
         self.cameras = cameras
 
     def collect(self) -> Iterable[Metric]:
@@ -30,9 +30,9 @@ class _CameraCollector(Collector):
             dropped.add_metric([cam.id], cam.stats.dropped)
             captured.add_metric([cam.id], cam.stats.frames)
             reconnects.add_metric([cam.id], cam.stats.reconnects)
-            current = cam.state
-            for s in CameraState:
-                state.add_metric([cam.id, s.value], 1.0 if s is current else 0.0)
+            current = cam.state.value
+            for s in STATES:
+                state.add_metric([cam.id, s], 1.0 if s == current else 0.0)
         yield from (dropped, captured, reconnects, state)
 
 
@@ -53,7 +53,7 @@ class Metrics:
         self.requests = Counter("edge_http_requests", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
 
-    def watch(self, cameras: Callable[[], Sequence[Camera]]) -> None:
+    def watch(self, cameras: Callable[[], Sequence[CameraView]]) -> None:
         self.registry.register(_CameraCollector(cameras))
 
     def render(self) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,11 @@ from .pipeline import Pipeline
 from .postprocess import PostprocessOptions
 from .predictor import Predictor
 from .server import GracefulServer, Services, create_app, server_config
-from .sinks import build_sinks
+from .sinks import Sink, build_sinks
 from .sources import SourceError, check_source, describe_uri, open_source
+from .workers.memory import MemoryCollector
+from .workers.plan import in_process_threads, plan_workers
+from .workers.runner import CameraRunner, CameraView
 
 log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 2  # open streams get this long; then the pipeline stops (within 5 s in all)
@@ -44,16 +47,15 @@ def postprocess_options(settings: Settings) -> PostprocessOptions:
 def intra_op_threads(settings: Settings) -> int:
     """0 (auto) means all cores, except with cameras: then one core is left to capture,
     decoding and publishing, which run beside inference (docs/benchmarks.md)."""
-    if settings.model.threads or not settings.cameras:
-        return settings.model.threads
-    return max(1, (os.cpu_count() or 1) - 1)
+    return in_process_threads(settings.model.threads, len(settings.cameras), os.cpu_count() or 1)
 
 
-def load_predictor(settings: Settings) -> Predictor:
+def load_predictor(settings: Settings, threads: int | None = None) -> Predictor:
     m = settings.model
-    return Predictor.load(model_path(settings), providers=m.providers or None,
-                          intra_op_threads=intra_op_threads(settings), options=postprocess_options(settings),
-                          spinning=m.spinning, graph_cache=graph_cache_dir() if m.graph_cache else None)
+    threads = intra_op_threads(settings) if threads is None else threads
+    return Predictor.load(model_path(settings), providers=m.providers or None, intra_op_threads=threads,
+                          options=postprocess_options(settings), spinning=m.spinning,
+                          graph_cache=graph_cache_dir() if m.graph_cache else None)
 
 
 def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None = None) -> Camera:
@@ -87,6 +89,25 @@ def log_choices(settings: Settings, token: str | None, predictor: Predictor) -> 
         log.info("results list at most %d of the model's %d tags (model.top_k, --top-k)", top_k, tags)
 
 
+def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics: Metrics | None = None,
+                   camera_ids: Collection[str] | None = None) -> Pipeline | None:
+    """The cameras of this process (all, or those named) over one session: the server's
+    when they run in-process, a worker's otherwise; None without cameras. Preprocessing runs
+    on each camera's grabber thread, behind its scene gate when it has one."""
+    configs = [c for c in settings.cameras if camera_ids is None or c.id in camera_ids]
+    if not configs:
+        return None
+    gates = {c.id: SceneGate(c.gate.min_changed, c.gate.max_idle_s) for c in configs if c.gate.enabled}
+    cameras = [make_camera(c, gates[c.id].hook(predictor.prepare) if c.id in gates else predictor.prepare)
+               for c in configs]
+    max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
+    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates)
+
+
+def server_process() -> dict[str, int | None]:
+    return {"server": os.getpid()}
+
+
 def build_services(
     settings: Settings, predictor: Predictor | None = None, env: Mapping[str, str] | None = None
 ) -> Services:
@@ -94,12 +115,12 @@ def build_services(
     token = resolve_token(settings, env)
     check_access(settings, token)
     check_sources(settings)
-    predictor = load_predictor(settings) if predictor is None else predictor.with_options(
+    plan = plan_workers(settings.workers, [c.id for c in settings.cameras], threads=settings.model.threads)
+    # with workers, the server's own session serves uploads alone
+    threads = None if plan.in_process else plan.upload_threads
+    predictor = load_predictor(settings, threads) if predictor is None else predictor.with_options(
         postprocess_options(settings))
     log_choices(settings, token, predictor)
-    gates = {c.id: SceneGate(c.gate.min_changed, c.gate.max_idle_s) for c in settings.cameras if c.gate.enabled}
-    cameras = [make_camera(c, gates[c.id].hook(predictor.prepare) if c.id in gates else predictor.prepare)
-               for c in settings.cameras]
     metrics = Metrics()
     store = open_store(settings) if store_wanted(settings) else None
     try:
@@ -109,11 +130,25 @@ def build_services(
         if store is not None:
             store.close()
         raise
-    pipeline = None
-    if cameras:
-        max_fps = {c.id: c.max_fps for c in settings.cameras if c.max_fps}
-        pipeline = Pipeline(predictor, cameras, sinks.all, max_fps=max_fps, metrics=metrics, gates=gates)
-    return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=pipeline,
+    cameras: list[CameraView] = []
+    runner: CameraRunner | None = None
+    processes: Callable[[], dict[str, int | None]] = server_process
+    if plan.in_process:
+        pipeline = local_pipeline(settings, predictor, sinks.all, metrics)
+        if pipeline is not None:
+            cameras, runner = list(pipeline.cameras), pipeline
+    else:
+        from .workers.codec import ResultCodec
+        from .workers.supervisor import WorkerPool, shared_model
+
+        codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids, predictor.project, predictor.iteration)
+        pool = WorkerPool(settings, plan, sinks.all, codec,
+                          shared_model(predictor.bundle), metrics, log_level=logging.getLogger().getEffectiveLevel())
+        cameras, runner, processes = list(pool.cameras), pool, pool.processes
+    if settings.cameras:
+        log.info("%s", plan.describe())
+    metrics.registry.register(MemoryCollector(processes))
+    return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=runner,
                     latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,
                     sinks=sinks.all, store=store)
 

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from ..camera import Camera
 from ..config import Settings
 from ..events.store import EventStore
 from ..metrics import Metrics
-from ..pipeline import Pipeline
 from ..predictor import Predictor
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
+from ..workers.runner import CameraRunner, CameraView
 from . import auth
 from .errors import Unauthorized
 
@@ -24,8 +23,8 @@ class Services:
     predictor: Predictor
     settings: Settings
     token: str | None = None
-    cameras: list[Camera] = field(default_factory=list)
-    pipeline: Pipeline | None = None
+    cameras: list[CameraView] = field(default_factory=list)  # Cameras, or the reports of cameras in workers
+    pipeline: CameraRunner | None = None  # the in-process Pipeline or a WorkerPool
     latest: LatestResults = field(default_factory=LatestResults)
     events: EventBroadcaster = field(default_factory=EventBroadcaster)
     frames: AnnotatedFrames = field(default_factory=AnnotatedFrames)
@@ -34,7 +33,7 @@ class Services:
     store: EventStore | None = None  # the event store; closed at shutdown, after the sinks
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def camera(self, camera_id: str | None) -> Camera | None:
+    def camera(self, camera_id: str | None) -> CameraView | None:
         if camera_id is None:
             return self.cameras[0] if self.cameras else None
         return next((c for c in self.cameras if c.id == camera_id), None)

@@ -1,0 +1,165 @@
+"""A FrameResult as compact bytes, so results cross a process boundary without pickle.
+
+    codec = ResultCodec(labels=spec.labels, tag_ids=spec.tag_ids)
+    data = codec.encode(result, FrameRef("edgert_12_0_1_0_1", offset=0, shape=(720, 1280, 3)))
+    decoded = codec.decode(data)                  # a Decoded: the result's fields and the frame's place
+    result = decoded.result(image)               # the FrameResult again, with the image read back
+
+Only the image stays behind (it lives in shared memory, see shm.py; the message names
+where). Predictions go as arrays of tag indices and probabilities; a tag's name and id
+come from the model's labels, which both sides load from the same file. A prediction
+whose name or id is not the labels' (nothing the postprocessing makes) carries its
+strings, so any FrameResult survives the trip. Status reports (small, twice a second)
+are JSON. Every message starts with a kind byte.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..types import BoundingBox, Frame, FrameResult, Prediction, PredictionResult, Predictions
+
+RESULT, STATUS = b"R", b"S"
+_HEAD = struct.Struct("<QddddqIIIB")  # seq, captured_at, captured_mono, inference_ms, published_mono,
+#                                      created (µs since the epoch), image width, height, predictions, reused
+_REF = struct.Struct("<QB")  # offset, ndim
+_BOX, _NAMED = 1, 2  # per-prediction flags
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """Where a frame's pixels are: a shared-memory segment, the byte offset of its slot there
+    (the slot's header, then the pixels), and the array's shape."""
+
+    segment: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str = "|u1"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    camera_id: str
+    seq: int
+    captured_at: float
+    captured_mono: float
+    inference_ms: float
+    published_mono: float
+    prediction: PredictionResult
+    ref: FrameRef
+    reused: bool = False
+
+    def result(self, image: np.ndarray, seq: int | None = None, published_mono: float | None = None) -> FrameResult:
+        frame = Frame(self.camera_id, self.seq if seq is None else seq, self.captured_at, self.captured_mono, image)
+        return FrameResult(frame, self.prediction, self.inference_ms,
+                           self.published_mono if published_mono is None else published_mono, reused=self.reused)
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack("<H", len(raw)) + raw
+
+
+class _Reader:
+    def __init__(self, data: bytes, offset: int) -> None:
+        self.data, self.offset = data, offset
+
+    def take(self, fmt: str) -> tuple[Any, ...]:
+        values = struct.unpack_from(fmt, self.data, self.offset)
+        self.offset += struct.calcsize(fmt)
+        return values
+
+    def text(self) -> str:
+        (size,) = self.take("<H")
+        self.offset += size
+        return self.data[self.offset - size:self.offset].decode()
+
+
+class ResultCodec:
+    def __init__(self, labels: Sequence[str] | None = (), tag_ids: Sequence[str] | None = None,
+                 project: str = "", iteration: str = "") -> None:
+        self.labels = tuple(labels or ())
+        self.tag_ids = tuple(tag_ids) if tag_ids else None
+        self.project, self.iteration = project, iteration  # the model's ids, as in-process results carry
+
+    def _usual(self, p: Prediction) -> bool:
+        """Name and id are those the labels give for the index."""
+        i = p.tag_index
+        return (0 <= i < len(self.labels) and p.tag_name == self.labels[i]
+                and p.tag_id == (self.tag_ids[i] if self.tag_ids else ""))
+
+    def encode(self, result: FrameResult, ref: FrameRef) -> bytes:
+        frame, pr = result.frame, result.prediction
+        preds = pr.predictions
+        n = len(preds)
+        created_us = (pr.created - _EPOCH) // dt.timedelta(microseconds=1)
+        flags = [(_BOX if p.bounding_box else 0) | (0 if self._usual(p) else _NAMED) for p in preds]
+        parts = [
+            RESULT,
+            _HEAD.pack(frame.seq, frame.captured_at, frame.captured_mono, result.inference_ms, result.published_mono,
+                       created_us, pr.image_width, pr.image_height, n, result.reused),
+            _text(frame.camera_id), _text(pr.id), _text(ref.segment), _REF.pack(ref.offset, len(ref.shape)),
+            struct.pack(f"<{len(ref.shape)}I", *ref.shape), _text(ref.dtype),
+            struct.pack(f"<{n}I", *(p.tag_index for p in preds)),
+            struct.pack(f"<{n}d", *(p.probability for p in preds)),
+            bytes(flags),
+        ]
+        for p, f in zip(preds, flags, strict=True):
+            if f & _BOX:
+                b = p.bounding_box
+                assert b is not None
+                parts.append(struct.pack("<4d", b.left, b.top, b.width, b.height))
+            if f & _NAMED:
+                parts += [_text(p.tag_name), _text(p.tag_id)]
+        return b"".join(parts)
+
+    def decode(self, data: bytes) -> Decoded:
+        if data[:1] != RESULT:
+            raise ValueError(f"not a result message (kind {data[:1]!r})")
+        r = _Reader(data, 1)
+        seq, captured_at, captured_mono, inference_ms, published_mono, created_us, width, height, n, reused = r.take(
+            _HEAD.format)
+        camera_id, pred_id, segment = r.text(), r.text(), r.text()
+        offset, ndim = r.take(_REF.format)
+        shape = r.take(f"<{ndim}I")
+        dtype = r.text()
+        indices = list(r.take(f"<{n}I"))
+        probabilities = list(r.take(f"<{n}d"))
+        flags = r.take(f"<{n}B")
+        predictions: Sequence[Prediction]
+        if not any(flags):  # a classifier's usual result: made into objects only when read
+            predictions = Predictions(indices, probabilities, self.labels, self.tag_ids)
+        else:
+            made = []
+            for i, p, f in zip(indices, probabilities, flags, strict=True):
+                box = BoundingBox(*r.take("<4d")) if f & _BOX else None
+                if f & _NAMED:
+                    name, tag_id = r.text(), r.text()
+                else:
+                    name, tag_id = self.labels[i], self.tag_ids[i] if self.tag_ids else ""
+                made.append(Prediction(i, name, p, tag_id, box))
+            predictions = tuple(made)
+        created = _EPOCH + dt.timedelta(microseconds=created_us)
+        prediction = PredictionResult(predictions, width, height, created=created, id=pred_id, project=self.project,
+                                      iteration=self.iteration)
+        return Decoded(camera_id, seq, captured_at, captured_mono, inference_ms, published_mono, prediction,
+                       FrameRef(segment, offset, tuple(shape), dtype), bool(reused))
+
+
+def encode_status(status: dict[str, Any]) -> bytes:
+    return STATUS + json.dumps(status, separators=(",", ":")).encode()
+
+
+def decode_status(data: bytes) -> dict[str, Any]:
+    if data[:1] != STATUS:
+        raise ValueError(f"not a status message (kind {data[:1]!r})")
+    value: dict[str, Any] = json.loads(data[1:])
+    return value

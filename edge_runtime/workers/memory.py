@@ -1,0 +1,40 @@
+"""Resident memory of the server and its worker processes, for /metrics.
+
+    metrics.registry.register(MemoryCollector(lambda: {"server": os.getpid(), "worker-0": 4243}))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes(pid: int) -> int | None:
+    """The process's resident set size (Linux /proc), or None if unknown or gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class MemoryCollector(Collector):
+    def __init__(self, processes: Callable[[], dict[str, int | None]]) -> None:
+        self.processes = processes  # label -> pid (None: not running now)
+
+    def collect(self) -> Iterable[Metric]:
+        each = GaugeMetricFamily("edge_process_rss_bytes", "Resident memory of each process", labels=["process"])
+        total = 0
+        for name, pid in self.processes().items():
+            rss = rss_bytes(pid) if pid else None
+            if rss is not None:
+                each.add_metric([name], rss)
+                total += rss
+        yield each
+        yield GaugeMetricFamily("edge_rss_bytes", "Resident memory of the server and its workers together",
+                                value=total)

@@ -100,7 +100,7 @@ def test_codec_round_trip_of_pipeline_results(exports, layout):
     predictor = Predictor.load(exports[layout])
     images = [solid((0, 0, 255)), solid((0, 255, 0), 320, 240), solid((255, 0, 0))]
     images[0][100:300, 200:400] = (0, 0, 255)
-    codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids)
+    codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids, predictor.project, predictor.iteration)
     for result in _pipeline_results(predictor, images):
         ref = FrameRef("edgert_1_0_1_0_1", 2 << 20, result.frame.image.shape)
         data = codec.encode(result, ref)
@@ -112,6 +112,7 @@ def test_codec_round_trip_of_pipeline_results(exports, layout):
         assert (back.frame.seq, back.frame.captured_at, back.frame.captured_mono) == (
             result.frame.seq, result.frame.captured_at, result.frame.captured_mono)
         assert back.inference_ms == result.inference_ms and back.published_mono == result.published_mono
+        assert back.reused == result.reused
         assert len(data) < 200 + 60 * len(result.prediction.predictions)  # compact: no pickled objects
 
 

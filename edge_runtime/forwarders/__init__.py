@@ -14,11 +14,7 @@ from __future__ import annotations
 import importlib
 import socket
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from ..errors import ConfigError
 from .base import Backoff, Forwarder, Outbox, Transport
@@ -27,6 +23,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..metrics import Metrics
     from .config import ForwarderConfig
+    from .metrics import ForwarderCollector
 
 __all__ = ["Forwarder", "Running", "build", "start_all"]
 
@@ -55,47 +52,17 @@ def build(cfg: ForwarderConfig, outbox: Outbox, device: str) -> Forwarder:
                      thumbnail=cfg.thumbnail, results_every_s=cfg.results_every_s)
 
 
-class _Collector(Collector):
-    """Reads the forwarders' own counters and the store's queue at scrape time."""
-
-    def __init__(self, forwarders: list[Forwarder]) -> None:
-        self.forwarders = forwarders
-
-    def collect(self) -> Iterable[Metric]:
-        labels = ["forwarder"]
-        depth = GaugeMetricFamily("edge_forwarder_queue_depth", "Outbox items after the forwarder's cursor",
-                                  labels=labels)
-        age = GaugeMetricFamily("edge_forwarder_oldest_age_seconds", "Age of the oldest undelivered item",
-                                labels=labels)
-        failing = GaugeMetricFamily("edge_forwarder_failing_seconds", "How long deliveries have been failing (0: ok)",
-                                    labels=labels)
-        delivered = CounterMetricFamily("edge_forwarder_delivered", "Items acknowledged by the receiver", labels=labels)
-        retried = CounterMetricFamily("edge_forwarder_retried", "Failed deliveries, each retried", labels=labels)
-        dropped = CounterMetricFamily("edge_forwarder_dropped", "Items dropped undelivered after the time-to-live",
-                                      labels=labels)
-        for f in self.forwarders:
-            try:
-                queued, oldest = f.queue()
-            except Exception:  # the store is unreadable right now: report the rest
-                queued, oldest = 0, 0.0
-            depth.add_metric([f.name], queued)
-            age.add_metric([f.name], oldest)
-            failing.add_metric([f.name], f.failing_for())
-            delivered.add_metric([f.name], f.delivered)
-            retried.add_metric([f.name], f.retried)
-            dropped.add_metric([f.name], f.dropped)
-        yield from (depth, age, failing, delivered, retried, dropped)
-
-
 class Running:
     """The started forwarders; stop() ends their threads and unregisters their metrics."""
 
     def __init__(self, forwarders: list[Forwarder], metrics: Metrics | None = None) -> None:
         self.forwarders = forwarders
         self._metrics = metrics
-        self._collector: _Collector | None = None
+        self._collector: ForwarderCollector | None = None
         if metrics is not None and forwarders:
-            self._collector = _Collector(forwarders)
+            from .metrics import ForwarderCollector
+
+            self._collector = ForwarderCollector(forwarders)
             metrics.registry.register(self._collector)
 
     def status(self) -> list[dict[str, Any]]:

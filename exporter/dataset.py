@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_runtime.errors import EdgeRuntimeError, ImageError
-from edge_runtime.imageio import decode_image
+from edge_runtime.errors import EdgeRuntimeError, ImageError, ImageFormatError
+from edge_runtime.imageio import decode_image, sniff
 
 SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP"}
 UPLOADABLE = {"JPEG", "PNG", "BMP", "GIF"}  # what Custom Vision accepts
@@ -113,20 +113,6 @@ class Dataset:
         return "\n".join(lines)
 
 
-def _format(data: bytes) -> str | None:
-    if data.startswith(b"\xff\xd8"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG"):
-        return "PNG"
-    if data.startswith(b"BM"):
-        return "BMP"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
 def _shrink(image: np.ndarray, limit: int) -> bytes:
     """Re-encode as JPEG, halving the size until it fits."""
     quality = 90
@@ -152,8 +138,9 @@ class _Reader:
         except OSError as exc:
             self.report.note(path, f"unreadable ({exc.strerror})", "skipped")
             return None
-        kind = _format(data)
-        if kind is None:
+        try:  # the runtime's own check: the formats Custom Vision takes, by their first bytes
+            kind = sniff(data).upper()
+        except ImageFormatError:
             self.report.note(path, "not an image format Custom Vision takes", "skipped")
             return None
         try:

@@ -2,11 +2,13 @@
 
     configure(logging.INFO)
 
-Two guards sit on that handler, so they cover every logger, uvicorn's and asyncio's too:
+Three guards sit on that handler, so they cover every logger, uvicorn's and asyncio's too:
 
 - `SafeFormatter` escapes control characters in each message (a request path with `%0a`
   cannot forge a log line) and marks each line of a traceback with "| ", so only a record's
   first line starts at the margin.
+- `ExpectedFailures` keeps failures a loaded server meets by design (accept() out of file
+  descriptors) to one line, without a traceback.
 - `RepeatLimiter` lets through at most `burst` warnings or errors of one kind (logger and
   message template) per `window_s`, then one line saying how many it held back. A flood of
   identical failures, such as `accept()` running out of file descriptors, stays a few lines.
@@ -20,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -83,6 +86,22 @@ class RepeatLimiter(logging.Filter):
         return count <= self.burst + 1
 
 
+class ExpectedFailures(logging.Filter):
+    """Failures a loaded server meets by design keep one line, without a traceback: a client
+    flood that exhausts file descriptors makes asyncio's accept() fail until connections
+    close, which is an event to count, not a bug to debug."""
+
+    PREFIXES: ClassVar[dict[str, tuple[str, ...]]] = {"asyncio": ("socket.accept() out of system resource",)}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        prefixes = self.PREFIXES.get(record.name)
+        if prefixes and str(record.msg).startswith(prefixes) and record.exc_info:
+            error = record.exc_info[1]
+            record.msg = f"{str(record.msg).splitlines()[0]}: {error}"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
 def configure(level: int, stream: object = None) -> logging.Handler:
     """Install the guarded handler on the root logger (again: only the level changes)."""
     root = logging.getLogger()
@@ -93,6 +112,7 @@ def configure(level: int, stream: object = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(SafeFormatter(FORMAT))
+    handler.addFilter(ExpectedFailures())
     handler.addFilter(RepeatLimiter())
     root.addHandler(handler)
     return handler

@@ -42,7 +42,7 @@ from .events.config import EventsConfig
 from .events.samplers import SamplesConfig
 from .forwarders.config import ForwarderConfig, unique_names
 from .postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
-from .settings_base import Strict
+from .settings_base import Strict, require_unique
 from .sources.uri import check_uri
 
 ENV_PREFIX = "EDGE_RUNTIME_"
@@ -219,10 +219,7 @@ class Settings(Strict):
     @field_validator("cameras")
     @classmethod
     def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        ids = [c.id for c in cameras]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"camera ids must be unique: {', '.join(duplicates)}")
+        require_unique((c.id for c in cameras), "camera ids")
         return cameras
 
 

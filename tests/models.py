@@ -150,6 +150,21 @@ def onnx10_model() -> bytes:
 YOLO_ANCHORS = ((0.57273, 0.677385), (1.87446, 2.06253), (3.33843, 5.47434), (7.88282, 3.52778), (9.77052, 9.16828))
 
 
+def yolo_metadata(biases: Sequence[float]) -> dict[str, str]:
+    """A compact detection export's metadata: YOLO decoding with these anchors, 512 pixels."""
+    return modern_metadata(**{
+        "CustomVision.Postprocess.Method": "Yolo",
+        "CustomVision.Postprocess.Yolo.Biases": json.dumps(list(biases)),
+        "CustomVision.Postprocess.Yolo.NmsThreshold": "0.45",
+        "CustomVision.Preprocess.ResizeMethod": "ByPixelCountAlign32",
+        "CustomVision.Preprocess.TargetWidth": "512",
+        "CustomVision.Preprocess.TargetHeight": "512",
+        "CustomVision.Preprocess.CropMethod": "NoCrop",
+        "CustomVision.Preprocess.CropWidth": "0",
+        "CustomVision.Preprocess.CropHeight": "0",
+    })
+
+
 def yolo_detector(tags: Sequence[str] = ("red", "green"), metadata: dict[str, str] | None = None) -> bytes:
     """Compact detection: `data` [1,3,H,W] (dynamic) -> `model_outputs0` [1,5*(5+C),H/32,W/32].
 
@@ -186,17 +201,7 @@ def yolo_detector(tags: Sequence[str] = ("red", "green"), metadata: dict[str, st
         [helper.make_tensor_value_info("model_outputs0", TensorProto.FLOAT, [1, out_channels, "gh", "gw"])],
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
     )
-    meta = metadata if metadata is not None else modern_metadata(**{
-        "CustomVision.Postprocess.Method": "Yolo",
-        "CustomVision.Postprocess.Yolo.Biases": json.dumps([v for pair in YOLO_ANCHORS for v in pair]),
-        "CustomVision.Postprocess.Yolo.NmsThreshold": "0.45",
-        "CustomVision.Preprocess.ResizeMethod": "ByPixelCountAlign32",
-        "CustomVision.Preprocess.TargetWidth": "512",
-        "CustomVision.Preprocess.TargetHeight": "512",
-        "CustomVision.Preprocess.CropMethod": "NoCrop",
-        "CustomVision.Preprocess.CropWidth": "0",
-        "CustomVision.Preprocess.CropHeight": "0",
-    })
+    meta = metadata if metadata is not None else yolo_metadata([v for pair in YOLO_ANCHORS for v in pair])
     return _finish(graph, meta, [helper.make_opsetid("", MODERN_OPSET)], MODERN_IR)
 
 

@@ -12,7 +12,6 @@ area, so tiles that see the same square report the same box.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -91,17 +90,7 @@ def small_object_detector(batch: int | str = "N") -> bytes:
         [helper.make_tensor_value_info("model_outputs0", TensorProto.FLOAT, [batch, 6, "gh", "gw"])],
         inits,
     )
-    meta = models.modern_metadata(**{
-        "CustomVision.Postprocess.Method": "Yolo",
-        "CustomVision.Postprocess.Yolo.Biases": json.dumps([1.0, 1.0]),
-        "CustomVision.Postprocess.Yolo.NmsThreshold": "0.45",
-        "CustomVision.Preprocess.ResizeMethod": "ByPixelCountAlign32",
-        "CustomVision.Preprocess.TargetWidth": "512",
-        "CustomVision.Preprocess.TargetHeight": "512",
-        "CustomVision.Preprocess.CropMethod": "NoCrop",
-        "CustomVision.Preprocess.CropWidth": "0",
-        "CustomVision.Preprocess.CropHeight": "0",
-    })
+    meta = models.yolo_metadata([1.0, 1.0])
     return models._finish(graph, meta, [helper.make_opsetid("", models.MODERN_OPSET)], models.MODERN_IR)
 
 

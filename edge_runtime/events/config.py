@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..settings_base import Strict
+from ..settings_base import Strict, require_unique
 
 SYSTEMD_STATE_DIR = Path("/var/lib/edge-runtime")
 Point = tuple[float, float]
@@ -97,8 +97,5 @@ class EventsConfig(Strict):
     @field_validator("rules")
     @classmethod
     def _unique_names(cls, rules: list[RuleConfig]) -> list[RuleConfig]:
-        names = [r.name for r in rules]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
+        require_unique((r.name for r in rules), "rule names")
         return rules

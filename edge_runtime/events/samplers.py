@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from ..settings_base import Strict
+from ..settings_base import Strict, require_unique
 from ..types import FrameResult, Prediction
 
 NAME = r"^$|^[A-Za-z0-9_.-]{1,64}$"
@@ -88,10 +88,7 @@ class SamplesConfig(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> SamplesConfig:
-        keys = [s.key for s in self.samplers]
-        duplicates = sorted({k for k in keys if keys.count(k) > 1})
-        if duplicates:
-            raise ValueError(f"sampler names must be unique (set `name`): {', '.join(duplicates)}")
+        require_unique((s.key for s in self.samplers), "sampler names", " (set `name`)")
         return self
 
 

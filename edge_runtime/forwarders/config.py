@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from ..settings_base import Strict
+from ..settings_base import Strict, require_unique
 
 NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -98,8 +98,5 @@ ForwarderConfig = Annotated[MqttForwarderConfig | WebhookForwarderConfig, Field(
 
 def unique_names(forwarders: list[ForwarderConfig]) -> list[ForwarderConfig]:
     """Each forwarder keeps a cursor under its name, so two may not share one."""
-    keys = [f.key for f in forwarders]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicates:
-        raise ValueError(f"forwarder names must be unique (set `name`): {', '.join(duplicates)}")
+    require_unique((f.key for f in forwarders), "forwarder names", " (set `name`)")
     return forwarders

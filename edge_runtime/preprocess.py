@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageShapeError
-from .limits import current, decode_budget
+from .limits import current
 from .types import CropMethod, InputSpec, ResizeMethod, Window
 
 # The exported container resizes with bilinear interpolation (INTER_LINEAR). OpenCV's SIMD
@@ -150,6 +150,9 @@ def to_tensor(image: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def preprocess(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Window]:
-    with decode_budget().reserve(frame.nbytes):
-        image, win = prepare(frame, spec)
-        return to_tensor(image, spec), win
+    """Camera frames and decoded uploads alike. The decode budget is held by whoever decoded
+    the image (imageio.decoded, for uploads): a camera frame already exists, and making its
+    grabber wait for a burst of uploads would only stall the camera. What preprocessing
+    allocates is bounded by `check_bounds` inside `prepare`."""
+    image, win = prepare(frame, spec)
+    return to_tensor(image, spec), win

@@ -228,7 +228,11 @@ def _accuracy(
 ) -> tuple[int, float, float]:
     """Top-1 accuracy of both on a folder-per-tag set (the tag is the image's folder name)."""
     right32 = right8 = total = 0
-    for tag_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+    tag_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    unknown = sorted(d.name for d in tag_dirs if d.name not in set(fp32.spec.labels or ()))
+    if unknown:
+        raise QuantizeError(f"{folder}: --eval has tags the model does not know: {', '.join(unknown)}")
+    for tag_dir in tag_dirs:
         for frame in iter_frames(tag_dir, limit, skipped):
             total += 1
             right32 += _top1(fp32, frame) == tag_dir.name

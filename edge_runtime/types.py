@@ -219,6 +219,11 @@ class Predictions(Sequence[Prediction]):
     def __repr__(self) -> str:
         return f"Predictions({len(self)} tags)"
 
+    def columns(self) -> tuple[list[int], list[float], Sequence[str], Sequence[str] | None]:
+        """(tag indices, probabilities, tag names, tag ids), as built: for encoders that
+        carry predictions as arrays without making an object per tag."""
+        return self._indices, self._probabilities, self._names, self._tag_ids
+
     def json_text(self) -> str:
         """The JSON array of the predictions, as `[p.to_json() ...]` would encode compactly."""
         tails = _json_tails(tuple(self._names), tuple(self._tag_ids) if self._tag_ids else None)

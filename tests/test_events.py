@@ -310,3 +310,17 @@ def test_retention_drops_oldest_media_then_records_but_keeps_records_for_a_full_
     assert kept[0].id == newest.id and min(e.start for e in kept) > T0  # the oldest went first
     assert store.integrity_check() == "ok"
     store.close()
+
+
+def test_a_rule_reads_only_the_head_of_a_many_tag_result():
+    from edge_runtime.events.rules import Rule
+    from edge_runtime.types import PredictionResult, Predictions
+
+    names = tuple(f"tag{i}" for i in range(1000))
+    probabilities = [0.9, 0.6] + [0.3 / 998] * 998
+    lazy = Predictions(list(range(1000)), probabilities, names, None)
+    frame = Frame("cam", 1, time.time(), time.monotonic(), np.zeros((4, 4, 3), np.uint8))
+    result = FrameResult(frame, PredictionResult(lazy, 4, 4), 1.0, time.monotonic())
+    found = Rule(RuleConfig(name="r", min_probability=0.5)).matches(result)
+    assert sorted(found) == ["tag0", "tag1"]
+    assert len(lazy._made) <= 3  # the 998 tags below the minimum were never made into objects

@@ -172,3 +172,23 @@ def test_two_cameras_share_one_session(predictor, tmp_path):
         start = time.monotonic()
         pipeline.stop()
         assert time.monotonic() - start < 5
+
+
+def test_camera_frames_do_not_wait_for_the_upload_decode_budget(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_runtime import limits
+    from edge_runtime.predictor import Predictor
+    from tests.conftest import DEMO as demo_model
+
+    monkeypatch.setenv("EDGE_RUNTIME_DECODE_WAIT_S", "20")
+    limits.reset()
+    try:
+        predictor = Predictor.load(demo_model)
+        budget = limits.decode_budget()
+        with budget.reserve(budget.total), ThreadPoolExecutor(1) as grabber:  # uploads hold all of it
+            frame = grabber.submit(predictor.predict, np.zeros((720, 1280, 3), np.uint8))
+            assert frame.result(timeout=10).predictions  # the camera's thread went on at once
+    finally:
+        monkeypatch.undo()
+        limits.reset()

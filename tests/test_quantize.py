@@ -118,3 +118,12 @@ def test_a_float16_export_is_refused_in_one_line(exports, tmp_path):
     with pytest.raises(Exception, match="float16") as err:
         quantize_export(exports["float16"], frames, tmp_path / "int8")
     assert "\n" not in str(err.value)
+
+
+def test_eval_tags_the_model_does_not_know_are_one_line(exports, tmp_path):
+    frames = colour_frames(tmp_path / "frames", count=4)
+    (tmp_path / "eval" / "purple").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "eval" / "purple" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(Exception, match="tags the model does not know: purple") as err:
+        quantize_export(exports["modern"], frames, tmp_path / "int8", eval_dir=tmp_path / "eval")
+    assert "\n" not in str(err.value) and not (tmp_path / "int8").exists()

@@ -4,6 +4,7 @@ models and video files written by OpenCV."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -113,6 +114,8 @@ def test_codec_round_trip_of_pipeline_results(exports, layout):
             result.frame.seq, result.frame.captured_at, result.frame.captured_mono)
         assert back.inference_ms == result.inference_ms and back.published_mono == result.published_mono
         assert back.reused == result.reused
+        reused = codec.decode(codec.encode(dataclasses.replace(result, reused=True), ref))
+        assert reused.reused is True and reused.result(result.frame.image).reused is True
         assert len(data) < 200 + 60 * len(result.prediction.predictions)  # compact: no pickled objects
 
 

@@ -99,8 +99,10 @@ class Rule:
         """The best matching prediction of each tag in this frame."""
         cfg = self.config
         best: dict[str, Prediction] = {}
-        for p in result.prediction.predictions:
-            if p.probability < cfg.min_probability or (self.tags and p.tag_name not in self.tags):
+        for p in result.prediction.predictions:  # highest probability first, as every result is
+            if p.probability < cfg.min_probability:
+                break  # the rest are lower: a 1000-tag classifier's tail is never even built
+            if self.tags and p.tag_name not in self.tags:
                 continue
             if cfg.zone is not None and (p.bounding_box is None or not inside(centre(p.bounding_box), cfg.zone)):
                 continue

@@ -125,8 +125,8 @@ Decide = Callable[[FrameResult], bool]
 
 
 def top(result: FrameResult) -> Prediction | None:
-    predictions = result.prediction.predictions
-    return max(predictions, key=lambda p: p.probability) if predictions else None
+    predictions = result.prediction.predictions  # highest probability first
+    return predictions[0] if predictions else None
 
 
 def uncertain(cfg: UncertainConfig) -> Decide:
@@ -138,8 +138,14 @@ def uncertain(cfg: UncertainConfig) -> Decide:
 
 def tags(cfg: TagsConfig) -> Decide:
     wanted = frozenset(cfg.tags)
-    return lambda r: any(p.tag_name in wanted and p.probability >= cfg.min_probability
-                         for p in r.prediction.predictions)
+    def decide(result: FrameResult) -> bool:
+        for p in result.prediction.predictions:  # highest first: stop below the minimum
+            if p.probability < cfg.min_probability:
+                return False
+            if p.tag_name in wanted:
+                return True
+        return False
+    return decide
 
 
 def sample_randomly(cfg: RandomConfig, rng: Callable[[], float] = random.random) -> Decide:

@@ -90,6 +90,11 @@ class ResultCodec:
         self.tag_ids = tuple(tag_ids) if tag_ids else None
         self.project, self.iteration = project, iteration  # the model's ids, as in-process results carry
 
+    def _own_labels(self, names: Sequence[str], tag_ids: Sequence[str] | None) -> bool:
+        """The predictions name their tags from this codec's labels (the model's own)."""
+        same_ids = tag_ids is self.tag_ids or tuple(tag_ids or ()) == (self.tag_ids or ())
+        return (names is self.labels or tuple(names) == self.labels) and same_ids
+
     def _usual(self, p: Prediction) -> bool:
         """Name and id are those the labels give for the index."""
         i = p.tag_index
@@ -101,18 +106,27 @@ class ResultCodec:
         preds = pr.predictions
         n = len(preds)
         created_us = (pr.created - _EPOCH) // dt.timedelta(microseconds=1)
-        flags = [(_BOX if p.bounding_box else 0) | (0 if self._usual(p) else _NAMED) for p in preds]
+        columns = preds.columns() if isinstance(preds, Predictions) else None
+        if columns is not None and self._own_labels(columns[2], columns[3]):
+            indices, probabilities = columns[0], columns[1]  # a classifier's result: no object per tag
+            flags = [0] * n
+        else:
+            indices, probabilities = [p.tag_index for p in preds], [p.probability for p in preds]
+            flags = [(_BOX if p.bounding_box else 0) | (0 if self._usual(p) else _NAMED) for p in preds]
         parts = [
             RESULT,
             _HEAD.pack(frame.seq, frame.captured_at, frame.captured_mono, result.inference_ms, result.published_mono,
                        created_us, pr.image_width, pr.image_height, n, result.reused),
             _text(frame.camera_id), _text(pr.id), _text(ref.segment), _REF.pack(ref.offset, len(ref.shape)),
             struct.pack(f"<{len(ref.shape)}I", *ref.shape), _text(ref.dtype),
-            struct.pack(f"<{n}I", *(p.tag_index for p in preds)),
-            struct.pack(f"<{n}d", *(p.probability for p in preds)),
+            struct.pack(f"<{n}I", *indices),
+            struct.pack(f"<{n}d", *probabilities),
             bytes(flags),
         ]
-        for p, f in zip(preds, flags, strict=True):
+        for i, f in enumerate(flags):
+            if not f:
+                continue
+            p = preds[i]
             if f & _BOX:
                 b = p.bounding_box
                 assert b is not None

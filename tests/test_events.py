@@ -324,3 +324,10 @@ def test_a_rule_reads_only_the_head_of_a_many_tag_result():
     found = Rule(RuleConfig(name="r", min_probability=0.5)).matches(result)
     assert sorted(found) == ["tag0", "tag1"]
     assert len(lazy._made) <= 3  # the 998 tags below the minimum were never made into objects
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e309", "99999999999999999999", "1000000y"])
+def test_times_no_calendar_can_show_are_refused_in_one_line(text):
+    with pytest.raises(ValueError, match="not a time") as err:
+        parse_time(text)
+    assert "\n" not in str(err.value)

@@ -43,7 +43,7 @@ async def page(request: Request) -> Response:
 def _camera_id(svc: Services, camera: str | None) -> str:
     cam = svc.camera(camera)
     if cam is None:
-        raise NotFound(f"no camera {camera!r}" if camera else "no cameras are configured")
+        raise NotFound(f"no camera {camera[:64]!r}" if camera is not None else "no cameras are configured")
     return cam.id
 
 

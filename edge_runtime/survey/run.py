@@ -218,7 +218,8 @@ class Survey:
         for path in missing:
             key = str(path.resolve())
             if key not in journal.done_inputs:
-                journal.add_bad(BadRecord(str(path), "no such file or folder", key))
+                reason = "not a file or folder of images or videos" if path.exists() else "no such file or folder"
+                journal.add_bad(BadRecord(str(path), reason, key))
                 journal.finish(key)
         todo = [i for i in inputs if i.key not in journal.done_inputs]
         total = sum(samples_expected(i.path, opts.every) if i.video else 1 for i in todo)

@@ -98,15 +98,16 @@ class FairGate:
 class OnnxModel:
     """One onnxruntime session and its I/O description; thread-safe for `run`.
 
-    At most `max_concurrent_runs` runs execute at once; the others queue. On a CPU every
-    run already uses all its intra-op threads, so running more at once only adds memory
-    (each run holds its own activations) and contention.
+    At most `max_concurrent_runs` runs execute at once; the others queue, first come first
+    served. Each run holds its own activations, so every run allowed costs memory; the
+    session's intra-op threads are shared by the runs.
     """
 
     def __init__(self, session: ort.InferenceSession, path: Path, max_concurrent_runs: int = 1) -> None:
         self.session = session
         self.path = path
-        self._runs = FairGate(max_concurrent_runs)
+        self.runs = max(1, max_concurrent_runs)
+        self._runs = FairGate(self.runs)
         self.inputs = tuple(TensorInfo(i.name, i.type, tuple(i.shape)) for i in session.get_inputs())
         self.outputs = tuple(TensorInfo(o.name, o.type, tuple(o.shape)) for o in session.get_outputs())
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
@@ -123,13 +124,18 @@ class OnnxModel:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         spinning: bool = False,
         graph_cache: Path | None = None,
+        runs: int = 1,
     ) -> OnnxModel:
         """`spinning`: let idle intra-op threads busy-wait for the next op. It shaves a little
         off back-to-back runs but steals the cores that capture and decoding need, so it is
         off unless asked for (measured in docs/benchmarks.md).
 
         `graph_cache`: a folder for onnxruntime's optimised graph, so that the next start
-        loads it instead of optimising again (see GraphCache)."""
+        loads it instead of optimising again (see GraphCache).
+
+        `runs`: how many runs may execute at once on the CPU provider, each on its own
+        `intra_op_threads` (the camera pipeline infers that many frames at once). Other
+        providers keep one: a GPU already runs a frame's operators in parallel."""
         names = resolve_providers(providers, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -154,12 +160,13 @@ class OnnxModel:
             # The cache entry is damaged or cannot be written, or the model itself is bad: load
             # without the cache, which raises the model's own error in the last case.
             cache.discard()
-            model = cls.load(path, providers, intra_op_threads, inter_op_threads, provider_options, spinning)
+            model = cls.load(path, providers, intra_op_threads, inter_op_threads, provider_options, spinning,
+                             runs=runs)
             log.warning("optimised graph cache %s unusable; loaded the model without it", cache.folder)
             return model
         if cache is not None and target == path:
             cache.commit()
-        model = cls(session, path)
+        model = cls(session, path, runs if names == ["CPUExecutionProvider"] else 1)
         model.graph_cached = target != path
         return model
 

@@ -1,16 +1,19 @@
 """Cameras -> model -> sinks, in three overlapping stages.
 
-    grabber thread (per camera)   read + decode, then preprocess   (Camera, with `prepare`)
-    inference thread (per camera) session.run on the newest prepared frame
-    publisher thread (shared)     postprocess, then every sink
+    grabber thread (per camera)      read + decode, then preprocess   (Camera, with `prepare`)
+    inference threads (per camera)   session.run, each on the newest frame not yet taken
+    publisher thread (shared)        postprocess, then every sink
 
 so capture, inference and publication of consecutive frames overlap, and a slow sink
-never delays the model. All cameras share one onnxruntime session. The grabber stage
-runs the camera's own `prepare` hook (serve wires it to `predictor.prepare`); a frame
-that comes without a prepared tensor is prepared on the inference thread instead. The
-pipeline never changes the cameras it is given.
+never delays the model. All cameras share one onnxruntime session. With `runs` above 1,
+a camera's frames are inferred several at once (on a CPU this keeps every core busy
+where one run's threads would wait for each other) and are still published in the
+order they were taken. The grabber stage runs the camera's own `prepare` hook (serve
+wires it to `predictor.prepare`); a frame that comes without a prepared tensor is
+prepared on the inference thread instead. The pipeline never changes the cameras it is
+given.
 
-    pipeline = Pipeline(predictor, [camera], sink)
+    pipeline = Pipeline(predictor, [camera], sink, runs=2)
     pipeline.start()
     ...
     pipeline.stop()
@@ -23,12 +26,13 @@ like the one it last ran on: their result is the previous one, marked `reused`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -60,6 +64,48 @@ class Stages(Protocol):
     def finish(self, outputs: dict[str, Any], prepared: Prepared) -> PredictionResult: ...
 
 
+class Turns:
+    """One camera's frames, taken by one inference thread at a time and handed to the
+    publisher in the order they were taken, whichever thread finishes first.
+
+        with turns.taking():             # one thread waits for the next frame at a time
+            frame = ...; ticket = turns.ticket()
+        ...                              # inference, several threads at once
+        with turns.turn(ticket, stop):   # in ticket order
+            queue.put(...)
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0  # the newest frame taken
+        self.last_taken = 0.0  # monotonic time it was taken, for max_fps
+        self._take = threading.Lock()
+        self._cond = threading.Condition()
+        self._issued = 0
+        self._next = 0  # the ticket whose turn it is
+
+    def taking(self) -> threading.Lock:
+        return self._take
+
+    def ticket(self) -> int:
+        """Call while `taking` is held."""
+        self._issued += 1
+        return self._issued - 1
+
+    @contextlib.contextmanager
+    def turn(self, ticket: int, stop: threading.Event) -> Iterator[bool]:
+        """Waits for the ticket's turn (yields False if stopped first); the next ticket's
+        turn comes when the block ends, however it ends."""
+        with self._cond:
+            while self._next != ticket and not stop.is_set():
+                self._cond.wait(FRAME_WAIT_S)
+        try:
+            yield self._next == ticket
+        finally:
+            with self._cond:
+                self._next = max(self._next, ticket + 1)
+                self._cond.notify_all()
+
+
 class Pipeline:
     def __init__(
         self,
@@ -69,8 +115,13 @@ class Pipeline:
         max_fps: Mapping[str, float] | None = None,
         metrics: Metrics | None = None,
         gates: Mapping[str, SceneGate] | None = None,
+        runs: int = 1,
     ) -> None:
+        """`runs`: frames inferred at once, shared by the cameras (each gets its share of
+        inference threads, at least one); the session must allow as many concurrent runs
+        (Predictor.load(runs=...))."""
         self.predictor = predictor
+        self.runs = max(1, runs)
         self.cameras = list(cameras)
         self.sink = sink
         self.max_fps = dict(max_fps or {})
@@ -82,7 +133,7 @@ class Pipeline:
         self._previous: dict[str, PredictionResult] = {}  # each camera's last inferred result
         self._stop = threading.Event()
         self._queue: queue.Queue[Inferred] = queue.Queue(PUBLISH_QUEUE)
-        self._workers: list[threading.Thread] = []
+        self._workers: list[tuple[Camera, threading.Thread]] = []
         self._publisher: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -91,9 +142,12 @@ class Pipeline:
         self._publisher.start()
         for camera in self.cameras:
             camera.start()
-            thread = threading.Thread(target=self._work, args=(camera,), name=f"infer-{camera.id}", daemon=True)
-            thread.start()
-            self._workers.append(thread)
+            turns = Turns()
+            for i in range(-(-self.runs // len(self.cameras))):  # the cameras share the runs
+                thread = threading.Thread(target=self._work, args=(camera, turns), name=f"infer-{camera.id}-{i}",
+                                          daemon=True)
+                thread.start()
+                self._workers.append((camera, thread))
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stops cameras, workers and publisher; returns within about `timeout` seconds."""
@@ -101,17 +155,17 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         for camera in self.cameras:
             camera.stop(timeout=max(0.1, (deadline - time.monotonic()) / 2))
-        for thread in [*self._workers, *([self._publisher] if self._publisher else [])]:
+        for thread in [*(t for _, t in self._workers), *([self._publisher] if self._publisher else [])]:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
     def running(self) -> bool:
-        return any(t.is_alive() for t in self._workers)
+        return any(t.is_alive() for _, t in self._workers)
 
     @property
     def healthy(self) -> bool:
         """Every worker alive unless its camera finished (a file without --loop), and the publisher."""
-        workers_ok = all(t.is_alive() or c.finished for t, c in zip(self._workers, self.cameras, strict=False))
+        workers_ok = all(t.is_alive() or c.finished for c, t in self._workers)
         return workers_ok and (self._publisher is None or self._publisher.is_alive())
 
     def fps(self, camera_id: str) -> float:
@@ -160,33 +214,50 @@ class Pipeline:
         return self.publish(self.infer(frame))
 
     # -- threads -----------------------------------------------------------------------
-    def _work(self, camera: Camera) -> None:
-        seq, last = 0, 0.0
+    def _work(self, camera: Camera, turns: Turns) -> None:
         limit = self.max_fps.get(camera.id)
         gate = self.gates.get(camera.id)
         while not self._stop.is_set():
-            if limit:
-                wait = last + 1.0 / limit - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
-                    break
-            frame = camera.next_frame(seq, FRAME_WAIT_S)
-            if frame is None:
-                if camera.finished:
-                    break
-                continue
-            seq, last = frame.seq, time.monotonic()
-            try:
-                ready = self._gated(frame, gate)
-                item = self.infer(ready) if ready is not None else (frame, None, {}, 0.0)
-            except Exception as exc:  # e.g. an odd frame: count it, keep going; the worker never dies
-                self._error(frame, exc)
-                continue
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=FRAME_WAIT_S)
-                    break
-                except queue.Full:
+            with turns.taking():  # take frames in order, and gate them in that order
+                frame = self._take(camera, turns, limit)
+                if frame is None:
+                    if camera.finished:
+                        break
                     continue
+                ticket = turns.ticket()
+                try:
+                    ready: Frame | Exception | None = self._gated(frame, gate)
+                except Exception as exc:
+                    ready = exc
+            item = self._attempt(frame, ready)
+            with turns.turn(ticket, self._stop) as mine:
+                while mine and item is not None and not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=FRAME_WAIT_S)
+                        break
+                    except queue.Full:
+                        continue
+
+    def _attempt(self, frame: Frame, ready: Frame | Exception | None) -> Inferred | None:
+        """Inference for a frame the gate let through, the reuse marker for one it held back;
+        None when either failed (e.g. an odd frame: counted, and the worker never dies)."""
+        try:
+            if isinstance(ready, Exception):
+                raise ready
+            return self.infer(ready) if ready is not None else (frame, None, {}, 0.0)
+        except Exception as exc:
+            self._error(frame, exc)
+            return None
+
+    def _take(self, camera: Camera, turns: Turns, limit: float | None) -> Frame | None:
+        if limit:
+            wait = turns.last_taken + 1.0 / limit - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                return None
+        frame = camera.next_frame(turns.seq, FRAME_WAIT_S)
+        if frame is not None:
+            turns.seq, turns.last_taken = frame.seq, time.monotonic()
+        return frame
 
     def _publish_loop(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):

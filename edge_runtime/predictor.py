@@ -56,11 +56,12 @@ class Predictor:
         warm_up: bool = True,
         spinning: bool = False,
         graph_cache: Path | None = None,
+        runs: int = 1,
     ) -> Predictor:
         """Open an export, start its session and run it once, so the first real frame is not slow."""
         bundle = open_bundle(path)
         model = OnnxModel.load(bundle.model_path, providers, intra_op_threads, inter_op_threads, spinning=spinning,
-                               graph_cache=graph_cache)
+                               graph_cache=graph_cache, runs=runs)
         predictor = cls(bundle, model, describe(bundle, model), options)
         if warm_up:
             predictor.warm_up()

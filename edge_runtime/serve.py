@@ -29,7 +29,7 @@ from .server import GracefulServer, Services, create_app, server_config
 from .sinks import Sink, build_sinks
 from .sources import SourceError, check_source, describe_uri, open_source
 from .workers.memory import MemoryCollector
-from .workers.plan import in_process_threads, plan_workers
+from .workers.plan import Split, WorkerPlan, plan_workers
 from .workers.runner import CameraRunner, CameraView
 
 log = logging.getLogger(__name__)
@@ -44,18 +44,19 @@ def postprocess_options(settings: Settings) -> PostprocessOptions:
     return settings.model.postprocess_options()
 
 
-def intra_op_threads(settings: Settings) -> int:
-    """0 (auto) means all cores, except with cameras: then one core is left to capture,
-    decoding and publishing, which run beside inference (docs/benchmarks.md)."""
-    return in_process_threads(settings.model.threads, len(settings.cameras), os.cpu_count() or 1)
-
-
-def load_predictor(settings: Settings, threads: int | None = None) -> Predictor:
+def cores_plan(settings: Settings) -> WorkerPlan:
+    """Worker processes, and how each session's cores are split into runs and threads."""
     m = settings.model
-    threads = intra_op_threads(settings) if threads is None else threads
-    return Predictor.load(model_path(settings), providers=m.providers or None, intra_op_threads=threads,
+    return plan_workers(settings.workers, [c.id for c in settings.cameras], os.cpu_count() or 1,
+                        threads=m.threads, runs=m.runs)
+
+
+def load_predictor(settings: Settings, split: Split | None = None) -> Predictor:
+    m = settings.model
+    split = split or cores_plan(settings).server
+    return Predictor.load(model_path(settings), providers=m.providers or None, intra_op_threads=split.threads,
                           options=postprocess_options(settings), spinning=m.spinning,
-                          graph_cache=graph_cache_dir() if m.graph_cache else None)
+                          graph_cache=graph_cache_dir() if m.graph_cache else None, runs=split.runs)
 
 
 def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None = None) -> Camera:
@@ -93,7 +94,8 @@ def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics
                    camera_ids: Collection[str] | None = None) -> Pipeline | None:
     """The cameras of this process (all, or those named) over one session: the server's
     when they run in-process, a worker's otherwise; None without cameras. Preprocessing runs
-    on each camera's grabber thread, behind its scene gate when it has one."""
+    on each camera's grabber thread, behind its scene gate when it has one; each camera
+    has as many inference threads as the session allows runs at once."""
     configs = [c for c in settings.cameras if camera_ids is None or c.id in camera_ids]
     if not configs:
         return None
@@ -101,7 +103,7 @@ def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics
     cameras = [make_camera(c, gates[c.id].hook(predictor.prepare) if c.id in gates else predictor.prepare)
                for c in configs]
     max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
-    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates)
+    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=predictor.model.runs)
 
 
 def server_process() -> dict[str, int | None]:
@@ -115,10 +117,8 @@ def build_services(
     token = resolve_token(settings, env)
     check_access(settings, token)
     check_sources(settings)
-    plan = plan_workers(settings.workers, [c.id for c in settings.cameras], threads=settings.model.threads)
-    # with workers, the server's own session serves uploads alone
-    threads = None if plan.in_process else plan.upload_threads
-    predictor = load_predictor(settings, threads) if predictor is None else predictor.with_options(
+    plan = cores_plan(settings)  # with workers, the server's own session serves uploads alone
+    predictor = load_predictor(settings, plan.server) if predictor is None else predictor.with_options(
         postprocess_options(settings))
     log_choices(settings, token, predictor)
     metrics = Metrics()

@@ -63,14 +63,15 @@ def test_unchanged_frames_are_not_even_preprocessed():
     assert isinstance(hook(scene()), Unchanged) and calls == [1]
 
 
-def test_a_gated_camera_reuses_results_and_reports_a_change_on_the_next_frame():
+@pytest.mark.parametrize("runs", [1, 2])
+def test_a_gated_camera_reuses_results_and_reports_a_change_on_the_next_frame(runs):
     still, bright = scene(60), scene(200)
     frames = [still] * 12 + [bright] * 6
     fake, metrics = FakePredictor(), Metrics()
     gate = SceneGate(max_idle_s=3600)  # a busy test machine must not reach the idle limit
     camera = Camera("door", lambda: ScriptedSource(frames, live=False), prepare=gate.hook(fake.prepare))
     results: list = []
-    pipeline = Pipeline(fake, [camera], results.append, metrics=metrics, gates={"door": gate})
+    pipeline = Pipeline(fake, [camera], results.append, metrics=metrics, gates={"door": gate}, runs=runs)
     pipeline.start()
     try:
         assert wait_for(lambda: camera.finished and len(results) == 18, timeout=20)

@@ -139,15 +139,16 @@ def test_preprocessing_runs_on_the_grabber_thread_and_cameras_are_left_as_given(
         pipeline.stop()
     on = Counter(fake.prepared_on)
     assert on["grab-hooked"] == 5  # overlapped with inference, on the camera's thread
-    assert on["infer-plain"] == 5 and set(on) == {"grab-hooked", "infer-plain"}
+    assert on["infer-plain-0"] == 5 and set(on) == {"grab-hooked", "infer-plain-0"}
 
 
-def test_a_worker_survives_a_bad_frame(caplog):
+@pytest.mark.parametrize("runs", [1, 2])
+def test_a_worker_survives_a_bad_frame(caplog, runs):
     fake = FakePredictor(bad_value=7)
     frames = [np.full((8, 8, 3), v, np.uint8) for v in (1, 7, 3)]
     camera = Camera("odd", lambda: ScriptedSource(frames, live=False), prepare=fake.prepare)
     results: list = []
-    pipeline = Pipeline(fake, [camera], results.append)
+    pipeline = Pipeline(fake, [camera], results.append, runs=runs)
     pipeline.start()
     try:
         assert wait_for(lambda: camera.finished and len(results) == 2, timeout=10)
@@ -158,12 +159,13 @@ def test_a_worker_survives_a_bad_frame(caplog):
     assert "ValueError: the fake model cannot take this frame" in caplog.text
 
 
-def test_two_cameras_share_one_session(predictor, tmp_path):
+@pytest.mark.parametrize("runs", [1, 3])
+def test_two_cameras_share_one_session(predictor, tmp_path, runs):
     a = write_video(tmp_path / "a.avi", frames=8)
     b = write_video(tmp_path / "b.avi", frames=12)
     latest = LatestResults()
     cams = [Camera("a", lambda: open_source(str(a))), Camera("b", lambda: open_source(str(b)))]
-    pipeline = Pipeline(predictor, cams, latest)
+    pipeline = Pipeline(predictor, cams, latest, runs=runs)
     pipeline.start()
     try:
         assert wait_for(lambda: (latest.get("a") is not None and latest.get("a").frame.seq == 8
@@ -172,6 +174,64 @@ def test_two_cameras_share_one_session(predictor, tmp_path):
         start = time.monotonic()
         pipeline.stop()
         assert time.monotonic() - start < 5
+
+
+class Overlapping(FakePredictor):
+    """Even frames take ten times longer than odd ones, so that runs at once finish out of
+    order; counts how many run at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = self.most = 0
+
+    def infer(self, tensor):
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.04 if round(float(tensor.mean())) // 4 % 2 == 0 else 0.004)
+            return super().infer(tensor)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("runs", [1, 2, 3])
+def test_frames_inferred_at_once_are_published_in_order(tmp_path, runs):
+    video = write_video(tmp_path / "clip.avi", frames=24, size=(64, 48))  # frame i is grey 4*i
+    fake, results = Overlapping(), []
+    camera = Camera("file", lambda: open_source(str(video)), prepare=fake.prepare)
+    pipeline = Pipeline(fake, [camera], results.append, runs=runs)
+    pipeline.start()
+    try:
+        assert wait_for(lambda: camera.finished and len(results) == 24, timeout=30)
+    finally:
+        pipeline.stop()
+    assert [r.frame.seq for r in results] == list(range(1, 25))  # none lost, none out of order
+    assert fake.most == runs  # that many at once, never more
+    for r in results:  # each result is its own frame's
+        bright = next(p.probability for p in r.prediction.predictions if p.tag_name == "bright")
+        assert bright == pytest.approx(r.frame.image.mean() / 255)
+
+
+def test_a_real_session_gives_each_frame_its_own_result_when_runs_overlap(tmp_path, exports):
+    from edge_runtime.predictor import Predictor
+
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0)] * 6
+    images = [np.full((96, 128, 3), c, np.uint8) for c in colours]
+    predictor = Predictor.load(exports["modern"], intra_op_threads=1, runs=2)
+    assert predictor.model.runs == 2
+    expected = [predictor.predict(im).predictions for im in images]
+    camera = Camera("cam", lambda: ScriptedSource(images, live=False), prepare=predictor.prepare)
+    results: list = []
+    pipeline = Pipeline(predictor, [camera], results.append, runs=predictor.model.runs)
+    pipeline.start()
+    try:
+        assert wait_for(lambda: camera.finished and len(results) == len(images), timeout=30)
+    finally:
+        pipeline.stop()
+    assert [r.frame.seq for r in results] == list(range(1, len(images) + 1))
+    assert [r.prediction.predictions for r in results] == expected  # no run saw another's tensor
 
 
 def test_camera_frames_do_not_wait_for_the_upload_decode_budget(monkeypatch):

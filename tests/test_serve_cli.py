@@ -176,15 +176,20 @@ def test_insecure_serving_is_logged_as_a_warning(exports, caplog):
     assert not caplog.records
 
 
-@pytest.mark.parametrize(("cameras", "threads", "expected"), [(1, 0, 3), (0, 0, 0), (2, 2, 2)])
-def test_one_core_is_left_to_capture_when_cameras_run(monkeypatch, cameras, threads, expected):
+@pytest.mark.parametrize(("cameras", "model", "expected"), [
+    (1, {}, (2, 2)), (0, {}, (1, 0)), (2, {"threads": 2}, (2, 2)), (1, {"runs": 1}, (1, 4))])
+def test_cameras_split_the_cores_into_runs(monkeypatch, cameras, model, expected):
     from edge_runtime.config import load_settings
-    from edge_runtime.serve import intra_op_threads
+    from edge_runtime.serve import cores_plan, load_predictor
 
     monkeypatch.setattr("edge_runtime.serve.os.cpu_count", lambda: 4)
     settings = load_settings(env={}, overrides={
-        "model": {"threads": threads}, "cameras": [{"id": f"c{i}", "source": "0"} for i in range(cameras)]})
-    assert intra_op_threads(settings) == expected
+        "workers": 0, "model": model, "cameras": [{"id": f"c{i}", "source": "0"} for i in range(cameras)]})
+    split = cores_plan(settings).server
+    assert (split.runs, split.threads) == expected
+    predictor = load_predictor(settings, split)
+    assert predictor.model.runs == split.runs  # the session admits that many frames at once
+    assert predictor.model.session.get_session_options().intra_op_num_threads == split.threads
 
 
 @pytest.mark.slow

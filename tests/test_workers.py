@@ -28,7 +28,7 @@ from edge_runtime.sinks import LatestResults
 from edge_runtime.sources import open_source
 from edge_runtime.types import Frame, FrameResult, Prediction, PredictionResult
 from edge_runtime.workers.codec import FrameRef, ResultCodec, decode_status, encode_status
-from edge_runtime.workers.plan import plan_workers
+from edge_runtime.workers.plan import Split, plan_workers
 from edge_runtime.workers.shm import SHM_DIR, FrameReader, FrameRing, prefix_for, remove_stale
 from edge_runtime.workers.supervisor import RemoteCamera, WorkerPool
 from tests.conftest import jpeg_bytes, solid, wait_for, write_video, zip_export_path
@@ -38,32 +38,37 @@ FRAMES = 30  # per video; frame i is grey level 4*i
 
 
 # -- planning ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("workers", "cameras", "cores", "groups", "threads"), [
-    ("auto", ["a"], 2, (), 0),                      # the Pi and this machine: in-process
-    ("auto", ["a"], 16, (), 0),                     # one camera gains nothing from a process
-    ("auto", ["a", "b"], 2, (), 0),                 # two cores: in-process
-    ("auto", ["a", "b"], 16, (("a",), ("b",)), 8),
-    ("auto", list("abcdefgh"), 16, tuple((c,) for c in "abcdefgh"), 2),
-    ("auto", list("abcde"), 4, (("a", "e"), ("b",), ("c",), ("d",)), 1),
-    (0, ["a", "b"], 16, (), 0),
-    (2, ["a", "b"], 2, (("a",), ("b",)), 1),
-    (8, ["a", "b"], 2, (("a",), ("b",)), 1),        # never more workers than cameras
-    (1, ["a", "b", "c"], 6, (("a", "b", "c"),), 5),  # one process: a core is left to capture
-    (1, ["a"], 2, (("a",),), 1),
+@pytest.mark.parametrize(("workers", "cameras", "cores", "groups", "split"), [
+    ("auto", ["a"], 2, (), (2, 1)),                     # the Pi and this machine: in-process
+    ("auto", ["a"], 16, (), (2, 8)),                    # one camera gains nothing from a process
+    ("auto", ["a", "b"], 2, (), (2, 1)),                # two cores: in-process
+    ("auto", ["a", "b"], 16, (("a",), ("b",)), (2, 4)),
+    ("auto", list("abcdefgh"), 16, tuple((c,) for c in "abcdefgh"), (2, 1)),
+    ("auto", list("abcde"), 4, (("a", "e"), ("b",), ("c",), ("d",)), (1, 1)),
+    (0, ["a", "b"], 16, (), (4, 4)),
+    (2, ["a", "b"], 2, (("a",), ("b",)), (1, 1)),
+    (8, ["a", "b"], 2, (("a",), ("b",)), (1, 1)),        # never more workers than cameras
+    (1, ["a", "b", "c"], 6, (("a", "b", "c"),), (6, 1)),
+    (1, ["a"], 2, (("a",),), (2, 1)),
 ])
-def test_plan(workers, cameras, cores, groups, threads):
+def test_plan(workers, cameras, cores, groups, split):
     plan = plan_workers(workers, cameras, cores=cores)
     assert plan.groups == groups
     assert plan.in_process == (groups == ())
-    if groups:
-        assert plan.threads == threads
-        assert plan.threads * len(groups) <= max(cores, len(groups))  # never oversubscribed
+    session = plan.server if plan.in_process else plan.worker
+    assert (session.runs, session.threads) == split
+    processes = max(1, len(groups))
+    assert session.runs * session.threads * processes <= max(cores, processes)  # never oversubscribed
 
 
-def test_plan_threads_in_process_and_configured():
-    assert plan_workers(0, ["a"], cores=4).upload_threads == 3  # one core left to capture, as before
-    assert plan_workers(0, [], cores=4).upload_threads == 0
-    assert plan_workers(2, ["a", "b"], cores=16, threads=3).threads == 3
+def test_plan_keeps_configured_runs_and_threads():
+    assert plan_workers(0, [], cores=4).server == Split(1, 0)  # uploads only: one run on every core
+    assert plan_workers(0, [], cores=4, runs=3).server == Split(3, 0)
+    assert plan_workers(0, ["a"], cores=4, threads=1).server == Split(2, 1)  # two frames per camera at most
+    assert plan_workers(0, ["a"], cores=4, runs=1).server == Split(1, 4)
+    assert plan_workers(0, ["a", "b"], cores=8, threads=3).server == Split(2, 3)  # no more runs than fit
+    assert plan_workers(2, ["a", "b"], cores=16, threads=3).worker == Split(2, 3)
+    assert plan_workers(2, ["a", "b"], cores=16, threads=3).server == Split(1, 3)
 
 
 def test_workers_setting_is_checked():

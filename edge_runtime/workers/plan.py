@@ -1,10 +1,10 @@
-"""How many camera worker processes to run, which cameras each one takes, and how many
-onnxruntime threads each session gets.
+"""How many camera worker processes to run, which cameras each one takes, and how the
+cores are split among each session's runs.
 
     plan = plan_workers("auto", ["door", "yard"], cores=8)
     plan.groups        # (("door",), ("yard",)): one process per camera
-    plan.threads       # 4 intra-op threads per worker session
-    plan.in_process    # False
+    plan.runs          # 2 frames inferred at once in each worker
+    plan.threads       # 2 intra-op threads per run
 
 `workers: 0` keeps every camera in the server process (one shared session, the pipeline
 of pipeline.py). `auto` does that too with at most one camera or on one or two cores,
@@ -13,11 +13,14 @@ where a process of its own gains nothing and costs a copy of every frame
 dealt round-robin when there are more cameras than cores. A number asks for that many
 workers (at most one per camera).
 
-Threads are chosen so the sessions together fill the cores and no more: each worker's
-session gets cores // workers (at least 1) intra-op threads, unless `model.threads` sets
-them; a single worker leaves one core to capture, as the in-process pipeline does.
-Capture and decoding run on threads of their own beside the session; with one worker
-per core they share its core.
+Each process's cameras get the cores of that process (all of them in-process, cores //
+workers otherwise): up to two frames per camera are inferred at once (`runs`), and the
+cores are split among the runs (`threads` intra-op threads each). Two frames in flight
+keep every core busy where one run's threads would wait for each other at every
+operator, and capture and decoding fill the gaps: on 2 cores, two one-thread runs beat
+one run on one or on two threads (docs/benchmarks.md). `model.runs` and `model.threads`
+override either half. Without cameras (uploads only) the session keeps one run on all
+cores, the lowest latency for a single request.
 """
 
 from __future__ import annotations
@@ -31,12 +34,42 @@ Workers = int | Literal["auto"]
 AUTO_MIN_CORES = 3  # below this, auto keeps cameras in the server process
 
 
+FRAMES_IN_FLIGHT = 2  # per camera: runs at once, when not configured
+
+
+@dataclass(frozen=True)
+class Split:
+    """How one session uses its cores: `runs` frames at once, `threads` intra-op threads each
+    (0: onnxruntime decides, which is every core)."""
+
+    runs: int
+    threads: int
+
+
+def split_cores(cores: int, cameras: int, threads: int = 0, runs: int = 0) -> Split:
+    """The runs and threads of one session serving `cameras` on `cores`; nonzero
+    `threads` or `runs` are the configured ones and are kept."""
+    if not cameras:
+        return Split(runs or 1, threads)
+    if not runs:
+        runs = max(1, min(FRAMES_IN_FLIGHT * cameras, cores // threads if threads else cores))
+    return Split(runs, threads or max(1, cores // runs))
+
+
 @dataclass(frozen=True)
 class WorkerPlan:
     groups: tuple[tuple[str, ...], ...]  # camera ids per worker process; empty: in-process
-    threads: int  # intra-op threads of each worker's session (0: onnxruntime decides)
-    upload_threads: int  # intra-op threads of the server's own session (uploads; every camera when in-process)
+    worker: Split  # each worker's session
+    server: Split  # the server's own session: uploads, and every camera when in-process
     cores: int
+
+    @property
+    def threads(self) -> int:
+        return self.worker.threads
+
+    @property
+    def runs(self) -> int:
+        return self.worker.runs
 
     @property
     def in_process(self) -> bool:
@@ -44,28 +77,25 @@ class WorkerPlan:
 
     def describe(self) -> str:
         if self.in_process:
-            return f"cameras in the server process ({self.cores} cores)"
-        return (f"{len(self.groups)} camera worker processes, {self.threads} onnxruntime threads each "
-                f"({self.cores} cores)")
-
-
-def in_process_threads(configured: int, cameras: int, cores: int) -> int:
-    """Today's rule for one process: all cores, but one is left to capture when cameras run."""
-    if configured or not cameras:
-        return configured
-    return max(1, cores - 1)
+            split, where = self.server, "cameras in the server process"
+        else:
+            split, where = self.worker, f"{len(self.groups)} camera worker processes"
+        threads = split.threads or "all"
+        return f"{where}: {split.runs} frames at once, {threads} onnxruntime threads each ({self.cores} cores)"
 
 
 def plan_workers(workers: Workers, cameras: Sequence[str], cores: int | None = None,
-                 threads: int = 0) -> WorkerPlan:
+                 threads: int = 0, runs: int = 0) -> WorkerPlan:
     cores = max(1, cores or os.cpu_count() or 1)
     if workers == "auto":
         count = 0 if len(cameras) <= 1 or cores < AUTO_MIN_CORES else min(len(cameras), cores)
     else:
         count = min(workers, len(cameras))
     if count <= 0:
-        return WorkerPlan((), 0, in_process_threads(threads, len(cameras), cores), cores)
+        split = split_cores(cores, len(cameras), threads, runs)
+        return WorkerPlan((), split, split, cores)
     groups = tuple(tuple(cameras[i::count]) for i in range(count))
-    # one worker is one process with cameras: it leaves a core to capture, as in-process does
-    per_worker = threads or (in_process_threads(0, 1, cores) if count == 1 else max(1, cores // count))
-    return WorkerPlan(groups, per_worker, threads or per_worker, cores)
+    budget = max(1, cores // count)
+    # workers with unequal groups get the larger group's split; the cores are shared alike
+    worker = split_cores(budget, max(len(g) for g in groups), threads, runs)
+    return WorkerPlan(groups, worker, Split(1, threads or budget), cores)

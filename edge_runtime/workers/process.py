@@ -45,11 +45,12 @@ class WorkerSpec:
     index: int
     cameras: tuple[str, ...]
     settings: Settings
-    threads: int
+    threads: int  # intra-op threads of each run
     shm_prefix: str
     server_pid: int
     model: str  # the path every worker opens: for a zip, the server's extracted folder
     log_level: int = logging.INFO
+    runs: int = 1  # frames inferred at once
 
 
 class Channel:
@@ -126,18 +127,20 @@ class _Worker:
         from ..predictor import Predictor
         from ..serve import local_pipeline, postprocess_options
 
-        cv2.setNumThreads(max(1, self.spec.threads))  # OpenCV's own pool would otherwise take every core
+        # OpenCV's own pool would otherwise take every core
+        cv2.setNumThreads(max(1, self.spec.threads * self.spec.runs))
         settings, m = self.spec.settings, self.spec.settings.model
         predictor = Predictor.load(self.spec.model, providers=m.providers or None,
                                    intra_op_threads=self.spec.threads, options=postprocess_options(settings),
-                                   spinning=m.spinning, graph_cache=graph_cache_dir() if m.graph_cache else None)
+                                   spinning=m.spinning, graph_cache=graph_cache_dir() if m.graph_cache else None,
+                                   runs=self.spec.runs)
         self.codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids)
         self.pipeline = local_pipeline(settings, predictor, self.publish, camera_ids=self.spec.cameras)
         if self.pipeline is None or self.stop.is_set():
             return 0
         self.pipeline.start()
-        log.info("cameras %s, pid %d, %d onnxruntime threads", ", ".join(self.spec.cameras), os.getpid(),
-                 self.spec.threads)
+        log.info("cameras %s, pid %d, %d frames at once, %d onnxruntime threads each", ", ".join(self.spec.cameras),
+                 os.getpid(), predictor.model.runs, self.spec.threads)
         while not self.stop.wait(STATUS_S):
             if not self.pipeline.healthy:
                 log.error("pipeline threads have stopped; exiting so that the server restarts this worker")

@@ -191,7 +191,7 @@ class WorkerPool:
         w.incarnation += 1
         w.prefix = prefix_for(os.getpid(), w.index, w.incarnation)
         spec = WorkerSpec(w.index, w.cameras, self.settings, self.plan.threads, w.prefix, os.getpid(), str(self.model),
-                          self.log_level)
+                          self.log_level, runs=self.plan.runs)
         results_r, results_w = self._ctx.Pipe(duplex=False)
         control_r, control_w = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(target=run_worker, args=(spec, results_w, control_r), daemon=True,

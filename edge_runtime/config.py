@@ -59,10 +59,10 @@ class ModelConfig(Strict):
 
     path: str = Field(DEMO, description="export zip, folder or .onnx; 'demo' for the built-in model")
     providers: list[str] = Field(default_factory=list, description="execution providers in order; empty: fastest")
-    threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads of each run; 0: the cores "
-                         "shared among the runs (all of them without cameras)")
-    runs: int = Field(0, ge=0, le=64, description="frames inferred at once on the CPU; 0: two per camera, at most "
-                      "one per core (one without cameras)")
+    threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads, which the runs share; 0: "
+                         "the cores the runs leave (all of them without cameras)")
+    runs: int = Field(0, ge=0, le=64, description="frames inferred at once on the CPU, each holding its own "
+                      "activations in memory; 0: two per camera, at most one per core (one without cameras)")
     spinning: bool = Field(False, description="idle onnxruntime threads busy-wait (faster bare runs, "
                            "slower when capture shares the cores)")
     graph_cache: bool = Field(True, description="keep onnxruntime's optimised graph between starts (CPU provider; "

@@ -133,9 +133,10 @@ class OnnxModel:
         `graph_cache`: a folder for onnxruntime's optimised graph, so that the next start
         loads it instead of optimising again (see GraphCache).
 
-        `runs`: how many runs may execute at once on the CPU provider, each on its own
-        `intra_op_threads` (the camera pipeline infers that many frames at once). Other
-        providers keep one: a GPU already runs a frame's operators in parallel."""
+        `runs`: how many runs may execute at once on the CPU provider (the camera pipeline
+        infers that many frames at once); they share the session's `intra_op_threads`,
+        each calling thread joining in. Other providers keep one: a GPU already runs a
+        frame's operators in parallel."""
         names = resolve_providers(providers, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads

@@ -229,14 +229,17 @@ class Pipeline:
                     ready: Frame | Exception | None = self._gated(frame, gate)
                 except Exception as exc:
                     ready = exc
-            item = self._attempt(frame, ready)
-            with turns.turn(ticket, self._stop) as mine:
-                while mine and item is not None and not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=FRAME_WAIT_S)
-                        break
-                    except queue.Full:
-                        continue
+            item: Inferred | None = None
+            try:
+                item = self._attempt(frame, ready)
+            finally:  # the turn passes on however this frame ended, or the camera's other threads wait forever
+                with turns.turn(ticket, self._stop) as mine:
+                    while mine and item is not None and not self._stop.is_set():
+                        try:
+                            self._queue.put(item, timeout=FRAME_WAIT_S)
+                            break
+                        except queue.Full:
+                            continue
 
     def _attempt(self, frame: Frame, ready: Frame | Exception | None) -> Inferred | None:
         """Inference for a frame the gate let through, the reuse marker for one it held back;

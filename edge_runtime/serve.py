@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Collection, Mapping
@@ -145,8 +146,8 @@ def build_services(
         pool = WorkerPool(settings, plan, sinks.all, codec,
                           shared_model(predictor.bundle), metrics, log_level=logging.getLogger().getEffectiveLevel())
         cameras, runner, processes = list(pool.cameras), pool, pool.processes
-    if settings.cameras:
-        log.info("%s", plan.describe())
+    if settings.cameras:  # as loaded: a GPU session takes one frame at a time whatever the plan
+        log.info("%s", dataclasses.replace(plan, server=Split(predictor.model.runs, plan.server.threads)).describe())
     metrics.registry.register(MemoryCollector(processes))
     return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=runner,
                     latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,

@@ -177,29 +177,32 @@ def test_two_cameras_share_one_session(predictor, tmp_path, runs):
 
 
 class Overlapping(FakePredictor):
-    """Even frames take ten times longer than odd ones, so that runs at once finish out of
-    order; counts how many run at the same time."""
+    """Holds each run until `runs` of them run at once (or a second passes), then lets even
+    frames take ten times longer than odd ones, so that they finish out of order."""
 
-    def __init__(self) -> None:
+    def __init__(self, runs: int) -> None:
         super().__init__()
-        self.running = self.most = 0
+        self.runs, self.running, self.most = runs, 0, 0
+        self._together = threading.Condition()
 
     def infer(self, tensor):
-        with self._lock:
+        with self._together:
             self.running += 1
             self.most = max(self.most, self.running)
+            self._together.notify_all()
+            self._together.wait_for(lambda: self.running >= self.runs, timeout=1.0)
         try:
             time.sleep(0.04 if round(float(tensor.mean())) // 4 % 2 == 0 else 0.004)
             return super().infer(tensor)
         finally:
-            with self._lock:
+            with self._together:
                 self.running -= 1
 
 
 @pytest.mark.parametrize("runs", [1, 2, 3])
 def test_frames_inferred_at_once_are_published_in_order(tmp_path, runs):
     video = write_video(tmp_path / "clip.avi", frames=24, size=(64, 48))  # frame i is grey 4*i
-    fake, results = Overlapping(), []
+    fake, results = Overlapping(runs), []
     camera = Camera("file", lambda: open_source(str(video)), prepare=fake.prepare)
     pipeline = Pipeline(fake, [camera], results.append, runs=runs)
     pipeline.start()

@@ -177,7 +177,7 @@ def test_insecure_serving_is_logged_as_a_warning(exports, caplog):
 
 
 @pytest.mark.parametrize(("cameras", "model", "expected"), [
-    (1, {}, (2, 2)), (0, {}, (1, 0)), (2, {"threads": 2}, (2, 2)), (1, {"runs": 1}, (1, 4))])
+    (1, {}, (2, 3)), (0, {}, (1, 0)), (2, {"threads": 2}, (3, 2)), (1, {"runs": 1}, (1, 4))])
 def test_cameras_split_the_cores_into_runs(monkeypatch, cameras, model, expected):
     from edge_runtime.config import load_settings
     from edge_runtime.serve import cores_plan, load_predictor

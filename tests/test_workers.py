@@ -40,12 +40,12 @@ FRAMES = 30  # per video; frame i is grey level 4*i
 # -- planning ---------------------------------------------------------------------------
 @pytest.mark.parametrize(("workers", "cameras", "cores", "groups", "split"), [
     ("auto", ["a"], 2, (), (2, 1)),                     # the Pi and this machine: in-process
-    ("auto", ["a"], 16, (), (2, 8)),                    # one camera gains nothing from a process
+    ("auto", ["a"], 16, (), (2, 15)),                   # one camera gains nothing from a process
     ("auto", ["a", "b"], 2, (), (2, 1)),                # two cores: in-process
-    ("auto", ["a", "b"], 16, (("a",), ("b",)), (2, 4)),
+    ("auto", ["a", "b"], 16, (("a",), ("b",)), (2, 7)),
     ("auto", list("abcdefgh"), 16, tuple((c,) for c in "abcdefgh"), (2, 1)),
     ("auto", list("abcde"), 4, (("a", "e"), ("b",), ("c",), ("d",)), (1, 1)),
-    (0, ["a", "b"], 16, (), (4, 4)),
+    (0, ["a", "b"], 16, (), (4, 13)),
     (2, ["a", "b"], 2, (("a",), ("b",)), (1, 1)),
     (8, ["a", "b"], 2, (("a",), ("b",)), (1, 1)),        # never more workers than cameras
     (1, ["a", "b", "c"], 6, (("a", "b", "c"),), (6, 1)),
@@ -58,7 +58,7 @@ def test_plan(workers, cameras, cores, groups, split):
     session = plan.server if plan.in_process else plan.worker
     assert (session.runs, session.threads) == split
     processes = max(1, len(groups))
-    assert session.runs * session.threads * processes <= max(cores, processes)  # never oversubscribed
+    assert session.busy * processes <= max(cores, processes)  # never oversubscribed
 
 
 def test_plan_keeps_configured_runs_and_threads():
@@ -66,7 +66,8 @@ def test_plan_keeps_configured_runs_and_threads():
     assert plan_workers(0, [], cores=4, runs=3).server == Split(3, 0)
     assert plan_workers(0, ["a"], cores=4, threads=1).server == Split(2, 1)  # two frames per camera at most
     assert plan_workers(0, ["a"], cores=4, runs=1).server == Split(1, 4)
-    assert plan_workers(0, ["a", "b"], cores=8, threads=3).server == Split(2, 3)  # no more runs than fit
+    assert plan_workers(0, ["a", "b"], cores=8, threads=6).server == Split(3, 6)  # no more runs than fit
+    assert plan_workers(0, ["a"], cores=4, threads=8).server == Split(1, 8)
     assert plan_workers(2, ["a", "b"], cores=16, threads=3).worker == Split(2, 3)
     assert plan_workers(2, ["a", "b"], cores=16, threads=3).server == Split(1, 3)
 

@@ -4,7 +4,7 @@ cores are split among each session's runs.
     plan = plan_workers("auto", ["door", "yard"], cores=8)
     plan.groups        # (("door",), ("yard",)): one process per camera
     plan.runs          # 2 frames inferred at once in each worker
-    plan.threads       # 2 intra-op threads per run
+    plan.threads       # over 3 intra-op threads (the session's pool, which both runs join)
 
 `workers: 0` keeps every camera in the server process (one shared session, the pipeline
 of pipeline.py). `auto` does that too with at most one camera or on one or two cores,
@@ -14,13 +14,14 @@ dealt round-robin when there are more cameras than cores. A number asks for that
 workers (at most one per camera).
 
 Each process's cameras get the cores of that process (all of them in-process, cores //
-workers otherwise): up to two frames per camera are inferred at once (`runs`), and the
-cores are split among the runs (`threads` intra-op threads each). Two frames in flight
-keep every core busy where one run's threads would wait for each other at every
-operator, and capture and decoding fill the gaps: on 2 cores, two one-thread runs beat
-one run on one or on two threads (docs/benchmarks.md). `model.runs` and `model.threads`
-override either half. Without cameras (uploads only) the session keeps one run on all
-cores, the lowest latency for a single request.
+workers otherwise): up to two frames per camera are inferred at once (`runs`, at most
+one per core), and the session's intra-op pool, which every running call joins, gets the
+rest of the cores (`threads`). Two frames in flight keep every core busy where one run's
+threads would wait for each other at every operator, and capture and decoding fill the
+gaps: on 2 cores, two one-thread runs beat one run on one or on two threads
+(docs/benchmarks.md). `model.runs` and `model.threads` override either half. Without
+cameras (uploads only) the session keeps one run on all cores, the lowest latency for a
+single request.
 """
 
 from __future__ import annotations
@@ -39,21 +40,27 @@ FRAMES_IN_FLIGHT = 2  # per camera: runs at once, when not configured
 
 @dataclass(frozen=True)
 class Split:
-    """How one session uses its cores: `runs` frames at once, `threads` intra-op threads each
-    (0: onnxruntime decides, which is every core)."""
+    """How one session uses its cores: up to `runs` frames at once, over `threads` intra-op
+    threads (0: onnxruntime decides, which is every core). onnxruntime's intra-op pool
+    belongs to the session and every running call joins it, so `threads - 1 + runs`
+    threads can be busy at once."""
 
     runs: int
     threads: int
 
+    @property
+    def busy(self) -> int:
+        return self.threads - 1 + self.runs
+
 
 def split_cores(cores: int, cameras: int, threads: int = 0, runs: int = 0) -> Split:
-    """The runs and threads of one session serving `cameras` on `cores`; nonzero
-    `threads` or `runs` are the configured ones and are kept."""
+    """The runs and threads of one session serving `cameras` on `cores`, so that its busy
+    threads fill the cores; nonzero `threads` or `runs` are the configured ones and are kept."""
     if not cameras:
         return Split(runs or 1, threads)
     if not runs:
-        runs = max(1, min(FRAMES_IN_FLIGHT * cameras, cores // threads if threads else cores))
-    return Split(runs, threads or max(1, cores // runs))
+        runs = max(1, min(FRAMES_IN_FLIGHT * cameras, cores - threads + 1 if threads else cores))
+    return Split(runs, threads or max(1, cores - runs + 1))
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class WorkerPlan:
         else:
             split, where = self.worker, f"{len(self.groups)} camera worker processes"
         threads = split.threads or "all"
-        return f"{where}: {split.runs} frames at once, {threads} onnxruntime threads each ({self.cores} cores)"
+        return f"{where}: {split.runs} frames at once over {threads} onnxruntime threads ({self.cores} cores)"
 
 
 def plan_workers(workers: Workers, cameras: Sequence[str], cores: int | None = None,

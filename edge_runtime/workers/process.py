@@ -128,7 +128,7 @@ class _Worker:
         from ..serve import local_pipeline, postprocess_options
 
         # OpenCV's own pool would otherwise take every core
-        cv2.setNumThreads(max(1, self.spec.threads * self.spec.runs))
+        cv2.setNumThreads(max(1, self.spec.threads + self.spec.runs - 1))
         settings, m = self.spec.settings, self.spec.settings.model
         predictor = Predictor.load(self.spec.model, providers=m.providers or None,
                                    intra_op_threads=self.spec.threads, options=postprocess_options(settings),

@@ -149,6 +149,18 @@ class _Reader:
 
 
 # -- quantisation ----------------------------------------------------------------------------
+MIN_QUANTIZER = (1, 17)  # onnxruntime's quantiser: per-tensor overrides, and QDQ that loads everywhere
+
+
+def _check_quantizer() -> None:
+    import onnxruntime
+
+    version = tuple(int(part) for part in onnxruntime.__version__.split(".")[:2] if part.isdigit())
+    if version < MIN_QUANTIZER:
+        raise QuantizeError(f"quantize needs onnxruntime {'.'.join(map(str, MIN_QUANTIZER))} or newer "
+                            f"(this is {onnxruntime.__version__}); the INT8 exports it writes load on older ones")
+
+
 def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndarray]) -> None:
     try:
         import onnx
@@ -183,7 +195,7 @@ def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndar
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise QuantizeError(f"{model.name}: quantisation failed: {first}") from exc
-    _keep_metadata(model, out)
+    _tidy(model, out)
 
 
 COMPUTE_OPS = {"Conv", "Gemm", "MatMul"}
@@ -256,18 +268,28 @@ def depthwise_overrides(graph: Any) -> dict[str, list[dict[str, Any]]]:
     return {n.input[1]: [{"axis": 0, "reduce_range": False}] for n in graph.node if _depthwise(n, weights)}
 
 
-def _keep_metadata(parent: Path, child: Path) -> None:
-    """The export's own metadata_props drive preprocessing: carry them over if the quantiser dropped them."""
+def _tidy(parent: Path, child: Path) -> None:
+    """Make the INT8 model as portable as its parent.
+
+    - The export's own metadata_props drive preprocessing: carry them over if the
+      quantiser dropped them.
+    - The quantiser's tools stamp every operator domain they know (ai.onnx.ml 5,
+      com.microsoft, ...) into the model, and older onnxruntime releases refuse a model
+      stamped with a domain version newer than theirs: keep only the domains its nodes use.
+    """
     import onnx
 
     source = onnx.load(str(parent), load_external_data=False)
     target = onnx.load(str(child))
     have = {p.key for p in target.metadata_props}
-    missing = [p for p in source.metadata_props if p.key not in have]
-    if missing:
-        for prop in missing:
+    for prop in source.metadata_props:
+        if prop.key not in have:
             target.metadata_props.add(key=prop.key, value=prop.value)
-        onnx.save(target, str(child))
+    used = {node.domain for node in target.graph.node} | {""}
+    kept = [o for o in target.opset_import if o.domain in used]
+    del target.opset_import[:]
+    target.opset_import.extend(kept)
+    onnx.save(target, str(child))
 
 
 def _median_ms(fn: Callable[[], object], runs: int) -> float:
@@ -362,6 +384,7 @@ def quantize_export(
         raise ConfigError("--max-drop must be 0 or more (percentage points)")
     if max_frames < MIN_FRAMES:
         raise ConfigError(f"--max-frames must be at least {MIN_FRAMES}")
+    _check_quantizer()
     parent = Predictor.load(model, providers=["cpu"])
     if parent.spec.input.dtype != "float32":
         raise QuantizeError(f"{model}: a {parent.spec.input.dtype} export; quantise the float32 (ONNX) flavor")

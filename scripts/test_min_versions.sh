@@ -29,6 +29,28 @@ import sys, numpy, onnxruntime, cv2
 print(f"minimum versions: Python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}, "
       f"numpy {numpy.__version__}, OpenCV {cv2.__version__}")
 PY
+# An INT8 export made with today's quantiser (the main environment) must load and give the
+# same answers at the oldest onnxruntime too: a device is often older than the laptop.
+if [[ -x .venv/bin/python ]]; then
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  .venv/bin/python - "$WORK/frames" <<'PY'
+import sys
+from pathlib import Path
+import cv2
+out = Path(sys.argv[1]); out.mkdir()
+for i, path in enumerate(sorted(Path("edge_runtime/demo/samples").glob("*.jpg"))):
+    image = cv2.imread(str(path))
+    for j, variant in enumerate((image, cv2.flip(image, 1), image[::2, ::2], image[: image.shape[0] // 2])):
+        cv2.imwrite(str(out / f"{i}-{j}.jpg"), variant)
+PY
+  .venv/bin/python -m edge_runtime.cli quantize edge_runtime/demo --calibrate "$WORK/frames" --out "$WORK/int8" \
+    --force >/dev/null
+  .venv/bin/python -m edge_runtime.cli predict "$WORK/int8" edge_runtime/demo/samples/*.jpg >"$WORK/today.txt"
+  "$VENV/bin/python" -m edge_runtime.cli predict "$WORK/int8" edge_runtime/demo/samples/*.jpg >"$WORK/oldest.txt"
+  diff "$WORK/today.txt" "$WORK/oldest.txt"
+  echo "INT8 export from today's quantiser: same predictions at the oldest onnxruntime"
+fi
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_predictor.py tests/test_preprocess.py \
   tests/test_postprocess.py tests/test_bundle.py tests/test_imageio.py tests/test_cli.py tests/test_camera.py \
   tests/test_pipeline.py tests/test_sources.py tests/test_server.py tests/test_config.py tests/test_model.py "$@"

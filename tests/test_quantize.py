@@ -116,8 +116,10 @@ def test_an_int8_export_loads_predicts_and_agrees_with_its_parent(exports, tmp_p
     int8 = Predictor.load(tmp_path / "int8")
     parent = Predictor.load(exports["modern"])
     assert int8.spec.input == parent.spec.input  # the same preprocessing
-    ops = {node.op_type for node in __import__("onnx").load(str(bundle.model_path)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    written = __import__("onnx").load(str(bundle.model_path))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in written.graph.node}
+    # only the operator domains its nodes use: an older onnxruntime refuses newer stamps of any other
+    assert {o.domain for o in written.opset_import} == {node.domain for node in written.graph.node} | {""}
     for path in sorted(frames.iterdir())[:6]:
         image = cv2.imread(str(path))
         assert int8.predict(image).predictions[0].tag_name == parent.predict(image).predictions[0].tag_name
@@ -156,6 +158,17 @@ def test_the_cli_prints_the_table_and_exits_1_when_refused(tmp_path):
                           str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "calibration" in bad.stderr
+
+
+def test_an_onnxruntime_too_old_to_quantise_is_one_line(exports, tmp_path, monkeypatch):
+    import onnxruntime
+
+    from edge_runtime.quantize import QuantizeError
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.16.3")
+    with pytest.raises(QuantizeError, match=r"^quantize needs onnxruntime 1\.17 or newer \(this is 1\.16\.3\)"):
+        quantize_export(exports["modern"], colour_frames(tmp_path / "frames"), tmp_path / "int8")
+    assert not (tmp_path / "int8").exists()
 
 
 def test_a_float16_export_is_refused_in_one_line(exports, tmp_path):

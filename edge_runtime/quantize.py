@@ -292,14 +292,17 @@ def _tidy(parent: Path, child: Path) -> None:
     onnx.save(target, str(child))
 
 
-def _median_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    samples = []
+def _paired_ms(first: Callable[[], object], second: Callable[[], object], runs: int) -> tuple[float, float]:
+    """Median milliseconds of each, timed in alternation so that a machine whose speed
+    drifts (another process, a thermal limit) slows both alike."""
+    first(), second()
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+        for fn, out in ((first, samples[0]), (second, samples[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def _top1(predictor: Predictor, frame: np.ndarray) -> str | None:
@@ -400,12 +403,11 @@ def quantize_export(
         int8 = Predictor.load(staging, providers=["cpu"])
         agree = sum(_top1(parent, f) == _top1(int8, f) for f in frames) / len(frames)
         tensor, frame = tensors[0], frames[0]
+        run_ms = _paired_ms(lambda: parent.infer(tensor), lambda: int8.infer(tensor), SPEED_RUNS)
+        predict_ms = _paired_ms(lambda: parent.predict(frame), lambda: int8.predict(frame), SPEED_RUNS)
         figures = Figures(
             frames=len(frames), agreement=agree,
-            fp32_run_ms=_median_ms(lambda: parent.infer(tensor), SPEED_RUNS),
-            int8_run_ms=_median_ms(lambda: int8.infer(tensor), SPEED_RUNS),
-            fp32_predict_ms=_median_ms(lambda: parent.predict(frame), SPEED_RUNS),
-            int8_predict_ms=_median_ms(lambda: int8.predict(frame), SPEED_RUNS),
+            fp32_run_ms=run_ms[0], int8_run_ms=run_ms[1], fp32_predict_ms=predict_ms[0], int8_predict_ms=predict_ms[1],
             skipped=len(skipped),
         )
         if eval_dir is not None:

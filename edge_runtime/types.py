@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import functools
 import json
+import operator
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,7 +159,7 @@ class Prediction:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "probability": round(self.probability, 8),
+            "probability": round_probability(self.probability),
             "tagId": self.tag_id or str(self.tag_index),
             "tagName": self.tag_name,
             "boundingBox": self.bounding_box.to_json() if self.bounding_box else None,
@@ -225,18 +226,51 @@ class Predictions(Sequence[Prediction]):
         return self._indices, self._probabilities, self._names, self._tag_ids
 
     def json_text(self) -> str:
-        """The JSON array of the predictions, as `[p.to_json() ...]` would encode compactly."""
+        """The JSON array of the predictions: `[p.to_json() ...]` with every probability
+        written with 8 decimals ("0.50000000"), all formatted in one numpy operation."""
         tails = _json_tails(tuple(self._names), tuple(self._tag_ids) if self._tag_ids else None)
-        return "[" + ",".join([f'{{"probability":{round(p, 8)!r},{tails[i]}'
-                               for i, p in zip(self._indices, self._probabilities, strict=True)]) + "]"
+        if not self._indices:
+            return "[]"
+        texts = _probability_texts(self._probabilities)
+        if texts is None:  # not probabilities from 0 to 1: each number as Python writes it
+            return "[" + ",".join([f'{{"probability":{round_probability(p)!r},{tails[i].decode()}'
+                                   for i, p in zip(self._indices, self._probabilities, strict=True)]) + "]"
+        ordered = operator.itemgetter(*self._indices)(tails) if len(self._indices) > 1 else (tails[self._indices[0]],)
+        body = b',{"probability":'.join(map(b",".join, zip(texts, ordered, strict=True)))
+        return '[{"probability":' + body.decode("ascii") + "]"
+
+
+PROBABILITY_DECIMALS = 8
+_SCALE = 10.0 ** PROBABILITY_DECIMALS
+_POWERS = 10 ** np.arange(PROBABILITY_DECIMALS - 1, -1, -1, dtype=np.int64)
+
+
+def round_probability(p: float) -> float:
+    """A probability as results report it: to 8 decimals, rounding half to even; the same
+    arithmetic as _probability_texts, so that both writings give equal numbers."""
+    return round(p * _SCALE) / _SCALE
+
+
+def _probability_texts(probabilities: Sequence[float]) -> list[bytes] | None:
+    """Every probability as the 10 ASCII bytes of `round_probability` written with 8
+    decimals, e.g. b"0.04000000"; None unless all are from 0 to 1."""
+    values = np.asarray(probabilities, np.float64)
+    if not ((values >= 0) & (values <= 1)).all():
+        return None
+    scaled = np.rint(values * _SCALE).astype(np.int64)
+    text = np.empty((len(values), PROBABILITY_DECIMALS + 2), np.uint8)
+    text[:, 0] = ord("0") + scaled // int(_SCALE)
+    text[:, 1] = ord(".")
+    text[:, 2:] = ord("0") + (scaled % int(_SCALE))[:, None] // _POWERS % 10
+    return list(text.view(f"S{PROBABILITY_DECIMALS + 2}").ravel().tolist())
 
 
 @functools.lru_cache(maxsize=8)
-def _json_tails(names: tuple[str, ...], tag_ids: tuple[str, ...] | None) -> tuple[str, ...]:
-    """Per tag, the constant rest of its prediction object: built once per model."""
+def _json_tails(names: tuple[str, ...], tag_ids: tuple[str, ...] | None) -> tuple[bytes, ...]:
+    """Per tag, the constant rest of its prediction object (ASCII): built once per model."""
     dumps = functools.partial(json.dumps, ensure_ascii=True)
     return tuple(f'"tagId":{dumps((tag_ids[i] if tag_ids else "") or str(i))},"tagName":{dumps(name)},'
-                 '"boundingBox":null}' for i, name in enumerate(names))
+                 '"boundingBox":null}'.encode("ascii") for i, name in enumerate(names))
 
 
 def predictions_json(predictions: Sequence[Prediction]) -> str:

@@ -164,6 +164,26 @@ def test_lazy_classifier_predictions_equal_eager_ones_and_encode_the_same():
     assert json.loads(plain.json_text("p2")) == plain.to_json("p2")
 
 
+def test_probabilities_are_written_with_8_decimals_and_read_back_as_to_json_gives_them():
+    import json
+    import random
+
+    from edge_runtime.types import Prediction, Predictions
+
+    rng = random.Random(7)
+    values = [0.0, 1.0, 0.5, 5e-9, 1.5e-8, 0.999999995, 0.125000005] + [rng.random() for _ in range(2000)]
+    names = tuple(f"t{i}" for i in range(len(values)))
+    lazy = Predictions(list(range(len(values))), values, names, None)
+    text = lazy.json_text()
+    assert text.startswith('[{"probability":0.00000000,"tagId":"0","tagName":"t0","boundingBox":null},'
+                           '{"probability":1.00000000,')
+    assert json.loads(text) == [Prediction(i, names[i], v).to_json() for i, v in enumerate(values)]
+    # scores that are not probabilities (a model without softmax) keep Python's own writing
+    odd = Predictions([0, 1], [1.75, -0.25], ("a", "b"), None)
+    assert json.loads(odd.json_text()) == [Prediction(0, "a", 1.75).to_json(), Prediction(1, "b", -0.25).to_json()]
+    assert Predictions([], [], (), None).json_text() == "[]"
+
+
 def test_frame_results_are_encoded_once_for_every_sink():
     import json
     import time

@@ -26,13 +26,12 @@ like the one it last ran on: their result is the previous one, marked `reused`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -65,23 +64,25 @@ class Stages(Protocol):
 
 
 class Turns:
-    """One camera's frames, taken by one inference thread at a time and handed to the
-    publisher in the order they were taken, whichever thread finishes first.
+    """One camera's frames, taken by one inference thread at a time and handed on in the
+    order they were taken, whichever thread finishes first. A thread that finishes out of
+    turn leaves its result and goes on to the next frame; the thread that completes the
+    oldest frame still out hands on every result that is then in order.
 
-        with turns.taking():             # one thread waits for the next frame at a time
+        with turns.taking():                # one thread waits for the next frame at a time
             frame = ...; ticket = turns.ticket()
-        ...                              # inference, several threads at once
-        with turns.turn(ticket, stop):   # in ticket order
-            queue.put(...)
+        item = ...                          # inference, several threads at once
+        turns.done(ticket, item, hand_on)   # item None: nothing to hand on for this frame
     """
 
     def __init__(self) -> None:
         self.seq = 0  # the newest frame taken
         self.last_taken = 0.0  # monotonic time it was taken, for max_fps
         self._take = threading.Lock()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._issued = 0
-        self._next = 0  # the ticket whose turn it is
+        self._next = 0  # the oldest ticket not yet handed on
+        self._early: dict[int, Inferred | None] = {}  # finished out of turn
 
     def taking(self) -> threading.Lock:
         return self._take
@@ -91,19 +92,14 @@ class Turns:
         self._issued += 1
         return self._issued - 1
 
-    @contextlib.contextmanager
-    def turn(self, ticket: int, stop: threading.Event) -> Iterator[bool]:
-        """Waits for the ticket's turn (yields False if stopped first); the next ticket's
-        turn comes when the block ends, however it ends."""
-        with self._cond:
-            while self._next != ticket and not stop.is_set():
-                self._cond.wait(FRAME_WAIT_S)
-        try:
-            yield self._next == ticket
-        finally:
-            with self._cond:
-                self._next = max(self._next, ticket + 1)
-                self._cond.notify_all()
+    def done(self, ticket: int, item: Inferred | None, hand_on: Callable[[Inferred], None]) -> None:
+        with self._lock:  # held while handing on, so that results leave in ticket order
+            self._early[ticket] = item
+            while self._next in self._early:
+                ready = self._early.pop(self._next)
+                self._next += 1
+                if ready is not None:
+                    hand_on(ready)
 
 
 class Pipeline:
@@ -232,14 +228,16 @@ class Pipeline:
             item: Inferred | None = None
             try:
                 item = self._attempt(frame, ready)
-            finally:  # the turn passes on however this frame ended, or the camera's other threads wait forever
-                with turns.turn(ticket, self._stop) as mine:
-                    while mine and item is not None and not self._stop.is_set():
-                        try:
-                            self._queue.put(item, timeout=FRAME_WAIT_S)
-                            break
-                        except queue.Full:
-                            continue
+            finally:  # however this frame ended, or the camera's later results wait forever
+                turns.done(ticket, item, self._enqueue)
+
+    def _enqueue(self, item: Inferred) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=FRAME_WAIT_S)
+                return
+            except queue.Full:
+                continue
 
     def _attempt(self, frame: Frame, ready: Frame | Exception | None) -> Inferred | None:
         """Inference for a frame the gate let through, the reuse marker for one it held back;

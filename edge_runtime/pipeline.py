@@ -75,17 +75,27 @@ class Turns:
         turns.done(ticket, item, hand_on)   # item None: nothing to hand on for this frame
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ahead: int) -> None:
+        """`ahead`: at most this many frames taken and not yet handed on, so that a run
+        that stalls holds back the others (and their results' memory) soon."""
         self.seq = 0  # the newest frame taken
         self.last_taken = 0.0  # monotonic time it was taken, for max_fps
+        self._ahead = max(1, ahead)
         self._take = threading.Lock()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._issued = 0
         self._next = 0  # the oldest ticket not yet handed on
         self._early: dict[int, Inferred | None] = {}  # finished out of turn
 
     def taking(self) -> threading.Lock:
         return self._take
+
+    def room(self, stop: threading.Event) -> bool:
+        """Waits (while `taking` is held) until another frame may be taken; False if stopped."""
+        with self._lock:
+            while self._issued - self._next >= self._ahead and not stop.is_set():
+                self._lock.wait(FRAME_WAIT_S)
+        return not stop.is_set()
 
     def ticket(self) -> int:
         """Call while `taking` is held."""
@@ -100,6 +110,7 @@ class Turns:
                 self._next += 1
                 if ready is not None:
                     hand_on(ready)
+            self._lock.notify_all()
 
 
 class Pipeline:
@@ -138,8 +149,9 @@ class Pipeline:
         self._publisher.start()
         for camera in self.cameras:
             camera.start()
-            turns = Turns()
-            for i in range(-(-self.runs // len(self.cameras))):  # the cameras share the runs
+            threads = -(-self.runs // len(self.cameras))  # the cameras share the runs
+            turns = Turns(ahead=2 * threads)
+            for i in range(threads):
                 thread = threading.Thread(target=self._work, args=(camera, turns), name=f"infer-{camera.id}-{i}",
                                           daemon=True)
                 thread.start()
@@ -215,7 +227,7 @@ class Pipeline:
         gate = self.gates.get(camera.id)
         while not self._stop.is_set():
             with turns.taking():  # take frames in order, and gate them in that order
-                frame = self._take(camera, turns, limit)
+                frame = self._take(camera, turns, limit) if turns.room(self._stop) else None
                 if frame is None:
                     if camera.finished:
                         break

@@ -285,11 +285,26 @@ def _tidy(parent: Path, child: Path) -> None:
     for prop in source.metadata_props:
         if prop.key not in have:
             target.metadata_props.add(key=prop.key, value=prop.value)
-    used = {node.domain for node in target.graph.node} | {""}
+    used = _domains(target.graph) | {"", "ai.onnx"}
+    for function in target.functions:
+        used |= {function.domain} | {d for node in function.node for d in _node_domains(node)}
     kept = [o for o in target.opset_import if o.domain in used]
     del target.opset_import[:]
     target.opset_import.extend(kept)
     onnx.save(target, str(child))
+
+
+def _node_domains(node: Any) -> set[str]:
+    """The operator domains a node uses, its subgraphs' (If, Loop, Scan) included."""
+    found = {node.domain}
+    for attribute in node.attribute:
+        for graph in [attribute.g, *attribute.graphs] if attribute.HasField("g") else attribute.graphs:
+            found |= _domains(graph)
+    return found
+
+
+def _domains(graph: Any) -> set[str]:
+    return {d for node in graph.node for d in _node_domains(node)}
 
 
 def _paired_ms(first: Callable[[], object], second: Callable[[], object], runs: int) -> tuple[float, float]:

@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import functools
 import json
+import math
 import operator
 import uuid
 from collections.abc import Mapping, Sequence
@@ -248,7 +249,8 @@ _POWERS = 10 ** np.arange(PROBABILITY_DECIMALS - 1, -1, -1, dtype=np.int64)
 def round_probability(p: float) -> float:
     """A probability as results report it: to 8 decimals, rounding half to even; the same
     arithmetic as _probability_texts, so that both writings give equal numbers."""
-    return round(p * _SCALE) / _SCALE
+    p = float(p)  # a numpy float32 would round in float32
+    return round(p * _SCALE) / _SCALE if math.isfinite(p) else p
 
 
 def _probability_texts(probabilities: Sequence[float]) -> list[bytes] | None:

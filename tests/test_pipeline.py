@@ -217,6 +217,35 @@ def test_frames_inferred_at_once_are_published_in_order(tmp_path, runs):
         assert bright == pytest.approx(r.frame.image.mean() / 255)
 
 
+def test_a_stalled_run_holds_the_others_back_after_a_few_frames():
+    class Stalling(FakePredictor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def infer(self, tensor):
+            if round(float(tensor.mean())) == 5:  # the fifth frame's run hangs until released
+                assert self.release.wait(10)
+            return super().infer(tensor)
+
+    fake = Stalling()
+    frames = [np.full((8, 8, 3), v, np.uint8) for v in range(1, 41)]
+    camera = Camera("cam", lambda: ScriptedSource(frames, live=False), prepare=fake.prepare)
+    results: list = []
+    pipeline = Pipeline(fake, [camera], results.append, runs=2)
+    pipeline.start()
+    try:
+        assert wait_for(lambda: fake.inferred == 4 + 3, timeout=10)  # 4 before it, then 3 more taken ahead
+        time.sleep(0.5)
+        assert fake.inferred == 7 and [r.frame.seq for r in results] == [1, 2, 3, 4]  # and no further
+        fake.release.set()
+        assert wait_for(lambda: camera.finished and len(results) == 40, timeout=20)
+    finally:
+        fake.release.set()
+        pipeline.stop()
+    assert [r.frame.seq for r in results] == list(range(1, 41))
+
+
 def test_a_real_session_gives_each_frame_its_own_result_when_runs_overlap(tmp_path, exports):
     from edge_runtime.predictor import Predictor
 

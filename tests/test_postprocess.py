@@ -184,6 +184,16 @@ def test_probabilities_are_written_with_8_decimals_and_read_back_as_to_json_give
     assert Predictions([], [], (), None).json_text() == "[]"
 
 
+def test_round_probability_takes_numpy_floats_and_leaves_what_is_not_finite():
+    import math
+
+    from edge_runtime.types import round_probability
+
+    assert round_probability(np.float32(0.99999994)) == round_probability(float(np.float32(0.99999994)))
+    assert round_probability(0.123456785) == 0.12345678 and round_probability(1.0) == 1.0
+    assert math.isnan(round_probability(float("nan"))) and round_probability(float("inf")) == float("inf")
+
+
 def test_frame_results_are_encoded_once_for_every_sink():
     import json
     import time

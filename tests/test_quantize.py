@@ -160,6 +160,29 @@ def test_the_cli_prints_the_table_and_exits_1_when_refused(tmp_path):
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "calibration" in bad.stderr
 
 
+def test_tidy_keeps_only_the_operator_domains_the_nodes_use_subgraphs_included(tmp_path):
+    import onnx
+
+    from edge_runtime.quantize import _tidy
+
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    branch = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], domain="com.microsoft")], "then", [], [out])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "else", [], [out])
+    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)], "g",
+                              [helper.make_tensor_value_info("c", TensorProto.BOOL, [])], [out])
+    imports = [helper.make_opsetid(d, v) for d, v in (("", 13), ("com.microsoft", 1), ("ai.onnx.ml", 5),
+                                                       ("com.microsoft.nchwc", 1))]
+    parent, child = tmp_path / "parent.onnx", tmp_path / "child.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=imports[:1]), str(parent))
+    model = helper.make_model(graph, opset_imports=imports)
+    model.metadata_props.add(key="kept", value="yes")
+    onnx.save(model, str(child))
+    _tidy(parent, child)
+    tidied = onnx.load(str(child))
+    assert {(o.domain, o.version) for o in tidied.opset_import} == {("", 13), ("com.microsoft", 1)}
+    assert {p.key for p in tidied.metadata_props} == {"kept"}
+
+
 def test_an_onnxruntime_too_old_to_quantise_is_one_line(exports, tmp_path, monkeypatch):
     import onnxruntime
 

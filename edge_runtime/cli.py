@@ -351,15 +351,17 @@ def _survey_parser(sub: Any) -> None:
 
 def cmd_survey(args: argparse.Namespace) -> int:
     from .survey import require
-    from .survey.run import SurveyOptions, inference_threads, survey
+    from .survey.run import SurveyOptions, inference_split, survey
     from .survey.tiling import TileMode
 
     require()
-    args.threads = args.threads or inference_threads()  # one core is kept for decoding
+    split = inference_split(args.threads or 0)
     options = SurveyOptions(out=args.out, tiles=TileMode.parse(args.tiles), overlap=args.overlap, every=args.every,
                             telemetry=args.telemetry, threshold=args.threshold, resume=args.resume,
                             workers=args.workers)
-    summary = survey(_load(args), args.inputs, options)
+    predictor = Predictor.load(args.model, providers=args.providers, intra_op_threads=split.threads,
+                               graph_cache=graph_cache_dir(), runs=split.runs)
+    summary = survey(predictor, args.inputs, options)
     print(f"{summary.units} images and frames, {summary.findings} findings, {summary.skipped} skipped; "
           f"report: {summary.report}")
     return EXIT_ERROR if summary.skipped else 0

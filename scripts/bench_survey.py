@@ -32,7 +32,7 @@ import onnxruntime as ort
 from edge_runtime.bench import machine
 from edge_runtime.imageio import read_image
 from edge_runtime.predictor import Predictor
-from edge_runtime.survey.run import SurveyOptions, inference_threads, survey
+from edge_runtime.survey.run import SurveyOptions, inference_split, survey
 from edge_runtime.survey.tiled import TiledPredictor
 from edge_runtime.survey.tiling import TileMode
 from tests.test_survey_model import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
@@ -88,10 +88,13 @@ def throughput(model: Path, folder: Path, files: list[Path], out: Path,
     cores = os.cpu_count() or 1
     n = len(files)
     everything = Predictor.load(model)
-    surveying = Predictor.load(model, intra_op_threads=inference_threads())
+    split = inference_split()
+    surveying = Predictor.load(model, intra_op_threads=split.threads, runs=split.runs)
+    one_run = Predictor.load(model, intra_op_threads=max(1, cores - 1))  # one batch of tiles at a time
 
-    def run_survey(tiles: str, workers: int) -> None:
-        survey(surveying, [folder], SurveyOptions(out=out / f"{tiles}-{workers}", tiles=TileMode.parse(tiles),
+    def run_survey(tiles: str, workers: int, predictor: Predictor = surveying) -> None:
+        folder_name = f"{tiles}-{workers}-{predictor.model.runs}"
+        survey(predictor, [folder], SurveyOptions(out=out / folder_name, tiles=TileMode.parse(tiles),
                                                   workers=workers, progress=False))
 
     runs = [
@@ -101,6 +104,8 @@ def throughput(model: Path, folder: Path, files: list[Path], out: Path,
         ("tiled, in turn (decode, then tiles; no overlap)", lambda: sequential_tiled(everything, files)),
         ("survey --tiles auto --workers 1", lambda: run_survey("auto", 1)),
         (f"survey --tiles auto --workers {cores}", lambda: run_survey("auto", cores)),
+        (f"survey --tiles auto --workers {cores}, one batch at a time ({max(1, cores - 1)} threads)",
+         lambda: run_survey("auto", cores, one_run)),
     ]
     rates: dict[str, list[float]] = {label: [] for label, _ in runs}
     cpu: dict[str, list[float]] = {label: [] for label, _ in runs}
@@ -163,7 +168,8 @@ def main() -> None:
 
     print(f"machine: {machine()}")
     print(f"onnxruntime {ort.__version__} ({', '.join(predictor.model.providers)}), OpenCV {cv2.__version__}, "
-          f"numpy {np.__version__}; survey: {inference_threads()} onnxruntime threads, predict: all cores")
+          f"numpy {np.__version__}; survey: {inference_split().runs} batches at once over "
+          f"{inference_split().threads} onnxruntime threads, predict: all cores")
     print(f"model: {'the test small-object detector' if args.model is None else args.model} "
           f"({predictor.spec.variant.value}, resize target {predictor.spec.input.target_width})")
     print(f"\n{len(files)} JPEGs of {BIG[0]}x{BIG[1]} ({size_mb:.1f} MB each), medians of {args.rounds} rounds\n")

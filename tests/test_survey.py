@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -300,6 +301,36 @@ def test_tiles_go_through_the_session_as_one_batch_unless_the_batch_is_fixed(tmp
     assert len(results["N"]) == 4 and results["N"] == pytest.approx(results[1])
     tiles = sum(sizes[1]) - 1  # the whole-image pass has its own shape
     assert sizes["N"] == [tiles, 1] and sizes[1] == [1] * (tiles + 1)
+
+
+def test_batches_of_tiles_run_at_once_and_find_the_same(tmp_path):
+    import threading
+
+    image = terrain(1024, 768)
+    place_squares(image, [(300, 300), (700, 500), (120, 650)])
+    found, most = {}, {}
+    for runs in (1, 2):
+        predictor = Predictor.load(write_detector(tmp_path / f"r{runs}", batch=1), intra_op_threads=1, runs=runs)
+        lock, state = threading.Lock(), {"now": 0, "most": 0}
+        infer = predictor.infer
+
+        def counted(tensor, infer=infer, lock=lock, state=state):
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            try:
+                time.sleep(0.005)  # long enough for the other run to start beside it
+                return infer(tensor)
+            finally:
+                with lock:
+                    state["now"] -= 1
+
+        predictor.infer = counted  # type: ignore[method-assign]
+        tiled = TiledPredictor(predictor, TileMode.parse("auto"), overlap=0.2)
+        found[runs] = [(f.tile, f.prediction) for f in tiled.run(tiled.prepare(image))]
+        most[runs] = state["most"]
+    assert len(found[1]) == 3 and found[2] == found[1]  # the same findings, in the same order
+    assert most == {1: 1, 2: 2}
 
 
 def test_a_classifier_gives_a_grid_of_tiles(exports, tmp_path):

@@ -5,8 +5,9 @@
 A reader thread walks the inputs and hands each image to a pool of `workers` threads,
 which read the file and its geotags, decode it and cut and resize its tiles (OpenCV
 releases the GIL, so they use the cores); video frames are decoded by the reader thread
-itself, in order. The calling thread runs the model on what they prepared, in input order,
-so decoding the next images overlaps inference on this one. A bounded queue keeps at most
+itself, in order. The calling thread runs the model on what they prepared, in input order
+(an image's tiles in batches, two batches at once: see inference_split), so decoding the
+next images overlaps inference on this one. A bounded queue keeps at most
 one decoded image per worker (and one more) in memory.
 """
 
@@ -32,6 +33,7 @@ from ..errors import ConfigError, EdgeRuntimeError
 from ..imageio import decode_image
 from ..predictor import Predictor
 from ..types import PredictionResult
+from ..workers.plan import Split, split_cores
 from . import require
 from .geo import ImageGeo, locate, read_geo
 from .inputs import Input, collect, sample_frames, samples_expected
@@ -90,14 +92,14 @@ class Summary:
 _END = object()  # an input is finished: everything for it has been queued
 
 
-def inference_threads(cores: int | None = None) -> int:
-    """onnxruntime's intra-op threads for a survey: all cores but one, which decoding keeps busy.
-
-    An intra-op pool waits for its slowest thread at every operator, so one thread that
-    shares its core with decoding slows every operator; on 2 cores the tiles ran 1.5x
-    slower with 2 threads than with 1 (docs/benchmarks.md, Survey).
-    """
-    return max(1, (cores or os.cpu_count() or 1) - 1)
+def inference_split(threads: int = 0, cores: int | None = None) -> Split:
+    """How a survey's session uses the cores: two batches of tiles at once, over the threads
+    the two runs leave, as a camera's frames are (workers/plan.py). An intra-op pool waits
+    for its slowest thread at every operator, and decoding shares the cores: on 2 cores
+    the tiles ran 1.5x slower with one 2-thread run than with one 1-thread run, and two
+    1-thread runs fill both cores (docs/benchmarks.md, Survey). `threads` (--threads) is
+    kept if given."""
+    return split_cores(cores or os.cpu_count() or 1, 1, threads=threads)
 
 
 def _annotated_name(name: str) -> str:

@@ -15,7 +15,9 @@ and comes with the tile it was found in ("full" for the whole-image pass).
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -82,13 +84,22 @@ class TiledPredictor:
             groups[image.shape].append(i)
         outputs: list[dict[str, object]] = [{} for _ in prepared.images]
         spec = self.predictor.spec.input
-        for indices in groups.values():
-            for start in range(0, len(indices), self.max_batch):
-                chunk = indices[start:start + self.max_batch]
-                tensors = [to_tensor(prepared.images[i], spec) for i in chunk]
-                raw = self.predictor.infer(np.concatenate(tensors) if len(tensors) > 1 else tensors[0])
-                for row, i in enumerate(chunk):
-                    outputs[i] = {name: value[row:row + 1] for name, value in raw.items()}
+        chunks = [indices[start:start + self.max_batch]
+                  for indices in groups.values() for start in range(0, len(indices), self.max_batch)]
+
+        def infer(chunk: list[int]) -> dict[str, Any]:
+            tensors = [to_tensor(prepared.images[i], spec) for i in chunk]
+            return self.predictor.infer(np.concatenate(tensors) if len(tensors) > 1 else tensors[0])
+
+        runs = min(self.predictor.model.runs, len(chunks))  # as many batches at once as the session runs
+        if runs > 1:
+            with ThreadPoolExecutor(runs, thread_name_prefix="tiles") as pool:
+                raws = list(pool.map(infer, chunks))
+        else:
+            raws = [infer(chunk) for chunk in chunks]
+        for chunk, raw in zip(chunks, raws, strict=True):
+            for row, i in enumerate(chunk):
+                outputs[i] = {name: value[row:row + 1] for name, value in raw.items()}
         return outputs
 
     def run(self, prepared: PreparedImage) -> list[Found]:

@@ -70,6 +70,10 @@ def test_plan_keeps_configured_runs_and_threads():
     assert plan_workers(0, ["a"], cores=4, threads=8).server == Split(1, 8)
     assert plan_workers(2, ["a", "b"], cores=16, threads=3).worker == Split(2, 3)
     assert plan_workers(2, ["a", "b"], cores=16, threads=3).server == Split(1, 3)
+    assert plan_workers(0, ["a"], cores=2).describe() == \
+        "cameras in the server process: 2 frames at once over 1 onnxruntime thread (2 cores)"
+    assert plan_workers(2, ["a", "b"], cores=16).describe() == \
+        "2 camera worker processes, each: 2 frames at once over 7 onnxruntime threads (16 cores)"
 
 
 def test_workers_setting_is_checked():

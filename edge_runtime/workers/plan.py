@@ -86,9 +86,11 @@ class WorkerPlan:
         if self.in_process:
             split, where = self.server, "cameras in the server process"
         else:
-            split, where = self.worker, f"{len(self.groups)} camera worker processes"
-        threads = split.threads or "all"
-        return f"{where}: {split.runs} frames at once over {threads} onnxruntime threads ({self.cores} cores)"
+            split, where = self.worker, f"{len(self.groups)} camera worker processes, each"
+        threads = "all onnxruntime threads" if not split.threads else \
+            f"{split.threads} onnxruntime thread{'s' if split.threads > 1 else ''}"
+        frames = f"{split.runs} frame{'s' if split.runs > 1 else ''} at once"
+        return f"{where}: {frames} over {threads} ({self.cores} cores)"
 
 
 def plan_workers(workers: Workers, cameras: Sequence[str], cores: int | None = None,

@@ -49,13 +49,15 @@ class Timing:
     p90_ms: float
 
 
+def elapsed_ms(fn: Callable[[], object]) -> float:
+    """Wall milliseconds of one call."""
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
 def _time(fn: Callable[[], object], iterations: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
+    samples = sorted(elapsed_ms(fn) for _ in range(iterations))
     return statistics.median(samples), samples[min(len(samples) - 1, int(0.9 * len(samples)))]
 
 

@@ -31,7 +31,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .bench import elapsed_ms
 from .bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
 from .errors import ConfigError, EdgeRuntimeError, ImageError
 from .imageio import read_image
@@ -311,13 +311,8 @@ def _paired_ms(first: Callable[[], object], second: Callable[[], object], runs: 
     """Median milliseconds of each, timed in alternation so that a machine whose speed
     drifts (another process, a thermal limit) slows both alike."""
     first(), second()
-    samples: tuple[list[float], list[float]] = ([], [])
-    for _ in range(runs):
-        for fn, out in ((first, samples[0]), (second, samples[1])):
-            start = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples[0]), statistics.median(samples[1])
+    pairs = [(elapsed_ms(first), elapsed_ms(second)) for _ in range(runs)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def _top1(predictor: Predictor, frame: np.ndarray) -> str | None:

@@ -106,10 +106,12 @@ def probe_metrics(url: str, headers: dict[str, str]) -> None:
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):
+    """A hostile upstream for POST /url (tests/test_adversarial_http.py uses it too)."""
+
     def do_GET(self) -> None:
         if self.path == "/coffee.jpg":
             self._send(200, COFFEE)
-        elif self.path == "/slow.jpg":
+        elif self.path == "/slow.jpg":  # one byte a second, for as long as the client waits
             self.send_response(200)
             self.send_header("Content-Length", str(len(COFFEE)))
             self.end_headers()

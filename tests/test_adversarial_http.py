@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.server
+import importlib.util
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import pytest
@@ -318,45 +320,19 @@ def test_hostile_methods_and_paths_cannot_grow_the_metrics(predictor):
 # --- POST /url ---------------------------------------------------------------------------------
 
 
-class _Upstream(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path == "/coffee.jpg":
-            self._send(200, COFFEE)
-        elif self.path == "/slow.jpg":  # one byte a second, for as long as the client waits
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(COFFEE)))
-            self.end_headers()
-            for b in COFFEE[:30]:
-                try:
-                    self.wfile.write(bytes([b]))
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(1)
-        elif self.path == "/moved":
-            self.send_response(302)
-            self.send_header("Location", "http://169.254.169.254/")
-            self.end_headers()
-        elif self.path == "/error":
-            self._send(500, b"oops")
-        elif self.path == "/garbage":
-            self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n")
-        else:
-            self._send(404, b"")
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def _probe_script() -> ModuleType:
+    """scripts/probe_http.py, which runs the same hostile upstream against any checkout."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "probe_http.py"
+    spec = importlib.util.spec_from_file_location("probe_http", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _probe_script().Upstream)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"127.0.0.1:{server.server_port}"

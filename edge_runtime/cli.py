@@ -385,6 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-runtime: {exc.filename or exc}: permission denied for the user running edge-runtime",
               file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:  # a full disk, a folder that is a file, a path that cannot exist
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edge-runtime: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

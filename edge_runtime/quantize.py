@@ -406,7 +406,9 @@ def quantize_export(
     if len(frames) < MIN_FRAMES:
         raise QuantizeError(f"{calibrate}: {len(frames)} usable frames; calibration needs at least {MIN_FRAMES}")
     tensors = [parent.prepare(f).tensor for f in frames]
-    with tempfile.TemporaryDirectory(prefix="edge-runtime-int8-") as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # staged beside `out`, so that it appears whole or not at all (one rename on one disk)
+    with tempfile.TemporaryDirectory(prefix=".edge-runtime-int8-", dir=out.parent) as tmp:
         quantized, staging = Path(tmp) / "quantized.onnx", Path(tmp) / "bundle"
         _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors)
         _write_export(parent, quantized, staging)
@@ -429,8 +431,7 @@ def quantize_export(
         _write_info(parent, staging, figures, calibrate)
         if out.exists():
             out.rmdir()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(out))
+        os.replace(staging, out)
     Predictor.load(out, providers=["cpu"])  # what was written loads through the runtime
     return Report(out, figures, written=True)
 

@@ -183,6 +183,32 @@ def test_tidy_keeps_only_the_operator_domains_the_nodes_use_subgraphs_included(t
     assert {p.key for p in tidied.metadata_props} == {"kept"}
 
 
+def test_an_out_folder_that_cannot_be_made_is_one_line_and_nothing_is_left(exports, tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    frames = colour_frames(tmp_path / "frames")
+    assert main(["quantize", str(exports["modern"]), "--calibrate", str(frames), "--out", str(blocker / "int8")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"edge-runtime: {blocker}: ")  # the OS says why
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "frames"]
+
+
+def test_the_export_is_staged_beside_out_and_appears_whole(exports, tmp_path, monkeypatch):
+    import os
+
+    from edge_runtime import quantize
+
+    renames: list[tuple[str, str]] = []
+    real = os.replace
+    monkeypatch.setattr(quantize.os, "replace", lambda a, b: renames.append((str(a), str(b))) or real(a, b))
+    quantize_export(exports["modern"], colour_frames(tmp_path / "frames"), tmp_path / "out" / "int8")
+    (staged, target), = renames
+    assert target == str(tmp_path / "out" / "int8") and os.path.dirname(os.path.dirname(staged)) == target[:-5]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["int8"]  # no staging folder left
+
+
 def test_an_onnxruntime_too_old_to_quantise_is_one_line(exports, tmp_path, monkeypatch):
     import onnxruntime
 

@@ -234,7 +234,7 @@ class Predictions(Sequence[Prediction]):
             return "[]"
         texts = _probability_texts(self._probabilities)
         if texts is None:  # not probabilities from 0 to 1: each number as Python writes it
-            return "[" + ",".join([f'{{"probability":{round_probability(p)!r},{tails[i].decode()}'
+            return "[" + ",".join([f'{{"probability":{json.dumps(round_probability(p))},{tails[i].decode()}'
                                    for i, p in zip(self._indices, self._probabilities, strict=True)]) + "]"
         ordered = operator.itemgetter(*self._indices)(tails) if len(self._indices) > 1 else (tails[self._indices[0]],)
         body = b',{"probability":'.join(map(b",".join, zip(texts, ordered, strict=True)))
@@ -246,11 +246,16 @@ _SCALE = 10.0 ** PROBABILITY_DECIMALS
 _POWERS = 10 ** np.arange(PROBABILITY_DECIMALS - 1, -1, -1, dtype=np.int64)
 
 
-def round_probability(p: float) -> float:
+def round_probability(p: float) -> float | None:
     """A probability as results report it: to 8 decimals, rounding half to even; the same
-    arithmetic as _probability_texts, so that both writings give equal numbers."""
+    arithmetic as _probability_texts, so that both writings give equal numbers. None (JSON
+    null) for nan and inf, which JSON cannot write; a finite score too large to scale is
+    kept as it is."""
     p = float(p)  # a numpy float32 would round in float32
-    return round(p * _SCALE) / _SCALE if math.isfinite(p) else p
+    if not math.isfinite(p):
+        return None
+    scaled = p * _SCALE
+    return round(scaled) / _SCALE if math.isfinite(scaled) else p
 
 
 def _probability_texts(probabilities: Sequence[float]) -> list[bytes] | None:

@@ -185,13 +185,17 @@ def test_probabilities_are_written_with_8_decimals_and_read_back_as_to_json_give
 
 
 def test_round_probability_takes_numpy_floats_and_leaves_what_is_not_finite():
-    import math
+    import json
 
-    from edge_runtime.types import round_probability
+    from edge_runtime.types import Predictions, round_probability
 
     assert round_probability(np.float32(0.99999994)) == round_probability(float(np.float32(0.99999994)))
     assert round_probability(0.123456785) == 0.12345678 and round_probability(1.0) == 1.0
-    assert math.isnan(round_probability(float("nan"))) and round_probability(float("inf")) == float("inf")
+    assert round_probability(float("nan")) is None and round_probability(float("inf")) is None  # JSON null
+    assert round_probability(1e301) == 1e301  # too large to scale, still a number
+    odd = Predictions([0, 1, 2], [float("inf"), float("nan"), 1e301], ("a", "b", "c"), None)
+    assert [p["probability"] for p in json.loads(odd.json_text())] == [None, None, 1e301]
+    assert [p.to_json()["probability"] for p in odd] == [None, None, 1e301]
 
 
 def test_frame_results_are_encoded_once_for_every_sink():

@@ -256,6 +256,30 @@ def test_bad_files_are_listed_the_run_goes_on_and_exits_1(detector_export, tmp_p
         assert name in report and reason in report
 
 
+def test_a_photo_the_model_fails_on_is_listed_and_the_run_goes_on(detector_export, tmp_path, monkeypatch):
+    from edge_runtime.errors import InferenceError
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, width in (("a.jpg", 640), ("b.jpg", 800), ("c.jpg", 640)):  # b: the model fails on its tiles
+        image = terrain(width, 480)
+        place_squares(image, [(200, 200)])
+        geotagged_jpeg(folder / name, image, *BASE)
+    run_tiles = TiledPredictor.run
+
+    def failing(self, prepared):
+        if prepared.width == 800:
+            raise InferenceError("model.onnx: inference failed: out of device memory")
+        return run_tiles(self, prepared)
+
+    monkeypatch.setattr(TiledPredictor, "run", failing)
+    out = tmp_path / "out"
+    assert run(detector_export, folder, "--out", out) == 1
+    assert sorted(json.loads((out / "predictions.json").read_text())) == ["a.jpg", "c.jpg"]
+    report = (out / "report.html").read_text()
+    assert "b.jpg" in report and "out of device memory" in report
+
+
 def test_resume_skips_what_is_done_and_redoes_a_cut_off_input(detector_export, photos, tmp_path, monkeypatch):
     monkeypatch.chdir(photos.parent)  # paths as people type them: relative
     out = tmp_path / "out"

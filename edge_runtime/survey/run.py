@@ -254,10 +254,16 @@ class Survey:
                     if isinstance(loaded, BadRecord):
                         journal.add_bad(loaded)
                     else:
-                        unit, job = self._unit(loaded, pool)
-                        journal.add_unit(unit)
-                        if job is not None:
-                            writes.append(job)
+                        try:
+                            unit, job = self._unit(loaded, pool)
+                        except (EdgeRuntimeError, MemoryError) as exc:  # listed like a bad file; the run goes on
+                            name = loaded.name if loaded.input.video else str(loaded.input.path)
+                            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+                            journal.add_bad(BadRecord(name, reason, loaded.input.key))
+                        else:
+                            journal.add_unit(unit)
+                            if job is not None:
+                                writes.append(job)
                     bar.update(1)
             finally:
                 stop.set()

@@ -1,0 +1,202 @@
+"""Better rounding for an INT8 model's weights: each conv's 8-bit weights are chosen to keep
+its output close to the float one on the calibration frames, not just each weight close.
+
+    improve_rounding(float_model, qdq_model, tensors)   # rewrites qdq_model's int8 weights
+
+onnxruntime's quantiser rounds every weight to its nearest step. The errors of one output
+channel's weights then add up over its inputs. GPTQ (Frantar et al., 2022, after Optimal
+Brain Quantization) rounds one input column at a time and spreads each rounding error over
+the columns not yet rounded, weighted by how the layer's inputs correlate (H = E[x xT],
+measured on the calibration frames through the float model). The scales, zero points and
+graph stay exactly as the quantiser wrote them, so speed is unchanged; only which integer
+each weight gets differs.
+
+Measured on the demo model (EfficientNet-Lite0) against FP32 on 500 crops of 20 real photos:
+top-1 agreement 82.8% -> 91.8%, which is what quantising the activations alone allows
+(float weights with the same 8-bit activations: 91.4%).
+
+Handled: 1x1 and k x k convs with one group, and depthwise convs (one H per channel), with
+symmetric int8 weights. Other layers keep the quantiser's rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+DAMP = 0.01  # of H's mean diagonal, added to it: keeps the inverse stable
+MAX_COLUMNS = 2304  # k*k*inputs per output channel: H is this squared, in float64
+MAX_POSITIONS = 4096  # output positions sampled per frame for a k x k conv's H
+MIN_SAMPLES = 16  # input patches per column of H: with fewer, GPTQ fits the calibration frames, not the scene
+
+
+@dataclass
+class _Layer:
+    name: str  # the Conv node's name, the same in both models
+    source: str  # its input tensor in the float model
+    weight: np.ndarray  # float weights, (out, in/group, k, k)
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    dilation: tuple[int, int]
+    depthwise: bool
+    quantized: Any  # the QDQ model's int8 weight initializer
+    scale: np.ndarray  # per output channel, or one
+    h: np.ndarray | None = None
+    count: int = 0
+
+
+def improve_rounding(float_model: Path, qdq_model: Path, tensors: list[np.ndarray], input_name: str) -> int:
+    """Re-round the int8 conv weights of `qdq_model` in place; returns how many layers."""
+    import onnx
+
+    qdq = onnx.load(str(qdq_model))
+    layers = _layers(onnx.load(str(float_model)), qdq, input_name)
+    if not layers:
+        return 0
+    _measure(float_model, layers, tensors, input_name)
+    improved = 0
+    for layer in layers:
+        assert layer.h is not None
+        if layer.count < MIN_SAMPLES * layer.h.shape[-1]:
+            continue
+        improved += 1
+        rows = layer.weight.shape[0]
+        weights = layer.weight.reshape(rows, -1).astype(np.float64)
+        scale = np.broadcast_to(layer.scale.astype(np.float64), (rows,))
+        old = onnx.numpy_helper.to_array(layer.quantized)
+        limit = int(np.abs(old).max())  # the quantiser's range: its largest weight sits on it
+        new = gptq(weights, layer.h / max(layer.count, 1), scale, limit)
+        layer.quantized.CopyFrom(onnx.numpy_helper.from_array(new.reshape(old.shape).astype(old.dtype),
+                                                                layer.quantized.name))
+    onnx.save(qdq, str(qdq_model))
+    return improved
+
+
+def gptq(weights: np.ndarray, h: np.ndarray, scale: np.ndarray, limit: int, damp: float = DAMP) -> np.ndarray:
+    """Integers for `weights` (rows, columns) on the grid `scale` (rows,) within +-limit.
+
+    `h` is one (columns, columns) matrix for all rows, or one per row (rows, columns, columns).
+    """
+    rows, columns = weights.shape
+    work = weights.copy()
+    hs = (h if h.ndim == 3 else h[None]).astype(np.float64).copy()
+    index = np.arange(columns)
+    diagonal = hs[:, index, index]
+    dead = diagonal == 0  # an input that is always zero: its weights do not matter
+    work[np.broadcast_to(dead, work.shape)] = 0
+    diagonal[dead] = 1
+    hs[:, index, index] = diagonal + damp * diagonal.mean(axis=1, keepdims=True)
+    try:  # the upper Cholesky factor of H's inverse: the order in which errors are spread
+        inverse = np.linalg.cholesky(np.linalg.inv(hs)).transpose(0, 2, 1)
+    except np.linalg.LinAlgError:
+        nearest: np.ndarray = np.clip(np.round(weights / scale[:, None]), -limit, limit)
+        return nearest
+    if h.ndim == 2:
+        inverse = np.broadcast_to(inverse, (rows, columns, columns))
+    out: np.ndarray = np.empty_like(work)
+    for i in range(columns):
+        column = work[:, i]
+        q = np.clip(np.round(column / scale), -limit, limit)
+        out[:, i] = q
+        error = (column - q * scale) / inverse[:, i, i]
+        work[:, i:] -= error[:, None] * inverse[:, i, i:]
+    return out
+
+
+def _layers(float_model: Any, qdq: Any, input_name: str) -> list[_Layer]:
+    """The convs whose weights the quantiser made symmetric int8, with what GPTQ needs."""
+    from onnx import TensorProto, numpy_helper
+
+    float_nodes = {n.name: n for n in float_model.graph.node if n.name}
+    float_weights = {i.name: i for i in float_model.graph.initializer}
+    initializers = {i.name: i for i in qdq.graph.initializer}
+    producer = {out: n for n in qdq.graph.node for out in n.output}
+    uses: dict[str, int] = {}
+    for node in float_model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    layers = []
+    for node in qdq.graph.node:
+        dq = producer.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        original = float_nodes.get(node.name)
+        if dq is None or dq.op_type != "DequantizeLinear" or original is None or original.input[0] == input_name:
+            continue
+        quantized = initializers.get(dq.input[0])
+        scale = initializers.get(dq.input[1])
+        zero = initializers.get(dq.input[2]) if len(dq.input) > 2 else None
+        weight = float_weights.get(original.input[1])
+        if (quantized is None or scale is None or weight is None or quantized.data_type != TensorProto.INT8
+                or uses.get(original.input[1], 0) != 1):
+            continue
+        if zero is not None and np.any(numpy_helper.to_array(zero)):
+            continue
+        w = numpy_helper.to_array(weight)
+        attrs = {a.name: a for a in original.attribute}
+        group = attrs["group"].i if "group" in attrs else 1
+        depthwise = group > 1 and w.shape[1] == 1 and group == w.shape[0]
+        if w.ndim != 4 or (group != 1 and not depthwise) or (not depthwise and w[0].size > MAX_COLUMNS):
+            continue
+        if "auto_pad" in attrs and attrs["auto_pad"].s not in (b"", b"NOTSET"):
+            continue
+        pads = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1, 1]
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1, 1]
+        layers.append(_Layer(
+            name=node.name, source=original.input[0], weight=w,
+            stride=(strides[0], strides[1]), pads=(pads[0], pads[1], pads[2], pads[3]),
+            dilation=(dilations[0], dilations[1]),
+            depthwise=depthwise, quantized=quantized, scale=numpy_helper.to_array(scale),
+        ))
+    return layers
+
+
+def _measure(float_model: Path, layers: list[_Layer], tensors: list[np.ndarray], input_name: str) -> None:
+    """Accumulate each layer's H = sum of x xT over its input patches, frame by frame."""
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(float_model))
+    sources = sorted({layer.source for layer in layers})
+    del model.graph.output[:]
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(s, onnx.TensorProto.FLOAT, None) for s in sources)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    for tensor in tensors:
+        values = dict(zip(sources, session.run(sources, {input_name: tensor}), strict=True))
+        for layer in layers:
+            for sample in values[layer.source]:
+                patches = _patches(sample, layer)
+                if layer.depthwise:  # (channels, positions, k*k)
+                    h = np.matmul(patches.transpose(0, 2, 1), patches)
+                    count = patches.shape[1]
+                else:  # (positions, in*k*k)
+                    h = patches.T @ patches
+                    count = patches.shape[0]
+                layer.h = h.astype(np.float64) if layer.h is None else layer.h + h
+                layer.count += count
+
+
+def _patches(x: np.ndarray, layer: _Layer) -> np.ndarray:
+    """The inputs each output position sees: (positions, in*k*k), or per channel for depthwise."""
+    kh, kw = layer.weight.shape[2:]
+    if kh == kw == 1 and layer.pads == (0, 0, 0, 0) and not layer.depthwise:
+        x = x[:, ::layer.stride[0], ::layer.stride[1]]
+        flat: np.ndarray = x.reshape(x.shape[0], -1).T
+        return flat[::max(1, flat.shape[0] // MAX_POSITIONS)] if flat.shape[0] > 4 * MAX_POSITIONS else flat
+    top, left, bottom, right = layer.pads
+    x = np.pad(x, ((0, 0), (top, bottom), (left, right)))
+    dh, dw = layer.dilation
+    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    windows = np.lib.stride_tricks.sliding_window_view(x, (span_h, span_w), axis=(1, 2))
+    windows = windows[:, ::layer.stride[0], ::layer.stride[1], ::dh, ::dw]  # (C, oh, ow, kh, kw)
+    channels = windows.shape[0]
+    if layer.depthwise:
+        return np.ascontiguousarray(windows).reshape(channels, -1, kh * kw)
+    cols = np.ascontiguousarray(windows.transpose(1, 2, 0, 3, 4)).reshape(-1, channels * kh * kw)
+    return cols[::max(1, cols.shape[0] // MAX_POSITIONS)]

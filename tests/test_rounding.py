@@ -1,0 +1,150 @@
+"""GPTQ rounding of INT8 weights: closer layer outputs than rounding each weight, same grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import numpy_helper
+
+from edge_runtime import quantize, rounding
+from edge_runtime.rounding import gptq
+from tests.test_quantize import separable_classifier
+
+LIMIT = 64  # 7-bit weights, as onnxruntime's reduce_range writes them
+
+
+def mixing(rng, columns):
+    return rng.normal(0, 1, (columns, columns)) * (rng.random((columns, columns)) < 0.2) + np.eye(columns)
+
+
+def correlated_inputs(rng, samples, mix):
+    """Layer inputs whose channels move together, as real feature maps' do."""
+    return np.maximum(rng.normal(0, 1, (samples, len(mix))) @ mix, 0)
+
+
+def grid(weights):
+    return np.abs(weights).max(axis=1) / LIMIT
+
+
+def output_error(weights, integers, scale, inputs):
+    return float(np.sum(((integers * scale[:, None] - weights) @ inputs.T) ** 2))
+
+
+def test_gptq_keeps_a_layers_output_closer_than_rounding_each_weight():
+    rng = np.random.default_rng(0)
+    mix = mixing(rng, 48)
+    inputs = correlated_inputs(rng, 4000, mix)
+    weights = rng.normal(0, 0.1, (24, 48))
+    scale = grid(weights)
+    nearest = np.clip(np.round(weights / scale[:, None]), -LIMIT, LIMIT)
+    chosen = gptq(weights, inputs.T @ inputs / len(inputs), scale, LIMIT)
+    assert np.array_equal(chosen, np.round(chosen)) and np.abs(chosen).max() <= LIMIT
+    held_out = correlated_inputs(rng, 4000, mix)  # the same kind of input, other samples
+    assert output_error(weights, chosen, scale, held_out) < 0.8 * output_error(weights, nearest, scale, held_out)
+
+
+def test_depthwise_layers_get_one_h_per_channel():
+    rng = np.random.default_rng(1)
+    channels, taps = 6, 9
+    patches = [correlated_inputs(rng, 3000, mixing(rng, taps)) for _ in range(channels)]
+    weights = rng.normal(0, 0.3, (channels, taps))
+    scale = np.abs(weights).max(axis=1) / 127
+    h = np.stack([p.T @ p / len(p) for p in patches])
+    chosen = gptq(weights, h, scale, 127)
+    nearest = np.round(weights / scale[:, None])
+
+    def total(integers):
+        return sum(output_error(weights[c:c + 1], integers[c:c + 1], scale[c:c + 1], patches[c])
+                   for c in range(channels))
+
+    assert total(chosen) < 0.9 * total(nearest)
+
+
+def test_an_input_that_is_always_zero_gets_zero_weights_and_no_nan():
+    rng = np.random.default_rng(2)
+    inputs = correlated_inputs(rng, 500, mixing(rng, 8))
+    inputs[:, 3] = 0
+    weights = rng.normal(0, 0.1, (4, 8))
+    chosen = gptq(weights, inputs.T @ inputs / len(inputs), grid(weights), LIMIT)
+    assert np.isfinite(chosen).all() and not chosen[:, 3].any()
+
+
+def smooth_tensors(count, seed):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return [cv2.GaussianBlur(rng.normal(0, 1.5, (32, 32, 3)).astype(np.float32), (0, 0), 2)
+            .transpose(2, 0, 1)[None].copy() for _ in range(count)]
+
+
+def quantized_pair(tmp_path, monkeypatch, frames):
+    """The separable test network quantised with and without GPTQ rounding, on the same frames."""
+    parent = tmp_path / "parent.onnx"
+    parent.write_bytes(separable_classifier())
+    improved, plain = tmp_path / "gptq.onnx", tmp_path / "nearest.onnx"
+    quantize._quantize(parent, improved, "data", frames)
+    monkeypatch.setattr(quantize, "improve_rounding", lambda *args: 0)
+    quantize._quantize(parent, plain, "data", frames)
+    return parent, improved, plain
+
+
+def run(path, tensors):
+    options = onnxruntime.SessionOptions()
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(["model_output"], {"data": t})[0] for t in tensors])
+
+
+@pytest.mark.slow
+def test_a_quantised_network_stays_closer_to_float_on_frames_it_was_not_calibrated_on(tmp_path, monkeypatch):
+    parent, improved, plain = quantized_pair(tmp_path, monkeypatch, smooth_tensors(16, seed=3))
+    held_out = smooth_tensors(64, seed=4)
+    reference = run(parent, held_out)
+    error = {path.stem: float(np.mean((run(path, held_out) - reference) ** 2)) for path in (improved, plain)}
+    assert error["gptq"] < error["nearest"]
+    # the same graph, scales and zero points: only which integer each weight is differs
+    a, b = onnx.load(str(improved)).graph, onnx.load(str(plain)).graph
+    assert [n.op_type for n in a.node] == [n.op_type for n in b.node]
+    values = {i.name: numpy_helper.to_array(i) for i in b.initializer}
+    changed = [i.name for i in a.initializer if not np.array_equal(numpy_helper.to_array(i), values[i.name])]
+    assert changed and all(name.endswith("_quantized") for name in changed)
+    assert {name.split("_")[0] for name in changed} <= {"dw2", "pw2"}  # the layers quantised to 8 bits
+
+
+@pytest.mark.slow
+def test_layers_with_too_few_calibration_samples_keep_the_quantisers_rounding(tmp_path, monkeypatch):
+    monkeypatch.setattr(rounding, "MIN_SAMPLES", 10_000)  # more than 2 frames of 32x32 give
+    _, improved, plain = quantized_pair(tmp_path, monkeypatch, smooth_tensors(2, seed=5))
+    a = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(improved)).graph.initializer}
+    b = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(plain)).graph.initializer}
+    assert all(np.array_equal(a[name], b[name]) for name in b)
+
+
+@pytest.mark.parametrize(("shape", "group", "stride", "pads"), [
+    ((6, 4, 3, 3), 1, (2, 2), (0, 0, 1, 1)),  # dense 3x3, TensorFlow-style "same" padding
+    ((4, 1, 5, 5), 4, (1, 1), (2, 2, 2, 2)),  # depthwise 5x5
+    ((6, 4, 1, 1), 1, (2, 2), (0, 0, 0, 0)),  # strided pointwise
+])
+def test_the_patches_behind_h_are_what_the_conv_multiplies(shape, group, stride, pads):
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(6)
+    weight = rng.normal(0, 1, shape).astype(np.float32)
+    x = rng.normal(0, 1, (1, 4, 11, 13)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=group, strides=list(stride), pads=list(pads))
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    expected = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0][0]
+    layer = rounding._Layer(name="conv", source="x", weight=weight, stride=stride, pads=pads, dilation=(1, 1),
+                            depthwise=group > 1, quantized=None, scale=np.ones(shape[0]))
+    patches = rounding._patches(x[0], layer)
+    flat = weight.reshape(shape[0], -1)
+    if group > 1:  # (channels, positions, taps): each channel with its own weights
+        got = np.einsum("cpt,ct->cp", patches, flat)
+    else:  # (positions, inputs * taps)
+        got = (patches @ flat.T).T
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)

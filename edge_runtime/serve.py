@@ -147,7 +147,10 @@ def build_services(
                           shared_model(predictor.bundle), metrics, log_level=logging.getLogger().getEffectiveLevel())
         cameras, runner, processes = list(pool.cameras), pool, pool.processes
     if settings.cameras:  # as loaded: a GPU session takes one frame at a time whatever the plan
-        log.info("%s", dataclasses.replace(plan, server=Split(predictor.model.runs, plan.server.threads)).describe())
+        loaded = dataclasses.replace(plan, server=Split(predictor.model.runs, plan.server.threads))
+        log.info("%s", loaded.describe())
+        if warning := loaded.oversubscribed():
+            log.warning("%s", warning)
     metrics.registry.register(MemoryCollector(processes))
     return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=runner,
                     latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,

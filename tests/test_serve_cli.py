@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import wait_for, write_video
 from tests.server_util import free_port
 
 
@@ -174,6 +174,22 @@ def test_insecure_serving_is_logged_as_a_warning(exports, caplog):
     with caplog.at_level("WARNING", logger="edge_runtime.serve"):
         build_services(load_settings(env={}), predictor=predictor, env={})
     assert not caplog.records
+
+
+def test_more_runs_than_cores_is_logged_as_a_warning(monkeypatch, tmp_path, caplog):
+    from edge_runtime.config import load_settings
+    from edge_runtime.serve import build_services, load_predictor
+
+    video = write_video(tmp_path / "door.avi", frames=4)
+
+    monkeypatch.setattr("edge_runtime.serve.os.cpu_count", lambda: 2)
+    for runs, warned in ((2, False), (8, True)):
+        settings = load_settings(env={}, overrides={
+            "workers": 0, "model": {"runs": runs}, "cameras": [{"id": "door", "source": str(video)}]})
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="edge_runtime.serve"):
+            build_services(settings, predictor=load_predictor(settings), env={})
+        assert any("model.runs 8 is more than the 2 cores" in r.message for r in caplog.records) == warned
 
 
 @pytest.mark.parametrize(("cameras", "model", "expected"), [

@@ -76,6 +76,15 @@ def test_plan_keeps_configured_runs_and_threads():
         "2 camera worker processes, each: 2 frames at once over 7 onnxruntime threads (16 cores)"
 
 
+def test_more_runs_than_cores_is_warned_about():
+    assert plan_workers(0, ["a"], cores=2).oversubscribed() is None  # the default fits
+    assert plan_workers(0, ["a"], cores=2, runs=2).oversubscribed() is None
+    assert plan_workers(0, ["a"], cores=2, runs=64).oversubscribed().startswith(
+        "model.runs 64 is more than the 2 cores each camera session has")
+    assert plan_workers(2, ["a", "b"], cores=8, runs=4).oversubscribed() is None  # 4 cores per worker
+    assert "more than the 4 cores" in plan_workers(2, ["a", "b"], cores=8, runs=5).oversubscribed()
+
+
 def test_workers_setting_is_checked():
     from edge_runtime.errors import ConfigError
 

@@ -82,6 +82,20 @@ class WorkerPlan:
     def in_process(self) -> bool:
         return not self.groups
 
+    @property
+    def session_cores(self) -> int:
+        """The cores each camera session has: all of them in-process, a share per worker."""
+        return self.cores if self.in_process else max(1, self.cores // len(self.groups))
+
+    def oversubscribed(self) -> str | None:
+        """A warning when configured runs exceed the cores: each run holds its own activations
+        in memory, and those beyond the cores only wait for one."""
+        split = self.server if self.in_process else self.worker
+        if split.runs <= self.session_cores:
+            return None
+        return (f"model.runs {split.runs} is more than the {self.session_cores} cores each camera session has: "
+                "every run holds its own activations in memory, and runs beyond the cores add no speed")
+
     def describe(self) -> str:
         if self.in_process:
             split, where = self.server, "cameras in the server process"

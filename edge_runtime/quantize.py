@@ -29,6 +29,7 @@ on frames FP32 is unsure of (none where it is sure) at a small cost in speed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -36,7 +37,9 @@ import os
 import shutil
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -389,6 +392,38 @@ def _write_info(parent: Predictor, folder: Path, figures: Figures, calibrate: Pa
     os.chmod(folder, 0o755)
 
 
+STAGING_PREFIX = ".edge-runtime-int8-"
+STAGING_LOCK = ".lock"
+STAGING_GRACE_S = 60  # a folder this young may not have its lock yet
+
+
+@contextmanager
+def _staging(folder: Path) -> Iterator[Path]:
+    """A hidden working folder beside the output, locked while this process uses it. Those
+    whose process died (kill -9, power lost) are removed by the next quantize into `folder`."""
+    for old in folder.glob(STAGING_PREFIX + "*"):
+        _remove_if_abandoned(old)
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=folder) as tmp, \
+            open(Path(tmp) / STAGING_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield Path(tmp)
+
+
+def _remove_if_abandoned(path: Path) -> None:
+    try:
+        with open(path / STAGING_LOCK) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live quantize: BlockingIOError
+            shutil.rmtree(path, ignore_errors=True)
+    except BlockingIOError:
+        return
+    except OSError:  # no lock: abandoned, unless it was made a moment ago
+        try:
+            if time.time() - path.lstat().st_mtime > STAGING_GRACE_S:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def quantize_export(
     model: Path,
     calibrate: Path,
@@ -416,8 +451,8 @@ def quantize_export(
     tensors = [parent.prepare(f).tensor for f in frames]
     out.parent.mkdir(parents=True, exist_ok=True)
     # staged beside `out`, so that it appears whole or not at all (one rename on one disk)
-    with tempfile.TemporaryDirectory(prefix=".edge-runtime-int8-", dir=out.parent) as tmp:
-        quantized, staging = Path(tmp) / "quantized.onnx", Path(tmp) / "bundle"
+    with _staging(out.parent) as tmp:
+        quantized, staging = tmp / "quantized.onnx", tmp / "bundle"
         _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors)
         _write_export(parent, quantized, staging)
         int8 = Predictor.load(staging, providers=["cpu"])

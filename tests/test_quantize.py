@@ -209,6 +209,39 @@ def test_the_export_is_staged_beside_out_and_appears_whole(exports, tmp_path, mo
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["int8"]  # no staging folder left
 
 
+def test_staging_left_by_a_killed_quantize_is_removed_by_the_next_and_a_live_one_is_kept(exports, tmp_path):
+    import fcntl
+    import os
+    import signal
+    import time
+
+    from edge_runtime.quantize import STAGING_LOCK, STAGING_PREFIX
+
+    frames = colour_frames(tmp_path / "frames", count=200)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "quantize", str(exports["modern"]),
+                             "--calibrate", str(frames), "--out", str(out / "killed")])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob(STAGING_PREFIX + "*/" + STAGING_LOCK)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    (killed,) = out.glob(STAGING_PREFIX + "*")
+    live = out / (STAGING_PREFIX + "live")  # another quantize, still working
+    live.mkdir()
+    young, old = out / (STAGING_PREFIX + "young"), out / (STAGING_PREFIX + "old")  # no lock yet / never
+    young.mkdir(), old.mkdir()
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    with open(live / STAGING_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        quantize_export(exports["modern"], colour_frames(tmp_path / "few"), out / "int8")
+    assert sorted(p.name for p in out.iterdir()) == sorted(["int8", live.name, young.name])
+    assert not killed.exists()
+
+
 def test_an_onnxruntime_too_old_to_quantise_is_one_line(exports, tmp_path, monkeypatch):
     import onnxruntime
 

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
 FPS_SMOOTHING = 0.1
 PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond this
+STUCK_RUN_S = 60.0  # a run in the model this long means the session hangs (a driver, a deadlock)
 
 Inferred = tuple[Frame, Prepared | None, dict[str, Any], float]  # no Prepared: reuse the previous result
 
@@ -123,10 +124,12 @@ class Pipeline:
         metrics: Metrics | None = None,
         gates: Mapping[str, SceneGate] | None = None,
         runs: int = 1,
+        stuck_after_s: float = STUCK_RUN_S,
     ) -> None:
         """`runs`: frames inferred at once, shared by the cameras (each gets its share of
         inference threads, at least one); the session must allow as many concurrent runs
-        (Predictor.load(runs=...))."""
+        (Predictor.load(runs=...)). A run in the model longer than `stuck_after_s` makes
+        the pipeline unhealthy."""
         self.predictor = predictor
         self.runs = max(1, runs)
         self.cameras = list(cameras)
@@ -142,6 +145,8 @@ class Pipeline:
         self._queue: queue.Queue[Inferred] = queue.Queue(PUBLISH_QUEUE)
         self._workers: list[tuple[Camera, threading.Thread]] = []
         self._publisher: threading.Thread | None = None
+        self.stuck_after_s = stuck_after_s
+        self._in_model: dict[int, float] = {}  # thread ident -> monotonic start of its run
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -172,9 +177,16 @@ class Pipeline:
 
     @property
     def healthy(self) -> bool:
-        """Every worker alive unless its camera finished (a file without --loop), and the publisher."""
+        """Every worker alive unless its camera finished (a file without --loop), the
+        publisher alive, and no run stuck in the model."""
         workers_ok = all(t.is_alive() or c.finished for c, t in self._workers)
-        return workers_ok and (self._publisher is None or self._publisher.is_alive())
+        publisher_ok = self._publisher is None or self._publisher.is_alive()
+        return workers_ok and publisher_ok and self.longest_run_s() <= self.stuck_after_s
+
+    def longest_run_s(self) -> float:
+        """How long the oldest run now in the model has been there (0 when none is)."""
+        starts = self._in_model.copy().values()  # one C-level copy: safe while workers change it
+        return time.monotonic() - min(starts) if starts else 0.0
 
     def fps(self, camera_id: str) -> float:
         return self._fps.get(camera_id, 0.0)
@@ -196,8 +208,12 @@ class Pipeline:
     # -- the three stages for one frame ----------------------------------------------
     def infer(self, frame: Frame) -> Inferred:
         prepared = frame.prepared if isinstance(frame.prepared, Prepared) else self.predictor.prepare(frame.image)
-        start = time.perf_counter()
-        outputs = self.predictor.infer(prepared.tensor)
+        start, ident = time.perf_counter(), threading.get_ident()
+        self._in_model[ident] = time.monotonic()
+        try:
+            outputs = self.predictor.infer(prepared.tensor)
+        finally:
+            del self._in_model[ident]
         return frame, prepared, outputs, time.perf_counter() - start
 
     def publish(self, item: Inferred) -> FrameResult:

@@ -195,6 +195,39 @@ def test_health_ready_metrics_model_and_docs(live_server):
     assert cams[0]["id"] == "door" and cams[0]["fps"] > 0
 
 
+def test_a_run_stuck_in_the_model_fails_readyz_and_uploads_still_work(demo_predictor, video):
+    hang, release = threading.Event(), threading.Event()
+
+    class Hanging:  # the demo model, whose camera runs hang while `hang` is set
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(demo_predictor, name)
+
+        def with_options(self, options):  # type: ignore[no-untyped-def]
+            return self
+
+        def infer(self, tensor):  # type: ignore[no-untyped-def]
+            if hang.is_set():
+                release.wait(30)
+            return demo_predictor.infer(tensor)
+
+    settings = load_settings(env={}, overrides={"cameras": [{"id": "door", "source": str(video), "loop": True,
+                                                              "realtime": True}]})
+    services = build_services(settings, predictor=Hanging(), env={})  # type: ignore[arg-type]
+    services.pipeline.stuck_after_s = 0.5  # type: ignore[union-attr]
+    with running(create_app(services)) as url:
+        assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+        assert httpx.get(f"{url}/readyz").json()["pipeline"] == "ok"
+        hang.set()
+        try:
+            assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 503, timeout=10)
+            assert httpx.get(f"{url}/readyz").json()["pipeline"] == "unhealthy"
+            assert httpx.post(f"{url}/image", content=COFFEE).status_code == 200  # uploads have their own runs
+        finally:
+            hang.clear()
+            release.set()
+        assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=10)
+
+
 def test_live_page_needs_nothing_from_the_internet(live_server):
     page = httpx.get(f"{live_server}/")
     assert page.status_code == 200 and "EventSource" in page.text

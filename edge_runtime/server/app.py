@@ -85,8 +85,9 @@ class GracefulServer(uvicorn.Server):
 
 
 async def _feed_watchdog(svc: Services) -> None:
-    """Pings systemd's watchdog while the event loop runs and the pipeline's threads live;
-    a hung loop or a dead worker stops the pings, and systemd restarts the service."""
+    """Pings systemd's watchdog while the event loop runs and the pipeline is healthy; a
+    hung loop, a dead worker or a run stuck in the model stops the pings, and systemd
+    restarts the service."""
     interval = systemd.watchdog_interval()
     if interval is None:
         return
@@ -94,7 +95,8 @@ async def _feed_watchdog(svc: Services) -> None:
         if svc.pipeline is None or svc.pipeline.healthy:
             systemd.notify("WATCHDOG=1")
         else:
-            log.error("pipeline threads have stopped; letting the systemd watchdog restart the service")
+            log.error("pipeline unhealthy (a thread stopped, or a run is stuck in the model); "
+                      "letting the systemd watchdog restart the service")
         await asyncio.sleep(interval)
 
 

@@ -26,15 +26,16 @@ async def readyz(request: Request, svc: Services = Depends(services)) -> JSONRes
     """Open to probes (Kubernetes cannot send a token); the camera details need the token."""
     states = {c.id: c.state.value for c in svc.cameras}
     online = any(s == CameraState.ONLINE.value for s in states.values())
-    ready = svc.predictor is not None and (online or not svc.cameras)
+    running = svc.pipeline is None or svc.pipeline.healthy  # no run stuck in the model, no thread dead
+    ready = svc.predictor is not None and (online or not svc.cameras) and running
     body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
     if auth_of(request).authenticated(request):
-        body.update(model=True, cameras=states)
+        body.update(model=True, cameras=states, pipeline="ok" if running else "unhealthy")
         if svc.store is not None:
             body["events"] = svc.store.status()
-        running = getattr(request.app.state, "forwarders", None)
-        if running is not None:
-            body["forwarders"] = running.status()
+        forwarders = getattr(request.app.state, "forwarders", None)
+        if forwarders is not None:
+            body["forwarders"] = forwarders.status()
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

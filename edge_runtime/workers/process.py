@@ -143,7 +143,8 @@ class _Worker:
                  os.getpid(), predictor.model.runs, self.spec.threads)
         while not self.stop.wait(STATUS_S):
             if not self.pipeline.healthy:
-                log.error("pipeline threads have stopped; exiting so that the server restarts this worker")
+                log.error("pipeline unhealthy (a thread stopped, or a run is stuck in the model); "
+                          "exiting so that the server restarts this worker")
                 return EXIT_UNHEALTHY
         return 0
 

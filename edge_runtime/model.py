@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .errors import InferenceError, NotOnnxError, ProviderError, UnsupportedModelError
+from .errors import InferenceError, NotOnnxError, ProviderError, UnsupportedModelError, first_line
 from .onnx_header import read_opsets
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class OnnxModel:
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
         self.providers: list[str] = list(session.get_providers())
         self.graph_cached = False  # True when the session came from the optimised-graph cache
+        self._running: dict[int, float] = {}  # thread ident -> when its run got a slot
 
     @classmethod
     def load(
@@ -174,10 +176,21 @@ class OnnxModel:
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> list[Any]:
         try:
             with self._runs:
-                return list(self.session.run(list(output_names) if output_names else None, dict(feeds)))
+                ident = threading.get_ident()
+                self._running[ident] = time.monotonic()
+                try:
+                    return list(self.session.run(list(output_names) if output_names else None, dict(feeds)))
+                finally:
+                    del self._running[ident]
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InferenceError(f"{self.path.name}: inference failed: {first_line}") from exc
+            raise InferenceError(f"{self.path.name}: inference failed: {first_line(exc)}") from exc
+
+
+    def longest_run_s(self) -> float:
+        """How long the oldest run now executing has been at it (0 when none is); time spent
+        queueing for a slot does not count."""
+        starts = self._running.copy().values()  # one C-level copy: safe while runs change it
+        return time.monotonic() - min(starts) if starts else 0.0
 
 
 class GraphCache:
@@ -230,7 +243,7 @@ class GraphCache:
 
 def _load_error(path: Path, exc: Exception) -> Exception:
     kind = type(exc).__name__
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
+    message = first_line(exc)
     if kind == "InvalidProtobuf" or "Protobuf parsing failed" in message:
         return NotOnnxError(f"{path.name} is not an ONNX model (onnxruntime could not parse it)")
     opsets = read_opsets(path)

@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
 FPS_SMOOTHING = 0.1
 PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond this
-STUCK_RUN_S = 60.0  # a run in the model this long means the session hangs (a driver, a deadlock)
+STUCK_RUN_S = 60.0  # a run in the model this long means the session hangs (a driver, a deadlock);
+# the session's first run (an engine build on TensorRT) is the warm-up, before any camera starts
 
 Inferred = tuple[Frame, Prepared | None, dict[str, Any], float]  # no Prepared: reuse the previous result
 
@@ -62,6 +63,10 @@ class Stages(Protocol):
     def infer(self, tensor: np.ndarray) -> dict[str, Any]: ...
 
     def finish(self, outputs: dict[str, Any], prepared: Prepared) -> PredictionResult: ...
+
+    def longest_run_s(self) -> float:
+        """How long the oldest run in the model (a camera's or an upload's) has been at it."""
+        ...
 
 
 class Turns:
@@ -146,7 +151,6 @@ class Pipeline:
         self._workers: list[tuple[Camera, threading.Thread]] = []
         self._publisher: threading.Thread | None = None
         self.stuck_after_s = stuck_after_s
-        self._in_model: dict[int, float] = {}  # thread ident -> monotonic start of its run
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -181,12 +185,7 @@ class Pipeline:
         publisher alive, and no run stuck in the model."""
         workers_ok = all(t.is_alive() or c.finished for c, t in self._workers)
         publisher_ok = self._publisher is None or self._publisher.is_alive()
-        return workers_ok and publisher_ok and self.longest_run_s() <= self.stuck_after_s
-
-    def longest_run_s(self) -> float:
-        """How long the oldest run now in the model has been there (0 when none is)."""
-        starts = self._in_model.copy().values()  # one C-level copy: safe while workers change it
-        return time.monotonic() - min(starts) if starts else 0.0
+        return workers_ok and publisher_ok and self.predictor.longest_run_s() <= self.stuck_after_s
 
     def fps(self, camera_id: str) -> float:
         return self._fps.get(camera_id, 0.0)
@@ -208,12 +207,8 @@ class Pipeline:
     # -- the three stages for one frame ----------------------------------------------
     def infer(self, frame: Frame) -> Inferred:
         prepared = frame.prepared if isinstance(frame.prepared, Prepared) else self.predictor.prepare(frame.image)
-        start, ident = time.perf_counter(), threading.get_ident()
-        self._in_model[ident] = time.monotonic()
-        try:
-            outputs = self.predictor.infer(prepared.tensor)
-        finally:
-            del self._in_model[ident]
+        start = time.perf_counter()
+        outputs = self.predictor.infer(prepared.tensor)
         return frame, prepared, outputs, time.perf_counter() - start
 
     def publish(self, item: Inferred) -> FrameResult:

@@ -195,24 +195,25 @@ def test_health_ready_metrics_model_and_docs(live_server):
     assert cams[0]["id"] == "door" and cams[0]["fps"] > 0
 
 
-def test_a_run_stuck_in_the_model_fails_readyz_and_uploads_still_work(demo_predictor, video):
+def test_a_run_stuck_in_the_model_fails_readyz_and_uploads_still_work(video):
     hang, release = threading.Event(), threading.Event()
+    predictor = Predictor.load(DEMO, runs=2)  # a camera's run and an upload's at once
 
-    class Hanging:  # the demo model, whose camera runs hang while `hang` is set
-        def __getattr__(self, name):  # type: ignore[no-untyped-def]
-            return getattr(demo_predictor, name)
+    class Hanging:  # the real session, where one camera run hangs once `hang` is set
+        def __init__(self, session):  # type: ignore[no-untyped-def]
+            self.session = session
+            self.hung = threading.Lock()
 
-        def with_options(self, options):  # type: ignore[no-untyped-def]
-            return self
-
-        def infer(self, tensor):  # type: ignore[no-untyped-def]
-            if hang.is_set():
+        def run(self, *args):  # type: ignore[no-untyped-def]
+            camera = threading.current_thread().name.startswith("infer-")
+            if camera and hang.is_set() and self.hung.acquire(blocking=False):
                 release.wait(30)
-            return demo_predictor.infer(tensor)
+            return self.session.run(*args)
 
-    settings = load_settings(env={}, overrides={"cameras": [{"id": "door", "source": str(video), "loop": True,
-                                                              "realtime": True}]})
-    services = build_services(settings, predictor=Hanging(), env={})  # type: ignore[arg-type]
+    predictor.model.session = Hanging(predictor.model.session)  # type: ignore[assignment]
+    settings = load_settings(env={}, overrides={"model": {"runs": 2}, "cameras": [
+        {"id": "door", "source": str(video), "loop": True, "realtime": True}]})
+    services = build_services(settings, predictor=predictor, env={})
     services.pipeline.stuck_after_s = 0.5  # type: ignore[union-attr]
     with running(create_app(services)) as url:
         assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200)
@@ -221,11 +222,37 @@ def test_a_run_stuck_in_the_model_fails_readyz_and_uploads_still_work(demo_predi
         try:
             assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 503, timeout=10)
             assert httpx.get(f"{url}/readyz").json()["pipeline"] == "unhealthy"
-            assert httpx.post(f"{url}/image", content=COFFEE).status_code == 200  # uploads have their own runs
+            assert httpx.post(f"{url}/image", content=COFFEE).status_code == 200  # the other run answers
         finally:
             hang.clear()
             release.set()
         assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=10)
+
+
+def test_time_queued_for_a_run_is_not_time_stuck_in_the_model(demo_predictor):
+    """Uploads queued behind each other (one run at a time) are slow, not stuck."""
+    import concurrent.futures
+
+    from edge_runtime.imageio import decode_image
+
+    image = decode_image(COFFEE)
+    worst = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            worst[0] = max(worst[0], demo_predictor.longest_run_s())
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda _: demo_predictor.predict(image), range(24)))
+    elapsed = time.monotonic() - started
+    done.set()
+    watcher.join()
+    assert 0 < worst[0] < elapsed / 4  # each run was timed alone, not with its wait for the slot
 
 
 def test_live_page_needs_nothing_from_the_internet(live_server):

@@ -28,6 +28,13 @@ the HTTP server maps classes to status codes in one table.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, otherwise: str = "") -> str:
+    """The first line of a vendor exception's message, for a one-line error; `otherwise`
+    (or the exception's class name) when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else otherwise or type(exc).__name__
+
+
 class EdgeRuntimeError(Exception):
     """Base class: the message is one line and meant for the user."""
 

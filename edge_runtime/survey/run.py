@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from ..annotate import annotate
-from ..errors import ConfigError, EdgeRuntimeError
+from ..errors import ConfigError, EdgeRuntimeError, first_line
 from ..imageio import decode_image
 from ..predictor import Predictor
 from ..types import PredictionResult
@@ -137,7 +137,7 @@ class Survey:
         except OSError as exc:
             return BadRecord(str(item.path), exc.strerror or str(exc), item.key)
         except (EdgeRuntimeError, cv2.error) as exc:
-            return BadRecord(str(item.path), str(exc).strip().splitlines()[0], item.key)
+            return BadRecord(str(item.path), first_line(exc), item.key)
 
     def _load_frame(self, item: Input, seconds: float, frame: np.ndarray, track: Track) -> Loaded | BadRecord:
         name = f"{item.name}@{seconds:.{self.decimals}f}s"
@@ -145,7 +145,7 @@ class Survey:
         try:
             return Loaded(item, name, frame, self.tiled.prepare(frame), ImageGeo(lat, lon, alt, when))
         except (EdgeRuntimeError, cv2.error) as exc:
-            return BadRecord(name, str(exc).strip().splitlines()[0], item.key)
+            return BadRecord(name, first_line(exc), item.key)
 
     def _track_for(self, item: Input) -> Track:
         if self.track is not None:
@@ -180,7 +180,7 @@ class Survey:
                                 break
                             put((item, pool.submit(self._load_frame, item, seconds, frame, track)))
                     except (OSError, EdgeRuntimeError, cv2.error) as exc:
-                        reason = str(exc).strip().splitlines()[0]
+                        reason = first_line(exc)
                         put((item, _done(BadRecord(str(item.path), reason, item.key))))
                 put((item, _END))
         except BaseException as exc:  # handed to the calling thread, which raises it
@@ -258,7 +258,7 @@ class Survey:
                             unit, job = self._unit(loaded, pool)
                         except (EdgeRuntimeError, MemoryError) as exc:  # listed like a bad file; the run goes on
                             name = loaded.name if loaded.input.video else str(loaded.input.path)
-                            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+                            reason = first_line(exc, "out of memory")
                             journal.add_bad(BadRecord(name, reason, loaded.input.key))
                         else:
                             journal.add_unit(unit)

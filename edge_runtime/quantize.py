@@ -49,7 +49,7 @@ import numpy as np
 
 from .bench import elapsed_ms
 from .bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
-from .errors import ConfigError, EdgeRuntimeError, ImageError
+from .errors import ConfigError, EdgeRuntimeError, ImageError, first_line
 from .imageio import read_image
 from .predictor import Predictor
 from .rounding import improve_rounding
@@ -182,7 +182,7 @@ def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndar
         try:  # shape inference and fusions make better INT8 graphs; not every model takes them
             quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
         except Exception as exc:  # the quantizer raises plain Exceptions of many kinds
-            log.info("pre-processing skipped (%s); quantising the model as it is", str(exc).splitlines()[0])
+            log.info("pre-processing skipped (%s); quantising the model as it is", first_line(exc))
             shutil.copy(model, prepared)
         graph = onnx.load(str(prepared))
         for i, node in enumerate(graph.graph.node):  # exclusions are by name
@@ -202,10 +202,12 @@ def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndar
                 extra_options={"TensorQuantOverrides": depthwise_overrides(graph.graph)},
             )
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise QuantizeError(f"{model.name}: quantisation failed: {first}") from exc
-        layers = improve_rounding(prepared, out, list(tensors), input_name)
-        log.info("weights of %d layers rounded to keep their outputs on the calibration frames", layers)
+            raise QuantizeError(f"{model.name}: quantisation failed: {first_line(exc)}") from exc
+        try:  # an improvement, not a requirement: the quantiser's own rounding stands without it
+            layers = improve_rounding(prepared, out, list(tensors), input_name)
+            log.info("weights of %d layers rounded to keep their outputs on the calibration frames", layers)
+        except (Exception, MemoryError) as exc:  # onnxruntime raises plain Exceptions of many kinds
+            log.warning("GPTQ rounding skipped (%s); the weights keep the quantiser's rounding", first_line(exc))
     _tidy(model, out)
 
 
@@ -395,6 +397,8 @@ def _write_info(parent: Predictor, folder: Path, figures: Figures, calibrate: Pa
 STAGING_PREFIX = ".edge-runtime-int8-"
 STAGING_LOCK = ".lock"
 STAGING_GRACE_S = 60  # a folder this young may not have its lock yet
+STAGED_MODEL, STAGED_BUNDLE = "quantized.onnx", "bundle"
+STAGING_ENTRIES = {STAGING_LOCK, STAGED_MODEL, STAGED_BUNDLE}
 
 
 @contextmanager
@@ -410,18 +414,19 @@ def _staging(folder: Path) -> Iterator[Path]:
 
 
 def _remove_if_abandoned(path: Path) -> None:
+    """Remove a staging folder whose quantize died: unlocked, over a minute old (a live one
+    locks it within moments of making it), and holding only what quantize puts there."""
     try:
+        if (not path.is_dir() or path.is_symlink() or time.time() - path.lstat().st_mtime < STAGING_GRACE_S
+                or not {p.name for p in path.iterdir()} <= STAGING_ENTRIES):
+            return
         with open(path / STAGING_LOCK) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live quantize: BlockingIOError
             shutil.rmtree(path, ignore_errors=True)
-    except BlockingIOError:
+    except FileNotFoundError:  # killed before it made its lock
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:  # locked, or a lock this filesystem cannot give: leave it
         return
-    except OSError:  # no lock: abandoned, unless it was made a moment ago
-        try:
-            if time.time() - path.lstat().st_mtime > STAGING_GRACE_S:
-                shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            pass
 
 
 def quantize_export(
@@ -452,7 +457,7 @@ def quantize_export(
     out.parent.mkdir(parents=True, exist_ok=True)
     # staged beside `out`, so that it appears whole or not at all (one rename on one disk)
     with _staging(out.parent) as tmp:
-        quantized, staging = tmp / "quantized.onnx", tmp / "bundle"
+        quantized, staging = tmp / STAGED_MODEL, tmp / STAGED_BUNDLE
         _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors)
         _write_export(parent, quantized, staging)
         int8 = Predictor.load(staging, providers=["cpu"])

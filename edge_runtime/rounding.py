@@ -31,7 +31,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 DAMP = 0.01  # of H's mean diagonal, added to it: keeps the inverse stable
 MAX_COLUMNS = 2304  # k*k*inputs per output channel: H is this squared, in float64
-MAX_POSITIONS = 4096  # output positions sampled per frame for a k x k conv's H
+MAX_POSITIONS = 4096  # output positions sampled per frame and layer (rows of them, evenly spaced)
+H_BUDGET_BYTES = 256 << 20  # the H matrices measured in one pass over the frames; more layers, more passes
+BLOCK = 128  # columns rounded between two matrix-product updates of the rest (GPTQ's lazy batches)
 MIN_SAMPLES = 16  # input patches per column of H: with fewer, GPTQ fits the calibration frames, not the scene
 
 
@@ -51,30 +53,56 @@ class _Layer:
 
 
 def improve_rounding(float_model: Path, qdq_model: Path, tensors: list[np.ndarray], input_name: str) -> int:
-    """Re-round the int8 conv weights of `qdq_model` in place; returns how many layers."""
+    """Re-round the int8 conv weights of `qdq_model` in place; returns how many layers.
+
+    Layers are measured in groups whose H matrices fit H_BUDGET_BYTES, one pass over the
+    frames per group, and each group is rounded before the next is measured."""
     import onnx
 
     qdq = onnx.load(str(qdq_model))
     layers = _layers(onnx.load(str(float_model)), qdq, input_name)
-    if not layers:
-        return 0
-    _measure(float_model, layers, tensors, input_name)
     improved = 0
-    for layer in layers:
-        assert layer.h is not None
-        if layer.count < MIN_SAMPLES * layer.h.shape[-1]:
-            continue
-        improved += 1
-        rows = layer.weight.shape[0]
-        weights = layer.weight.reshape(rows, -1).astype(np.float64)
-        scale = np.broadcast_to(layer.scale.astype(np.float64), (rows,))
-        old = onnx.numpy_helper.to_array(layer.quantized)
-        limit = int(np.abs(old).max())  # the quantiser's range: its largest weight sits on it
-        new = gptq(weights, layer.h / max(layer.count, 1), scale, limit)
-        layer.quantized.CopyFrom(onnx.numpy_helper.from_array(new.reshape(old.shape).astype(old.dtype),
-                                                                layer.quantized.name))
-    onnx.save(qdq, str(qdq_model))
+    for group in _groups(layers):
+        _measure(float_model, group, tensors, input_name)
+        for layer in group:
+            improved += _round(layer)
+            layer.h = None  # done with it: free the memory before the next group
+    if improved:
+        onnx.save(qdq, str(qdq_model))
     return improved
+
+
+def _round(layer: _Layer) -> bool:
+    """GPTQ for one measured layer; False when it keeps the quantiser's rounding."""
+    from onnx import numpy_helper
+
+    h = layer.h
+    if h is None or layer.count < MIN_SAMPLES * h.shape[-1] or not np.isfinite(h).all():
+        return False
+    rows = layer.weight.shape[0]
+    weights = layer.weight.reshape(rows, -1).astype(np.float64)
+    scale = np.broadcast_to(layer.scale.astype(np.float64), (rows,))
+    old = numpy_helper.to_array(layer.quantized)
+    limit = int(np.abs(old).max())  # the quantiser's range: its largest weight sits on it
+    new = gptq(weights, h / layer.count, scale, limit)
+    if not np.isfinite(new).all():
+        return False
+    layer.quantized.CopyFrom(numpy_helper.from_array(new.reshape(old.shape).astype(old.dtype), layer.quantized.name))
+    return True
+
+
+def _groups(layers: list[_Layer]) -> list[list[_Layer]]:
+    groups: list[list[_Layer]] = []
+    size = H_BUDGET_BYTES
+    for layer in layers:
+        columns = layer.weight[0].size
+        need = 8 * columns * columns * (layer.weight.shape[0] if layer.depthwise else 1)
+        if size + need > H_BUDGET_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(layer)
+        size += need
+    return groups
 
 
 def gptq(weights: np.ndarray, h: np.ndarray, scale: np.ndarray, limit: int, damp: float = DAMP) -> np.ndarray:
@@ -96,15 +124,24 @@ def gptq(weights: np.ndarray, h: np.ndarray, scale: np.ndarray, limit: int, damp
     except np.linalg.LinAlgError:
         nearest: np.ndarray = np.clip(np.round(weights / scale[:, None]), -limit, limit)
         return nearest
-    if h.ndim == 2:
-        inverse = np.broadcast_to(inverse, (rows, columns, columns))
     out: np.ndarray = np.empty_like(work)
-    for i in range(columns):
-        column = work[:, i]
-        q = np.clip(np.round(column / scale), -limit, limit)
-        out[:, i] = q
-        error = (column - q * scale) / inverse[:, i, i]
-        work[:, i:] -= error[:, None] * inverse[:, i, i:]
+    shared = h.ndim == 2
+    for start in range(0, columns, BLOCK if shared else columns):
+        end = min(columns, start + BLOCK) if shared else columns
+        errors = np.empty((rows, end - start))
+        for i in range(start, end):
+            column = work[:, i]
+            q = np.clip(np.round(column / scale), -limit, limit)
+            out[:, i] = q
+            if shared:  # one H: its row of the inverse is the same for every weight row
+                error = (column - q * scale) / inverse[0, i, i]
+                work[:, i:end] -= error[:, None] * inverse[0, i, i:end]
+            else:
+                error = (column - q * scale) / inverse[:, i, i]
+                work[:, i:end] -= error[:, None] * inverse[:, i, i:end]
+            errors[:, i - start] = error
+        if shared and end < columns:  # the block's errors reach the later columns in one product
+            work[:, end:] -= errors @ inverse[0, start:end, end:]
     return out
 
 
@@ -183,20 +220,22 @@ def _measure(float_model: Path, layers: list[_Layer], tensors: list[np.ndarray],
 
 
 def _patches(x: np.ndarray, layer: _Layer) -> np.ndarray:
-    """The inputs each output position sees: (positions, in*k*k), or per channel for depthwise."""
+    """The inputs each output position sees: (positions, in*k*k), or per channel for
+    depthwise (channels, positions, k*k). On large maps, every few rows of output positions."""
     kh, kw = layer.weight.shape[2:]
-    if kh == kw == 1 and layer.pads == (0, 0, 0, 0) and not layer.depthwise:
-        x = x[:, ::layer.stride[0], ::layer.stride[1]]
-        flat: np.ndarray = x.reshape(x.shape[0], -1).T
-        return flat[::max(1, flat.shape[0] // MAX_POSITIONS)] if flat.shape[0] > 4 * MAX_POSITIONS else flat
     top, left, bottom, right = layer.pads
-    x = np.pad(x, ((0, 0), (top, bottom), (left, right)))
-    dh, dw = layer.dilation
-    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    windows = np.lib.stride_tricks.sliding_window_view(x, (span_h, span_w), axis=(1, 2))
-    windows = windows[:, ::layer.stride[0], ::layer.stride[1], ::dh, ::dw]  # (C, oh, ow, kh, kw)
-    channels = windows.shape[0]
-    if layer.depthwise:
-        return np.ascontiguousarray(windows).reshape(channels, -1, kh * kw)
-    cols = np.ascontiguousarray(windows.transpose(1, 2, 0, 3, 4)).reshape(-1, channels * kh * kw)
-    return cols[::max(1, cols.shape[0] // MAX_POSITIONS)]
+    if any(layer.pads):
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right)))
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    oh = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    ow = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    every = max(1, -(-oh * ow // MAX_POSITIONS))  # output rows: sampled before anything is copied
+    rows = -(-oh // every)
+    # one strided view per tap, stacked: (channels, taps, positions), copied once, in rows
+    taps = np.stack([x[:, i * dh:i * dh + (rows - 1) * sh * every + 1:sh * every,
+                       j * dw:j * dw + (ow - 1) * sw + 1:sw]
+                     for i in range(kh) for j in range(kw)], axis=1)
+    channels = x.shape[0]
+    patches: np.ndarray = (taps.reshape(channels, kh * kw, rows * ow).transpose(0, 2, 1) if layer.depthwise
+                           else taps.reshape(channels * kh * kw, rows * ow).T)
+    return patches

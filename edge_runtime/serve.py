@@ -149,7 +149,8 @@ def build_services(
     if settings.cameras:  # as loaded: a GPU session takes one frame at a time whatever the plan
         loaded = dataclasses.replace(plan, server=Split(predictor.model.runs, plan.server.threads))
         log.info("%s", loaded.describe())
-        if warning := loaded.oversubscribed():
+        on_cpu = predictor.model.providers[:1] == ["CPUExecutionProvider"]  # other providers take one run
+        if on_cpu and (warning := loaded.oversubscribed()):
             log.warning("%s", warning)
     metrics.registry.register(MemoryCollector(processes))
     return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=runner,

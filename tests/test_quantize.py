@@ -231,15 +231,36 @@ def test_staging_left_by_a_killed_quantize_is_removed_by_the_next_and_a_live_one
         proc.wait(timeout=30)
     (killed,) = out.glob(STAGING_PREFIX + "*")
     live = out / (STAGING_PREFIX + "live")  # another quantize, still working
-    live.mkdir()
     young, old = out / (STAGING_PREFIX + "young"), out / (STAGING_PREFIX + "old")  # no lock yet / never
-    young.mkdir(), old.mkdir()
-    os.utime(old, (time.time() - 3600, time.time() - 3600))
-    with open(live / STAGING_LOCK, "w") as lock:
+    mine = out / (STAGING_PREFIX + "mine")  # not quantize's: other files in it
+    for folder in (live, young, old, mine):
+        folder.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    (live / "quantized.onnx").write_bytes(b"")
+    (live / STAGING_LOCK).touch()
+    hour_ago = time.time() - 3600
+    for folder in (killed, live, old, mine):
+        os.utime(folder, (hour_ago, hour_ago))
+    with open(live / STAGING_LOCK) as lock:  # opening it leaves the folder as old as the others
         fcntl.flock(lock, fcntl.LOCK_EX)
         quantize_export(exports["modern"], colour_frames(tmp_path / "few"), out / "int8")
-    assert sorted(p.name for p in out.iterdir()) == sorted(["int8", live.name, young.name])
-    assert not killed.exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["int8", live.name, young.name, mine.name])
+    assert not killed.exists() and (mine / "notes.txt").exists()
+
+
+def test_a_failure_of_gptq_rounding_keeps_the_quantisers_weights(tmp_path, monkeypatch, caplog):
+    from edge_runtime import rounding
+
+    def out_of_memory(*args):  # type: ignore[no-untyped-def]
+        raise MemoryError
+
+    monkeypatch.setattr(rounding, "_measure", out_of_memory)
+    parent = models.write_export(tmp_path / "separable", separable_classifier(), tuple(models.COLOR_TAGS))
+    with caplog.at_level("WARNING", logger="edge_runtime.quantize"):
+        report = quantize_export(parent, colour_frames(tmp_path / "frames", count=8), tmp_path / "int8", force=True)
+    assert report.written and open_bundle(tmp_path / "int8").manifest["Flavor"] == FLAVOR
+    assert [r.getMessage() for r in caplog.records] == [
+        "GPTQ rounding skipped (MemoryError); the weights keep the quantiser's rounding"]
 
 
 def test_an_onnxruntime_too_old_to_quantise_is_one_line(exports, tmp_path, monkeypatch):

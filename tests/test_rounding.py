@@ -45,6 +45,18 @@ def test_gptq_keeps_a_layers_output_closer_than_rounding_each_weight():
     assert output_error(weights, chosen, scale, held_out) < 0.8 * output_error(weights, nearest, scale, held_out)
 
 
+def test_rounding_in_blocks_gives_the_same_integers(monkeypatch):
+    rng = np.random.default_rng(7)
+    mix = mixing(rng, 50)
+    inputs = correlated_inputs(rng, 2000, mix)
+    weights = rng.normal(0, 0.1, (16, 50))
+    h = inputs.T @ inputs / len(inputs)
+    monkeypatch.setattr(rounding, "BLOCK", 1000)
+    whole = gptq(weights, h, grid(weights), LIMIT)
+    monkeypatch.setattr(rounding, "BLOCK", 7)  # 7 blocks, the last one short
+    assert np.array_equal(gptq(weights, h, grid(weights), LIMIT), whole)
+
+
 def test_depthwise_layers_get_one_h_per_channel():
     rng = np.random.default_rng(1)
     channels, taps = 6, 9
@@ -121,25 +133,33 @@ def test_layers_with_too_few_calibration_samples_keep_the_quantisers_rounding(tm
     assert all(np.array_equal(a[name], b[name]) for name in b)
 
 
-@pytest.mark.parametrize(("shape", "group", "stride", "pads"), [
-    ((6, 4, 3, 3), 1, (2, 2), (0, 0, 1, 1)),  # dense 3x3, TensorFlow-style "same" padding
-    ((4, 1, 5, 5), 4, (1, 1), (2, 2, 2, 2)),  # depthwise 5x5
-    ((6, 4, 1, 1), 1, (2, 2), (0, 0, 0, 0)),  # strided pointwise
+@pytest.mark.parametrize(("shape", "group", "stride", "pads", "dilation"), [
+    ((6, 4, 3, 3), 1, (2, 2), (0, 0, 1, 1), (1, 1)),  # dense 3x3, TensorFlow-style "same" padding
+    ((6, 4, 3, 3), 1, (1, 2), (2, 1, 2, 1), (2, 1)),  # dilated, uneven strides and pads
+    ((4, 1, 5, 5), 4, (1, 1), (2, 2, 2, 2), (1, 1)),  # depthwise 5x5
+    ((4, 1, 3, 3), 4, (2, 2), (1, 1, 1, 1), (2, 2)),  # depthwise, strided and dilated
+    ((6, 4, 1, 1), 1, (2, 2), (0, 0, 0, 0), (1, 1)),  # strided pointwise
 ])
-def test_the_patches_behind_h_are_what_the_conv_multiplies(shape, group, stride, pads):
+@pytest.mark.parametrize("max_positions", [4096, 40])  # 40: every few rows of output positions
+def test_the_patches_behind_h_are_what_the_conv_multiplies(shape, group, stride, pads, dilation, max_positions,
+                                                           monkeypatch):
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(6)
     weight = rng.normal(0, 1, shape).astype(np.float32)
     x = rng.normal(0, 1, (1, 4, 11, 13)).astype(np.float32)
-    node = helper.make_node("Conv", ["x", "w"], ["y"], group=group, strides=list(stride), pads=list(pads))
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=group, strides=list(stride), pads=list(pads),
+                            dilations=list(dilation))
     graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(weight, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     expected = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {"x": x})[0][0]
-    layer = rounding._Layer(name="conv", source="x", weight=weight, stride=stride, pads=pads, dilation=(1, 1),
+    monkeypatch.setattr(rounding, "MAX_POSITIONS", max_positions)
+    every = -(-expected.shape[1] * expected.shape[2] // max_positions)
+    expected = expected[:, ::every]
+    layer = rounding._Layer(name="conv", source="x", weight=weight, stride=stride, pads=pads, dilation=dilation,
                             depthwise=group > 1, quantized=None, scale=np.ones(shape[0]))
     patches = rounding._patches(x[0], layer)
     flat = weight.reshape(shape[0], -1)

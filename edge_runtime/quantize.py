@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 FLAVOR = "ONNX-INT8"
 MIN_FRAMES = 4
 SPEED_RUNS = 50
+CLEAR_LEAD = 0.1  # the parent's top-1 this far ahead of its second: a clear answer, not a near-tie
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg"}
 
 
@@ -82,6 +83,8 @@ class Figures:
     fp32_accuracy: float | None = None  # top-1 on --eval, 0..1
     int8_accuracy: float | None = None
     skipped: int = 0  # calibration or evaluation images that could not be read
+    clear_frames: int = 0  # calibration frames where the parent's top-1 leads its second by CLEAR_LEAD+
+    clear_agreement: float | None = None  # top-1 agreement on those (near-ties are coin tosses for INT8)
 
     @property
     def speedup_run(self) -> float:
@@ -329,8 +332,15 @@ def _paired_ms(first: Callable[[], object], second: Callable[[], object], runs: 
 
 
 def _top1(predictor: Predictor, frame: np.ndarray) -> str | None:
-    predictions = predictor.predict(frame).predictions
-    return max(predictions, key=lambda p: p.probability).tag_name if predictions else None
+    return _lead(predictor, frame)[0]
+
+
+def _lead(predictor: Predictor, frame: np.ndarray) -> tuple[str | None, float]:
+    """The top tag and how far its probability is ahead of the second's."""
+    ranked = sorted(predictor.predict(frame).predictions, key=lambda p: -p.probability)
+    if not ranked:
+        return None, 0.0
+    return ranked[0].tag_name, ranked[0].probability - (ranked[1].probability if len(ranked) > 1 else 0.0)
 
 
 def _accuracy(
@@ -461,12 +471,16 @@ def quantize_export(
         _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors)
         _write_export(parent, quantized, staging)
         int8 = Predictor.load(staging, providers=["cpu"])
-        agree = sum(_top1(parent, f) == _top1(int8, f) for f in frames) / len(frames)
+        leads = [_lead(parent, f) for f in frames]
+        same = [tag == _top1(int8, f) for (tag, _), f in zip(leads, frames, strict=True)]
+        clear = [s for s, (_, lead) in zip(same, leads, strict=True) if lead >= CLEAR_LEAD]
+        agree = sum(same) / len(frames)
         tensor, frame = tensors[0], frames[0]
         run_ms = _paired_ms(lambda: parent.infer(tensor), lambda: int8.infer(tensor), SPEED_RUNS)
         predict_ms = _paired_ms(lambda: parent.predict(frame), lambda: int8.predict(frame), SPEED_RUNS)
         figures = Figures(
-            frames=len(frames), agreement=agree,
+            frames=len(frames), agreement=agree, clear_frames=len(clear),
+            clear_agreement=sum(clear) / len(clear) if clear else None,
             fp32_run_ms=run_ms[0], int8_run_ms=run_ms[1], fp32_predict_ms=predict_ms[0], int8_predict_ms=predict_ms[1],
             skipped=len(skipped),
         )
@@ -493,6 +507,8 @@ def format_report(report: Report, max_drop: float) -> str:
          f"{f.speedup_predict:.2f}x"),
         (f"top-1 agreement ({f.frames} frames)", "", f"{f.agreement:.1%}", ""),
     ]
+    if f.clear_agreement is not None:
+        rows.append((f"  where FP32 leads by {CLEAR_LEAD:g}+ ({f.clear_frames})", "", f"{f.clear_agreement:.1%}", ""))
     if f.fp32_accuracy is not None and f.int8_accuracy is not None:
         rows.append((f"top-1 accuracy ({f.eval_images} images)", f"{f.fp32_accuracy:.1%}", f"{f.int8_accuracy:.1%}",
                      ""))

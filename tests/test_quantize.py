@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_runtime.bundle import open_bundle
 from edge_runtime.predictor import Predictor
-from edge_runtime.quantize import FLAVOR, depthwise_overrides, float_nodes, quantize_export
+from edge_runtime.quantize import FLAVOR, depthwise_overrides, float_nodes, format_report, quantize_export
 from tests import models
 from tests.conftest import write_video
 
@@ -109,6 +109,8 @@ def test_an_int8_export_loads_predicts_and_agrees_with_its_parent(exports, tmp_p
     frames = colour_frames(tmp_path / "frames")
     report = quantize_export(exports["modern"], frames, tmp_path / "int8", eval_dir=None, max_drop=1.0)
     assert report.written and report.figures.agreement == 1.0 and report.figures.frames == 24
+    assert 0 < report.figures.clear_frames <= 24 and report.figures.clear_agreement == 1.0
+    assert f"where FP32 leads by 0.1+ ({report.figures.clear_frames})" in format_report(report, 1.0)
     bundle = open_bundle(tmp_path / "int8")  # the manifest's SHA-1 is checked here
     assert bundle.manifest["Flavor"] == FLAVOR and bundle.labels == models.COLOR_TAGS
     info = json.loads((tmp_path / "int8" / "bundle.json").read_text())
@@ -143,6 +145,8 @@ def test_max_drop_refuses_a_model_that_int8_cannot_represent(tmp_path):
     frames = colour_frames(tmp_path / "frames", count=8)
     refused = quantize_export(parent, frames, tmp_path / "int8", max_drop=1.0)
     assert not refused.written and refused.figures.drop_points > 1.0 and not (tmp_path / "int8").exists()
+    # every frame is a near-tie for the parent: no clear answers to agree on
+    assert refused.figures.clear_frames == 0 and refused.figures.clear_agreement is None
     forced = quantize_export(parent, frames, tmp_path / "int8", max_drop=1.0, force=True)
     assert forced.written and open_bundle(tmp_path / "int8").manifest["Flavor"] == FLAVOR
 

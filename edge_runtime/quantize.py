@@ -52,8 +52,9 @@ from .bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
 from .errors import ConfigError, EdgeRuntimeError, ImageError, first_line
 from .imageio import read_image
 from .predictor import Predictor
-from .rounding import improve_rounding
+from .rounding import PARTIAL_SUFFIX, improve_rounding
 from .sources.images import IMAGE_SUFFIXES
+from .types import Variant
 
 log = logging.getLogger(__name__)
 FLAVOR = "ONNX-INT8"
@@ -83,8 +84,9 @@ class Figures:
     fp32_accuracy: float | None = None  # top-1 on --eval, 0..1
     int8_accuracy: float | None = None
     skipped: int = 0  # calibration or evaluation images that could not be read
-    clear_frames: int = 0  # calibration frames where the parent's top-1 leads its second by CLEAR_LEAD+
+    clear_frames: int = 0  # multiclass: calibration frames where the parent's top-1 leads its second by CLEAR_LEAD+
     clear_agreement: float | None = None  # top-1 agreement on those (near-ties are coin tosses for INT8)
+    rounded_layers: int | None = None  # layers whose weights GPTQ re-rounded; None: it failed, nearest kept
 
     @property
     def speedup_run(self) -> float:
@@ -173,7 +175,8 @@ def _check_quantizer() -> None:
                             f"(this is {onnxruntime.__version__}); the INT8 exports it writes load on older ones")
 
 
-def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndarray]) -> None:
+def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndarray]) -> int | None:
+    """Writes the INT8 model to `out`; returns how many layers GPTQ re-rounded (None: it failed)."""
     try:
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -206,12 +209,15 @@ def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndar
             )
         except Exception as exc:
             raise QuantizeError(f"{model.name}: quantisation failed: {first_line(exc)}") from exc
+        layers: int | None
         try:  # an improvement, not a requirement: the quantiser's own rounding stands without it
             layers = improve_rounding(prepared, out, list(tensors), input_name)
             log.info("weights of %d layers rounded to keep their outputs on the calibration frames", layers)
         except (Exception, MemoryError) as exc:  # onnxruntime raises plain Exceptions of many kinds
             log.warning("GPTQ rounding skipped (%s); the weights keep the quantiser's rounding", first_line(exc))
+            layers = None
     _tidy(model, out)
+    return layers
 
 
 COMPUTE_OPS = {"Conv", "Gemm", "MatMul"}
@@ -408,7 +414,7 @@ STAGING_PREFIX = ".edge-runtime-int8-"
 STAGING_LOCK = ".lock"
 STAGING_GRACE_S = 60  # a folder this young may not have its lock yet
 STAGED_MODEL, STAGED_BUNDLE = "quantized.onnx", "bundle"
-STAGING_ENTRIES = {STAGING_LOCK, STAGED_MODEL, STAGED_BUNDLE}
+STAGING_ENTRIES = {STAGING_LOCK, STAGED_MODEL, STAGED_MODEL + PARTIAL_SUFFIX, STAGED_BUNDLE}
 
 
 @contextmanager
@@ -468,19 +474,22 @@ def quantize_export(
     # staged beside `out`, so that it appears whole or not at all (one rename on one disk)
     with _staging(out.parent) as tmp:
         quantized, staging = tmp / STAGED_MODEL, tmp / STAGED_BUNDLE
-        _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors)
+        rounded = _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors)
         _write_export(parent, quantized, staging)
         int8 = Predictor.load(staging, providers=["cpu"])
         leads = [_lead(parent, f) for f in frames]
         same = [tag == _top1(int8, f) for (tag, _), f in zip(leads, frames, strict=True)]
-        clear = [s for s, (_, lead) in zip(same, leads, strict=True) if lead >= CLEAR_LEAD]
+        # a lead over the second tag means a clear answer only where tags compete (softmax);
+        # boxes and independent tags have none
+        competing = parent.spec.variant is Variant.MULTICLASS
+        clear = [s for s, (_, lead) in zip(same, leads, strict=True) if lead >= CLEAR_LEAD] if competing else []
         agree = sum(same) / len(frames)
         tensor, frame = tensors[0], frames[0]
         run_ms = _paired_ms(lambda: parent.infer(tensor), lambda: int8.infer(tensor), SPEED_RUNS)
         predict_ms = _paired_ms(lambda: parent.predict(frame), lambda: int8.predict(frame), SPEED_RUNS)
         figures = Figures(
             frames=len(frames), agreement=agree, clear_frames=len(clear),
-            clear_agreement=sum(clear) / len(clear) if clear else None,
+            clear_agreement=sum(clear) / len(clear) if clear else None, rounded_layers=rounded,
             fp32_run_ms=run_ms[0], int8_run_ms=run_ms[1], fp32_predict_ms=predict_ms[0], int8_predict_ms=predict_ms[1],
             skipped=len(skipped),
         )

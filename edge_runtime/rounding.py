@@ -24,6 +24,7 @@ fewer than MIN_SAMPLES input samples per column of H (it would fit the calibrati
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 DAMP = 0.01  # of H's mean diagonal, added to it: keeps the inverse stable
 MAX_COLUMNS = 2304  # k*k*inputs per output channel: H is this squared, in float64
-MAX_POSITIONS = 4096  # output positions sampled per frame and layer (rows of them, evenly spaced)
+MAX_POSITIONS = 4096  # output positions sampled per frame and layer: whole rows, evenly spaced, so
+# at least one row however wide
 H_BUDGET_BYTES = 256 << 20  # the H matrices measured in one pass over the frames; more layers, more passes
 BLOCK = 128  # columns rounded between two matrix-product updates of the rest (GPTQ's lazy batches)
+PARTIAL_SUFFIX = ".partial"  # the re-rounded model while it is written
 MIN_SAMPLES = 16  # input patches per column of H: with fewer, GPTQ fits the calibration frames, not the scene
 
 
@@ -69,13 +72,18 @@ def improve_rounding(float_model: Path, qdq_model: Path, tensors: list[np.ndarra
         for layer in group:
             improved += _round(layer)
             layer.h = None  # done with it: free the memory before the next group
-    if improved:
-        onnx.save(qdq, str(qdq_model))
+    if improved:  # written beside it and renamed over it: a failed write leaves the quantiser's model whole
+        partial = qdq_model.with_name(qdq_model.name + PARTIAL_SUFFIX)
+        try:
+            onnx.save(qdq, str(partial))
+            os.replace(partial, qdq_model)
+        finally:
+            partial.unlink(missing_ok=True)
     return improved
 
 
 def _round(layer: _Layer) -> bool:
-    """GPTQ for one measured layer; False when it keeps the quantiser's rounding."""
+    """GPTQ for one measured layer; False when it keeps the quantiser's rounding (or lands on it)."""
     from onnx import numpy_helper
 
     h = layer.h
@@ -89,7 +97,10 @@ def _round(layer: _Layer) -> bool:
     new = gptq(weights, h / layer.count, scale, limit)
     if not np.isfinite(new).all():
         return False
-    layer.quantized.CopyFrom(numpy_helper.from_array(new.reshape(old.shape).astype(old.dtype), layer.quantized.name))
+    new = new.reshape(old.shape).astype(old.dtype)
+    if np.array_equal(new, old):
+        return False
+    layer.quantized.CopyFrom(numpy_helper.from_array(new, layer.quantized.name))
     return True
 
 

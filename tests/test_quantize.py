@@ -102,6 +102,8 @@ def test_a_separable_network_keeps_its_first_block_in_float_and_8_bit_depthwise_
     levels = {i.name.split("_")[0]: int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
               for i in quantized.initializer if i.name.endswith("_quantized")}
     assert levels["pw2"] <= 64 < levels["dw2"] == 127  # 7-bit pointwise, 8-bit depthwise weights
+    info = json.loads((tmp_path / "int8" / "bundle.json").read_text())
+    assert info["figures"]["rounded_layers"] == report.figures.rounded_layers >= 1  # GPTQ changed dw2 or pw2
     assert "dw1" not in levels and "pw1" not in levels  # the first block stays in float
 
 
@@ -125,6 +127,13 @@ def test_an_int8_export_loads_predicts_and_agrees_with_its_parent(exports, tmp_p
     for path in sorted(frames.iterdir())[:6]:
         image = cv2.imread(str(path))
         assert int8.predict(image).predictions[0].tag_name == parent.predict(image).predictions[0].tag_name
+
+
+def test_clear_answers_are_counted_only_where_tags_compete(exports, tmp_path):
+    """A lead over the second tag says nothing for independent (multilabel) tags or boxes."""
+    report = quantize_export(exports["multilabel"], colour_frames(tmp_path / "frames"), tmp_path / "int8")
+    assert report.written and report.figures.clear_frames == 0 and report.figures.clear_agreement is None
+    assert "leads by" not in format_report(report, 1.0)
 
 
 def test_calibration_from_a_video_and_accuracy_on_a_labelled_folder(exports, tmp_path):
@@ -263,6 +272,7 @@ def test_a_failure_of_gptq_rounding_keeps_the_quantisers_weights(tmp_path, monke
     with caplog.at_level("WARNING", logger="edge_runtime.quantize"):
         report = quantize_export(parent, colour_frames(tmp_path / "frames", count=8), tmp_path / "int8", force=True)
     assert report.written and open_bundle(tmp_path / "int8").manifest["Flavor"] == FLAVOR
+    assert report.figures.rounded_layers is None  # recorded in bundle.json: nearest rounding was kept
     assert [r.getMessage() for r in caplog.records] == [
         "GPTQ rounding skipped (MemoryError); the weights keep the quantiser's rounding"]
 

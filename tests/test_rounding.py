@@ -125,6 +125,24 @@ def test_a_quantised_network_stays_closer_to_float_on_frames_it_was_not_calibrat
 
 
 @pytest.mark.slow
+def test_a_failed_write_leaves_the_quantisers_model_whole(tmp_path, monkeypatch):
+    import hashlib
+
+    _, _, plain = quantized_pair(tmp_path, monkeypatch, smooth_tensors(16, seed=3))
+    before = hashlib.sha256(plain.read_bytes()).hexdigest()
+
+    def disk_full(*args):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rounding.os, "replace", disk_full)
+    parent = tmp_path / "parent.onnx"
+    with pytest.raises(OSError):
+        rounding.improve_rounding(parent, plain, smooth_tensors(16, seed=3), "data")
+    assert hashlib.sha256(plain.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gptq.onnx", "nearest.onnx", "parent.onnx"]
+
+
+@pytest.mark.slow
 def test_layers_with_too_few_calibration_samples_keep_the_quantisers_rounding(tmp_path, monkeypatch):
     monkeypatch.setattr(rounding, "MIN_SAMPLES", 10_000)  # more than 2 frames of 32x32 give
     _, improved, plain = quantized_pair(tmp_path, monkeypatch, smooth_tensors(2, seed=5))

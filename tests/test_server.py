@@ -229,6 +229,37 @@ def test_a_run_stuck_in_the_model_fails_readyz_and_uploads_still_work(video):
         assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=10)
 
 
+def test_a_stuck_upload_fails_readyz_without_cameras_too(monkeypatch):
+    hang, release = threading.Event(), threading.Event()
+    predictor = Predictor.load(DEMO, runs=2)
+
+    class Hanging:  # the real session; the first upload after `hang` is set hangs inside it
+        def __init__(self, session):  # type: ignore[no-untyped-def]
+            self.session = session
+            self.hung = threading.Lock()
+
+        def run(self, *args):  # type: ignore[no-untyped-def]
+            if hang.is_set() and self.hung.acquire(blocking=False):
+                release.wait(30)
+            return self.session.run(*args)
+
+    predictor.model.session = Hanging(predictor.model.session)  # type: ignore[assignment]
+    monkeypatch.setattr("edge_runtime.server.state.STUCK_RUN_S", 0.5)
+    services = build_services(load_settings(env={}, overrides={"model": {"runs": 2}}), predictor=predictor, env={})
+    with running(create_app(services)) as url:
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        hang.set()
+        stuck = threading.Thread(target=lambda: httpx.post(f"{url}/image", content=COFFEE, timeout=60))
+        stuck.start()
+        try:
+            assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 503, timeout=10)
+            assert httpx.post(f"{url}/image", content=COFFEE).status_code == 200  # the other run answers
+        finally:
+            release.set()
+            stuck.join(60)
+        assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=10)
+
+
 def test_time_queued_for_a_run_is_not_time_stuck_in_the_model(demo_predictor):
     """Uploads queued behind each other (one run at a time) are slow, not stuck."""
     import concurrent.futures

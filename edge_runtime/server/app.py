@@ -92,7 +92,7 @@ async def _feed_watchdog(svc: Services) -> None:
     if interval is None:
         return
     while True:
-        if svc.pipeline is None or svc.pipeline.healthy:
+        if svc.healthy:
             systemd.notify("WATCHDOG=1")
         else:
             log.error("pipeline unhealthy (a thread stopped, or a run is stuck in the model); "

@@ -26,7 +26,7 @@ async def readyz(request: Request, svc: Services = Depends(services)) -> JSONRes
     """Open to probes (Kubernetes cannot send a token); the camera details need the token."""
     states = {c.id: c.state.value for c in svc.cameras}
     online = any(s == CameraState.ONLINE.value for s in states.values())
-    running = svc.pipeline is None or svc.pipeline.healthy  # no run stuck in the model, no thread dead
+    running = svc.healthy  # no run stuck in the model, no thread dead
     ready = svc.predictor is not None and (online or not svc.cameras) and running
     body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
     if auth_of(request).authenticated(request):

@@ -11,6 +11,7 @@ from fastapi import Request
 from ..config import Settings
 from ..events.store import EventStore
 from ..metrics import Metrics
+from ..pipeline import STUCK_RUN_S
 from ..predictor import Predictor
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
 from ..workers.runner import CameraRunner, CameraView
@@ -32,6 +33,13 @@ class Services:
     sinks: MultiSink | None = None  # closed at shutdown, after the pipeline stops
     store: EventStore | None = None  # the event store; closed at shutdown, after the sinks
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def healthy(self) -> bool:
+        """The cameras' pipeline alive, and no run in the server's session (an upload's,
+        or a camera's in-process) stuck in the model."""
+        pipeline_ok = self.pipeline is None or self.pipeline.healthy
+        return pipeline_ok and self.predictor.longest_run_s() <= STUCK_RUN_S
 
     def camera(self, camera_id: str | None) -> CameraView | None:
         if camera_id is None:

@@ -26,6 +26,8 @@ from .errors import InferenceError, NotOnnxError, ProviderError, UnsupportedMode
 from .onnx_header import read_opsets
 
 log = logging.getLogger(__name__)
+STUCK_RUN_S = 60.0  # a run in the session this long means it hangs (a driver, a deadlock); the
+# session's first run, which may build an engine (TensorRT), is the warm-up at load
 
 # Tried in this order among those this onnxruntime build has.
 PROVIDER_PREFERENCE = (
@@ -185,12 +187,16 @@ class OnnxModel:
         except Exception as exc:
             raise InferenceError(f"{self.path.name}: inference failed: {first_line(exc)}") from exc
 
-
     def longest_run_s(self) -> float:
         """How long the oldest run now executing has been at it (0 when none is); time spent
         queueing for a slot does not count."""
         starts = self._running.copy().values()  # one C-level copy: safe while runs change it
         return time.monotonic() - min(starts) if starts else 0.0
+
+    @property
+    def stuck(self) -> bool:
+        """A run has been executing for over STUCK_RUN_S."""
+        return self.longest_run_s() > STUCK_RUN_S
 
 
 class GraphCache:

@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
 FPS_SMOOTHING = 0.1
 PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond this
-STUCK_RUN_S = 60.0  # a run in the model this long means the session hangs (a driver, a deadlock);
-# the session's first run (an engine build on TensorRT) is the warm-up, before any camera starts
 
 Inferred = tuple[Frame, Prepared | None, dict[str, Any], float]  # no Prepared: reuse the previous result
 
@@ -63,10 +61,6 @@ class Stages(Protocol):
     def infer(self, tensor: np.ndarray) -> dict[str, Any]: ...
 
     def finish(self, outputs: dict[str, Any], prepared: Prepared) -> PredictionResult: ...
-
-    def longest_run_s(self) -> float:
-        """How long the oldest run in the model (a camera's or an upload's) has been at it."""
-        ...
 
 
 class Turns:
@@ -129,12 +123,10 @@ class Pipeline:
         metrics: Metrics | None = None,
         gates: Mapping[str, SceneGate] | None = None,
         runs: int = 1,
-        stuck_after_s: float = STUCK_RUN_S,
     ) -> None:
         """`runs`: frames inferred at once, shared by the cameras (each gets its share of
         inference threads, at least one); the session must allow as many concurrent runs
-        (Predictor.load(runs=...)). A run in the model longer than `stuck_after_s` makes
-        the pipeline unhealthy."""
+        (Predictor.load(runs=...))."""
         self.predictor = predictor
         self.runs = max(1, runs)
         self.cameras = list(cameras)
@@ -150,7 +142,6 @@ class Pipeline:
         self._queue: queue.Queue[Inferred] = queue.Queue(PUBLISH_QUEUE)
         self._workers: list[tuple[Camera, threading.Thread]] = []
         self._publisher: threading.Thread | None = None
-        self.stuck_after_s = stuck_after_s
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -181,11 +172,10 @@ class Pipeline:
 
     @property
     def healthy(self) -> bool:
-        """Every worker alive unless its camera finished (a file without --loop), the
-        publisher alive, and no run stuck in the model."""
+        """Every worker alive unless its camera finished (a file without --loop), and the
+        publisher. Whether a run is stuck in the session is its owner's to ask (model.stuck)."""
         workers_ok = all(t.is_alive() or c.finished for c, t in self._workers)
-        publisher_ok = self._publisher is None or self._publisher.is_alive()
-        return workers_ok and publisher_ok and self.predictor.longest_run_s() <= self.stuck_after_s
+        return workers_ok and (self._publisher is None or self._publisher.is_alive())
 
     def fps(self, camera_id: str) -> float:
         return self._fps.get(camera_id, 0.0)

@@ -86,9 +86,6 @@ class Predictor:
         names = self.spec.output_names
         return dict(zip(names, self.model.run({self.spec.input.name: tensor}, names), strict=True))
 
-    def longest_run_s(self) -> float:
-        return self.model.longest_run_s()
-
     def prepare(self, frame: np.ndarray) -> Prepared:
         """Stage 1 of 3: frame -> input tensor (pure; safe to run on another thread)."""
         start = time.perf_counter()

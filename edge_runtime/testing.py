@@ -32,7 +32,6 @@ class FakePredictor:
         self.prepared_on: list[str] = []
         self.inferred = 0
         self._lock = threading.Lock()
-        self._running: dict[int, float] = {}
 
     def prepare(self, frame: np.ndarray) -> Prepared:
         with self._lock:
@@ -42,18 +41,6 @@ class FakePredictor:
         return Prepared(tensor, Window(0, 0, width, height, width, height))
 
     def infer(self, tensor: np.ndarray) -> dict[str, Any]:
-        ident = threading.get_ident()
-        self._running[ident] = time.monotonic()
-        try:
-            return self._infer(tensor)
-        finally:
-            del self._running[ident]
-
-    def longest_run_s(self) -> float:
-        starts = self._running.copy().values()
-        return time.monotonic() - min(starts) if starts else 0.0
-
-    def _infer(self, tensor: np.ndarray) -> dict[str, Any]:
         if self.infer_s:
             time.sleep(self.infer_s)
         with self._lock:

@@ -11,7 +11,6 @@ from fastapi import Request
 from ..config import Settings
 from ..events.store import EventStore
 from ..metrics import Metrics
-from ..pipeline import STUCK_RUN_S
 from ..predictor import Predictor
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
 from ..workers.runner import CameraRunner, CameraView
@@ -37,9 +36,9 @@ class Services:
     @property
     def healthy(self) -> bool:
         """The cameras' pipeline alive, and no run in the server's session (an upload's,
-        or a camera's in-process) stuck in the model."""
+        or a camera's in-process) stuck in the model; workers watch their own sessions."""
         pipeline_ok = self.pipeline is None or self.pipeline.healthy
-        return pipeline_ok and self.predictor.longest_run_s() <= STUCK_RUN_S
+        return pipeline_ok and not self.predictor.model.stuck
 
     def camera(self, camera_id: str | None) -> CameraView | None:
         if camera_id is None:

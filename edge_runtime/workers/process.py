@@ -142,7 +142,7 @@ class _Worker:
         log.info("cameras %s, pid %d, %d frames at once, %d onnxruntime threads each", ", ".join(self.spec.cameras),
                  os.getpid(), predictor.model.runs, self.spec.threads)
         while not self.stop.wait(STATUS_S):
-            if not self.pipeline.healthy:
+            if not self.pipeline.healthy or predictor.model.stuck:
                 log.error("pipeline unhealthy (a thread stopped, or a run is stuck in the model); "
                           "exiting so that the server restarts this worker")
                 return EXIT_UNHEALTHY

@@ -52,7 +52,7 @@ from .bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
 from .errors import ConfigError, EdgeRuntimeError, ImageError, first_line
 from .imageio import read_image
 from .predictor import Predictor
-from .rounding import PARTIAL_SUFFIX, improve_rounding
+from .rounding import PARTIAL_SUFFIX, improve_rounding, is_depthwise
 from .sources.images import IMAGE_SUFFIXES
 from .types import Variant
 
@@ -226,17 +226,10 @@ ACTIVATION_OPS = {"Clip", "Relu"}
 MAX_STEM_CONVS = 4
 
 
-def _depthwise(node: Any, weights: dict[str, Any]) -> bool:
-    """A Conv with one input channel per group (MobileNet and EfficientNet style)."""
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    weight = weights.get(node.input[1]) if len(node.input) > 1 else None
-    return bool(node.op_type == "Conv" and group > 1 and weight is not None and weight.dims[1] == 1)
-
-
 def _pointwise(node: Any, weights: dict[str, Any]) -> bool:
     weight = weights.get(node.input[1]) if len(node.input) > 1 else None
     return bool(node.op_type == "Conv" and weight is not None and list(weight.dims[2:]) == [1, 1]
-                and not _depthwise(node, weights))
+                and not is_depthwise(node, weights))
 
 
 def _stem(graph: Any) -> list[Any]:
@@ -246,7 +239,7 @@ def _stem(graph: Any) -> list[Any]:
     are no faster than float here, and their errors reach every later layer."""
     weights = {w.name: w for w in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"][:MAX_STEM_CONVS]
-    first_dw = next((i for i, n in enumerate(convs) if _depthwise(n, weights)), None)
+    first_dw = next((i for i, n in enumerate(convs) if is_depthwise(n, weights)), None)
     if first_dw is not None:
         end = next((j for j in range(first_dw + 1, len(convs)) if _pointwise(convs[j], weights)), None)
         if end is not None:
@@ -287,7 +280,7 @@ def depthwise_overrides(graph: Any) -> dict[str, list[dict[str, Any]]]:
     products in 32 bits, so the 7-bit limit that matrix products need on x86 only costs
     them precision (measured on the demo model: 65% -> 71% top-1 agreement, same speed)."""
     weights = {w.name: w for w in graph.initializer}
-    return {n.input[1]: [{"axis": 0, "reduce_range": False}] for n in graph.node if _depthwise(n, weights)}
+    return {n.input[1]: [{"axis": 0, "reduce_range": False}] for n in graph.node if is_depthwise(n, weights)}
 
 
 def _tidy(parent: Path, child: Path) -> None:

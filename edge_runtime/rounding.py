@@ -158,6 +158,14 @@ def gptq(weights: np.ndarray, h: np.ndarray, scale: np.ndarray, limit: int, damp
     return out
 
 
+def is_depthwise(node: Any, weights: dict[str, Any]) -> bool:
+    """A Conv with one input channel per group (MobileNet and EfficientNet style); `weights`
+    maps initializer names to their TensorProtos."""
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    weight = weights.get(node.input[1]) if len(node.input) > 1 else None
+    return bool(node.op_type == "Conv" and group > 1 and weight is not None and weight.dims[1] == 1)
+
+
 def _layers(float_model: Any, qdq: Any, input_name: str) -> list[_Layer]:
     """The convs whose weights the quantiser made symmetric int8, with what GPTQ needs."""
     from onnx import TensorProto, numpy_helper
@@ -188,7 +196,8 @@ def _layers(float_model: Any, qdq: Any, input_name: str) -> list[_Layer]:
         w = numpy_helper.to_array(weight)
         attrs = {a.name: a for a in original.attribute}
         group = attrs["group"].i if "group" in attrs else 1
-        depthwise = group > 1 and w.shape[1] == 1 and group == w.shape[0]
+        # one output channel per input channel: each weight row sees one input channel
+        depthwise = is_depthwise(original, float_weights) and group == w.shape[0]
         if w.ndim != 4 or (group != 1 and not depthwise) or (not depthwise and w[0].size > MAX_COLUMNS):
             continue
         if "auto_pad" in attrs and attrs["auto_pad"].s not in (b"", b"NOTSET"):

@@ -85,7 +85,7 @@ class WorkerPlan:
     @property
     def session_cores(self) -> int:
         """The cores each camera session has: all of them in-process, a share per worker."""
-        return self.cores if self.in_process else max(1, self.cores // len(self.groups))
+        return cores_each(self.cores, len(self.groups))
 
     def oversubscribed(self) -> str | None:
         """A warning when configured runs exceed the cores: each run holds its own activations
@@ -107,6 +107,11 @@ class WorkerPlan:
         return f"{where}: {frames} over {threads} ({self.cores} cores)"
 
 
+def cores_each(cores: int, workers: int) -> int:
+    """The cores of one camera session: all of them in-process (no workers), else a share."""
+    return cores if workers <= 0 else max(1, cores // workers)
+
+
 def plan_workers(workers: Workers, cameras: Sequence[str], cores: int | None = None,
                  threads: int = 0, runs: int = 0) -> WorkerPlan:
     cores = max(1, cores or os.cpu_count() or 1)
@@ -118,7 +123,7 @@ def plan_workers(workers: Workers, cameras: Sequence[str], cores: int | None = N
         split = split_cores(cores, len(cameras), threads, runs)
         return WorkerPlan((), split, split, cores)
     groups = tuple(tuple(cameras[i::count]) for i in range(count))
-    budget = max(1, cores // count)
+    budget = cores_each(cores, count)
     # workers with unequal groups get the larger group's split; the cores are shared alike
     worker = split_cores(budget, max(len(g) for g in groups), threads, runs)
     return WorkerPlan(groups, worker, Split(1, threads or budget), cores)

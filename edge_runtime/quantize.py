@@ -38,7 +38,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,6 +59,8 @@ from .types import Variant
 log = logging.getLogger(__name__)
 FLAVOR = "ONNX-INT8"
 MIN_FRAMES = 4
+MIN_FRAME_STD = 1.0  # grey levels: a calibration frame flatter than this shows no scene
+WORK_SUFFIX = ".work"  # beside the INT8 model: the quantiser's working files, its temporary ones too
 SPEED_RUNS = 50
 CLEAR_LEAD = 0.1  # the parent's top-1 this far ahead of its second: a clear answer, not a near-tie
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg"}
@@ -149,6 +151,26 @@ def iter_frames(source: Path, limit: int, skipped: list[str] | None = None) -> I
     raise QuantizeError(f"{source}: expected a folder of images or a video file for calibration")
 
 
+def _varied(frames: Iterable[np.ndarray]) -> tuple[list[np.ndarray], int, int]:
+    """The frames worth calibrating on, and how many were blank (one flat colour: a dead or
+    covered camera) or repeated exactly. Blank frames set every range to nothing, so the
+    INT8 model would agree with its parent on them and on nothing else; repeats weigh one
+    scene as if it were many."""
+    kept: list[np.ndarray] = []
+    seen: set[bytes] = set()
+    blank = repeated = 0
+    for frame in frames:
+        digest = hashlib.sha1(np.ascontiguousarray(frame).tobytes()).digest()
+        if digest in seen:
+            repeated += 1
+        elif float(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).std() if frame.ndim == 3 else frame.std()) < MIN_FRAME_STD:
+            blank += 1
+        else:
+            kept.append(frame)
+        seen.add(digest)
+    return kept, blank, repeated
+
+
 class _Reader:
     """onnxruntime.quantization's CalibrationDataReader protocol over prepared tensors."""
 
@@ -183,10 +205,13 @@ def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndar
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as exc:
         raise QuantizeError("quantize needs the onnx package: pip install 'edge-runtime[quantize]'") from exc
-    with tempfile.TemporaryDirectory(prefix="edge-runtime-quantize-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+    with _work_folder(out) as work:
+        prepared = work / "prepared.onnx"
         try:  # shape inference and fusions make better INT8 graphs; not every model takes them
-            quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+            with _quiet("onnxruntime.quantization.shape_inference"):  # it logs its tracebacks
+                quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+        except OSError:  # a full disk is not the model's fault
+            raise
         except Exception as exc:  # the quantizer raises plain Exceptions of many kinds
             log.info("pre-processing skipped (%s); quantising the model as it is", first_line(exc))
             shutil.copy(model, prepared)
@@ -213,11 +238,39 @@ def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndar
         try:  # an improvement, not a requirement: the quantiser's own rounding stands without it
             layers = improve_rounding(prepared, out, list(tensors), input_name)
             log.info("weights of %d layers rounded to keep their outputs on the calibration frames", layers)
+        except OSError:  # a full disk fails the next write too: say it once, as what it is
+            raise
         except (Exception, MemoryError) as exc:  # onnxruntime raises plain Exceptions of many kinds
             log.warning("GPTQ rounding skipped (%s); the weights keep the quantiser's rounding", first_line(exc))
             layers = None
     _tidy(model, out)
     return layers
+
+
+@contextmanager
+def _work_folder(out: Path) -> Iterator[Path]:
+    """A folder beside `out` for the quantiser's files, its temporary ones included (its tools
+    use tempfile): inside quantize's locked staging folder, so a kill -9 leaves nothing in
+    TMPDIR that no one removes."""
+    work = out.with_name(out.name + WORK_SUFFIX)
+    work.mkdir()
+    saved, tempfile.tempdir = tempfile.tempdir, str(work)
+    try:
+        yield work
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 COMPUTE_OPS = {"Conv", "Gemm", "MatMul"}
@@ -407,7 +460,7 @@ STAGING_PREFIX = ".edge-runtime-int8-"
 STAGING_LOCK = ".lock"
 STAGING_GRACE_S = 60  # a folder this young may not have its lock yet
 STAGED_MODEL, STAGED_BUNDLE = "quantized.onnx", "bundle"
-STAGING_ENTRIES = {STAGING_LOCK, STAGED_MODEL, STAGED_MODEL + PARTIAL_SUFFIX, STAGED_BUNDLE}
+STAGING_ENTRIES = {STAGING_LOCK, STAGED_MODEL, STAGED_MODEL + PARTIAL_SUFFIX, STAGED_MODEL + WORK_SUFFIX, STAGED_BUNDLE}
 
 
 @contextmanager
@@ -450,6 +503,8 @@ def quantize_export(
     """Quantise, measure against the parent, and write `out` unless the drop is too large."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not an empty folder")
+    if out.is_dir() and os.path.ismount(out):  # the export is renamed into place, which a mount refuses
+        raise ConfigError(f"--out {out}: is a mount point; name a new folder inside it")
     if max_drop < 0:
         raise ConfigError("--max-drop must be 0 or more (percentage points)")
     if max_frames < MIN_FRAMES:
@@ -459,9 +514,12 @@ def quantize_export(
     if parent.spec.input.dtype != "float32":
         raise QuantizeError(f"{model}: a {parent.spec.input.dtype} export; quantise the float32 (ONNX) flavor")
     skipped: list[str] = []
-    frames = list(iter_frames(calibrate, max_frames, skipped))
+    frames, blank, repeated = _varied(iter_frames(calibrate, max_frames, skipped))
+    if blank or repeated:
+        log.warning("%s: %d blank and %d repeated frames left out of calibration", calibrate, blank, repeated)
     if len(frames) < MIN_FRAMES:
-        raise QuantizeError(f"{calibrate}: {len(frames)} usable frames; calibration needs at least {MIN_FRAMES}")
+        raise QuantizeError(f"{calibrate}: {len(frames)} usable frames ({blank} blank, {repeated} repeated); "
+                            f"calibration needs at least {MIN_FRAMES} of real scenes")
     tensors = [parent.prepare(f).tensor for f in frames]
     out.parent.mkdir(parents=True, exist_ok=True)
     # staged beside `out`, so that it appears whole or not at all (one rename on one disk)

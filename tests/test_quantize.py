@@ -231,18 +231,21 @@ def test_staging_left_by_a_killed_quantize_is_removed_by_the_next_and_a_live_one
     from edge_runtime.quantize import STAGING_LOCK, STAGING_PREFIX
 
     frames = colour_frames(tmp_path / "frames", count=200)
-    out = tmp_path / "out"
-    out.mkdir()
+    out, tmpdir = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir(), tmpdir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "quantize", str(exports["modern"]),
-                             "--calibrate", str(frames), "--out", str(out / "killed")])
-    try:
+                             "--calibrate", str(frames), "--out", str(out / "killed")],
+                            env={**os.environ, "TMPDIR": str(tmpdir)})
+    try:  # killed while the quantiser works: its files, temporary ones too, are in the staging folder
         deadline = time.monotonic() + 60
-        while not list(out.glob(STAGING_PREFIX + "*/" + STAGING_LOCK)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not list(out.glob(STAGING_PREFIX + "*/*.work/prepared.onnx")) and time.monotonic() < deadline:
+            time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
+    assert list(tmpdir.iterdir()) == []  # nothing left where no one would look
     (killed,) = out.glob(STAGING_PREFIX + "*")
+    assert any(killed.glob("*.work"))
     live = out / (STAGING_PREFIX + "live")  # another quantize, still working
     young, old = out / (STAGING_PREFIX + "young"), out / (STAGING_PREFIX + "old")  # no lock yet / never
     mine = out / (STAGING_PREFIX + "mine")  # not quantize's: other files in it
@@ -275,6 +278,57 @@ def test_a_failure_of_gptq_rounding_keeps_the_quantisers_weights(tmp_path, monke
     assert report.figures.rounded_layers is None  # recorded in bundle.json: nearest rounding was kept
     assert [r.getMessage() for r in caplog.records] == [
         "GPTQ rounding skipped (MemoryError); the weights keep the quantiser's rounding"]
+
+
+def test_blank_and_repeated_calibration_frames_are_left_out(exports, tmp_path, caplog):
+    """A covered camera's frames would set every range to nothing and still agree 100% on themselves."""
+    from edge_runtime.quantize import QuantizeError
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(blank / f"{i}.jpg"), np.zeros((48, 64, 3), np.uint8) + 10 * i)  # five flat colours
+    photo = np.random.default_rng(9).integers(0, 256, (48, 64, 3), np.uint8)
+    for i in range(3):
+        cv2.imwrite(str(blank / f"copy{i}.png"), photo)  # one scene, three times
+    with pytest.raises(QuantizeError, match=r"1 usable frames \(5 blank, 2 repeated\)"):
+        quantize_export(exports["modern"], blank, tmp_path / "int8")
+    mixed = colour_frames(tmp_path / "mixed", count=8)
+    for path in blank.iterdir():
+        (mixed / path.name).write_bytes(path.read_bytes())
+    with caplog.at_level("WARNING", logger="edge_runtime.quantize"):
+        report = quantize_export(exports["modern"], mixed, tmp_path / "int8")
+    assert report.written and report.figures.frames == 9  # the 8 scenes and the copied one
+    assert "5 blank and 2 repeated frames left out of calibration" in caplog.text
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """The demo model's prepared graph (18 MB) cannot be written under a 4 MB file-size limit."""
+    import resource
+
+    from tests.conftest import DEMO
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "quantize", str(DEMO), "--calibrate", str(colour_frames(
+            tmp_path / "frames", count=4)), "--out", str(out / "int8")],
+        capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20)))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "File too large" in proc.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_a_mount_point_as_out_is_refused_before_any_work(exports, tmp_path, monkeypatch):
+    from edge_runtime import quantize
+    from edge_runtime.errors import ConfigError
+
+    (tmp_path / "mnt").mkdir()
+    monkeypatch.setattr(quantize.os.path, "ismount", lambda path: str(path) == str(tmp_path / "mnt"))
+    monkeypatch.setattr(quantize, "_check_quantizer", lambda: pytest.fail("work began"))
+    with pytest.raises(ConfigError, match="is a mount point; name a new folder inside it"):
+        quantize_export(exports["modern"], tmp_path, tmp_path / "mnt")
 
 
 def test_an_onnxruntime_too_old_to_quantise_is_one_line(exports, tmp_path, monkeypatch):

@@ -41,6 +41,7 @@ from .errors import ConfigError, EdgeRuntimeError
 from .events.config import EventsConfig
 from .events.samplers import SamplesConfig
 from .forwarders.config import ForwarderConfig, unique_names
+from .paths import CONFIG_FILE_BYTES, SECRET_FILE_BYTES, read_setting_file
 from .postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
 from .settings_base import Strict, require_unique
 from .sources.uri import check_uri
@@ -271,10 +272,11 @@ def load_settings(
     """Defaults < YAML file < EDGE_RUNTIME_* variables < flags; ConfigError names any bad key."""
     data: dict[str, Any] = {}
     if path is not None:
+        raw = read_setting_file(path, "config file", CONFIG_FILE_BYTES)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
+            loaded = yaml.safe_load(raw.decode("utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)} (a value with a colon, such as "
                               '"demo:", needs quotes)') from exc
@@ -324,10 +326,11 @@ def resolve_token(settings: Settings, env: Mapping[str, str] | None = None) -> s
     file = env.get(TOKEN_FILE_ENV) or settings.server.token_file
     if not file:
         return None
+    raw = read_setting_file(file, "token file", SECRET_FILE_BYTES, secret=True)
     try:
-        text = Path(file).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"token file {file}: {getattr(exc, 'strerror', None) or exc}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"token file {file}: not UTF-8 text") from None
     return check_token(text, f"token file {file}")
 
 

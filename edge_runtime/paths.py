@@ -1,23 +1,64 @@
 """Where the runtime's files are: the package's own (the built-in demo export and its sample
 photographs), and one cache folder for everything derived that can be rebuilt (unpacked
-export zips, optimised graphs).
+export zips, optimised graphs); and how a file that a setting names is read.
 
-    cache_dir()   EDGE_RUNTIME_CACHE_DIR, else systemd's CACHE_DIRECTORY (CacheDirectory=, for
-                  a DynamicUser), else $XDG_CACHE_HOME/edge-runtime or ~/.cache/edge-runtime,
-                  else a private folder in the temporary directory (a PrivateTmp under systemd)
+    cache_dir()         EDGE_RUNTIME_CACHE_DIR, else systemd's CACHE_DIRECTORY (CacheDirectory=,
+                        for a DynamicUser), else $XDG_CACHE_HOME/edge-runtime or
+                        ~/.cache/edge-runtime, else a private folder in the temporary directory
+    read_setting_file() a config, token, secret or password file: a regular file (a symlink to
+                        one is fine, as Kubernetes secret mounts are) within a size cap
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
 CACHE_ENV = "EDGE_RUNTIME_CACHE_DIR"
 DEMO_MODEL = Path(__file__).resolve().parent / "demo"
 DEMO_SAMPLES = DEMO_MODEL / "samples"
+
+KiB = 1024
+CONFIG_FILE_BYTES = 1024 * KiB  # a config file of hundreds of cameras is a few tens of KB
+SECRET_FILE_BYTES = 4 * KiB  # a token, a password, an HMAC key
+
+
+def read_setting_file(path: Path | str, what: str, limit: int, *, secret: bool = False) -> bytes:
+    """The bytes of a file that a setting names, or a ConfigError naming `what` and the file.
+
+    It must be a regular file (after symlinks): a FIFO, a device such as /dev/zero, or a
+    folder is refused before anything is read, and so is a file over `limit` bytes. A
+    `secret` that other users may read is warned about (by name, never by content).
+    """
+    path = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {path}: not a regular file")
+        if info.st_size > limit:
+            raise ConfigError(f"{what} {path}: larger than the {limit}-byte limit for this file")
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:  # grew while it was read
+        raise ConfigError(f"{what} {path}: larger than the {limit}-byte limit for this file")
+    if secret and info.st_mode & stat.S_IROTH:
+        log.warning("%s %s can be read by every user on this machine: chmod o-r it", what, path)
+    return data
 
 
 def _usable(path: Path) -> bool:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import ConfigError, EdgeRuntimeError
+from ..paths import SECRET_FILE_BYTES, read_setting_file
 from . import payload
 
 log = logging.getLogger(__name__)
@@ -243,10 +244,11 @@ class Forwarder:
 
 def read_secret(path: Path, what: str) -> str:
     """A password or key from a file, without its trailing newline; ConfigError names the file."""
+    raw = read_setting_file(path, what, SECRET_FILE_BYTES, secret=True)
     try:
-        secret = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
+        secret = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path}: not UTF-8 text") from None
     if not secret:
         raise ConfigError(f"{what} {path} is empty")
     return secret

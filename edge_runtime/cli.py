@@ -16,15 +16,16 @@ from typing import Any, NoReturn
 
 import onnxruntime as ort
 
-from . import __version__, logsetup
-from .bench import BenchOptions
+from . import __version__
+from .capture.sources.opencv import configure_logging as configure_opencv_logging
 from .config import DEMO, DEMO_TOP_K, ModelConfig, Settings, field_help, flag_type, load_settings, merge
 from .errors import EdgeRuntimeError
-from .imageio import read_image
+from .model.bench import BenchOptions
+from .model.imageio import read_image
+from .model.postprocess import PostprocessOptions
+from .model.predictor import Predictor
 from .paths import graph_cache_dir
-from .postprocess import PostprocessOptions
-from .predictor import Predictor
-from .sources.opencv import configure_logging as configure_opencv_logging
+from .service import logs
 from .types import PredictionResult
 
 EXIT_ERROR = 1
@@ -247,7 +248,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import report, run_benchmark
+    from .model.bench import report, run_benchmark
 
     predictor = _load(args)
     print(report(predictor, run_benchmark(predictor, args.iterations, args.image), args.iterations))
@@ -255,7 +256,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .quantize import format_report, quantize_export
+    from .int8.quantize import format_report, quantize_export
 
     report = quantize_export(args.model, args.calibrate, args.out, eval_dir=args.eval, max_drop=args.max_drop,
                              force=args.force, max_frames=args.max_frames)
@@ -374,7 +375,7 @@ COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING
-    logsetup.configure(level)
+    logs.configure(level)
     configure_opencv_logging(level)
     try:
         return COMMANDS[args.command](args)

@@ -37,14 +37,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
+from .capture.sources.uri import check_uri
 from .errors import ConfigError, EdgeRuntimeError
 from .events.config import EventsConfig
 from .events.samplers import SamplesConfig
 from .forwarders.config import ForwarderConfig, unique_names
+from .model.postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
 from .paths import CONFIG_FILE_BYTES, SECRET_FILE_BYTES, read_setting_file
-from .postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
 from .settings_base import Strict, require_unique
-from .sources.uri import check_uri
 
 ENV_PREFIX = "EDGE_RUNTIME_"
 TOKEN_ENV = "EDGE_RUNTIME_TOKEN"

@@ -36,11 +36,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .camera import Camera
+from .capture.camera import Camera
+from .capture.gate import SceneGate
 from .errors import EdgeRuntimeError
-from .gate import SceneGate
 from .metrics import Metrics
-from .predictor import Prepared
+from .model.predictor import Prepared
 from .sinks import Sink
 from .types import Frame, FrameResult, PredictionResult
 

@@ -9,40 +9,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
-from functools import partial
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
 
-import numpy as np
-
-from .camera import Backoff, Camera
-from .config import DEMO, CameraConfig, Settings, check_access, is_loopback, resolve_token
+from .assembly import load_predictor, local_pipeline
+from .capture.sources import SourceError, check_source
+from .capture.view import CameraRunner, CameraView
+from .config import DEMO, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError
 from .events.setup import open_store, store_wanted
-from .gate import SceneGate
 from .metrics import Metrics
-from .paths import DEMO_MODEL, graph_cache_dir
-from .pipeline import Pipeline
-from .postprocess import PostprocessOptions
-from .predictor import Predictor
+from .model.predictor import Predictor
 from .server import GracefulServer, Services, create_app, server_config
-from .sinks import Sink, build_sinks
-from .sources import SourceError, check_source, describe_uri, open_source
+from .sinks import build_sinks
 from .workers.memory import MemoryCollector
 from .workers.plan import Split, WorkerPlan, plan_workers
-from .workers.runner import CameraRunner, CameraView
 
 log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 2  # open streams get this long; then the pipeline stops (within 5 s in all)
-
-
-def model_path(settings: Settings) -> Path:
-    return DEMO_MODEL if settings.model.path == DEMO else Path(settings.model.path)
-
-
-def postprocess_options(settings: Settings) -> PostprocessOptions:
-    return settings.model.postprocess_options()
 
 
 def cores_plan(settings: Settings) -> WorkerPlan:
@@ -50,22 +33,6 @@ def cores_plan(settings: Settings) -> WorkerPlan:
     m = settings.model
     return plan_workers(settings.workers, [c.id for c in settings.cameras], os.cpu_count() or 1,
                         threads=m.threads, runs=m.runs)
-
-
-def load_predictor(settings: Settings, split: Split | None = None) -> Predictor:
-    m = settings.model
-    split = split or cores_plan(settings).server
-    return Predictor.load(model_path(settings), providers=m.providers or None, intra_op_threads=split.threads,
-                          options=postprocess_options(settings), spinning=m.spinning,
-                          graph_cache=graph_cache_dir() if m.graph_cache else None, runs=split.runs)
-
-
-def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None = None) -> Camera:
-    """A camera for one config entry; `prepare` (the predictor's) runs on its grabber thread."""
-    opener = partial(open_source, cfg.source, loop=cfg.loop, realtime=cfg.realtime, read_timeout_s=cfg.watchdog_s)
-    backoff = Backoff(initial_s=cfg.backoff_initial_s, max_s=cfg.backoff_max_s)
-    return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source),
-                  prepare=prepare)
 
 
 def check_sources(settings: Settings) -> None:
@@ -91,22 +58,6 @@ def log_choices(settings: Settings, token: str | None, predictor: Predictor) -> 
         log.info("results list at most %d of the model's %d tags (model.top_k, --top-k)", top_k, tags)
 
 
-def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics: Metrics | None = None,
-                   camera_ids: Collection[str] | None = None) -> Pipeline | None:
-    """The cameras of this process (all, or those named) over one session: the server's
-    when they run in-process, a worker's otherwise; None without cameras. Preprocessing runs
-    on each camera's grabber thread, behind its scene gate when it has one; each camera
-    has as many inference threads as the session allows runs at once."""
-    configs = [c for c in settings.cameras if camera_ids is None or c.id in camera_ids]
-    if not configs:
-        return None
-    gates = {c.id: SceneGate(c.gate.min_changed, c.gate.max_idle_s) for c in configs if c.gate.enabled}
-    cameras = [make_camera(c, gates[c.id].hook(predictor.prepare) if c.id in gates else predictor.prepare)
-               for c in configs]
-    max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
-    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=predictor.model.runs)
-
-
 def server_process() -> dict[str, int | None]:
     return {"server": os.getpid()}
 
@@ -119,8 +70,8 @@ def build_services(
     check_access(settings, token)
     check_sources(settings)
     plan = cores_plan(settings)  # with workers, the server's own session serves uploads alone
-    predictor = load_predictor(settings, plan.server) if predictor is None else predictor.with_options(
-        postprocess_options(settings))
+    predictor = load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads) \
+        if predictor is None else predictor.with_options(settings.model.postprocess_options())
     log_choices(settings, token, predictor)
     metrics = Metrics()
     store = open_store(settings) if store_wanted(settings) else None

@@ -22,8 +22,8 @@ from .training_client import Flavor
 from .verify import verify_export
 
 if TYPE_CHECKING:
+    from .credentials import Credentials
     from .customvision import CloudTraining
-    from .secrets import Credentials
 
 EXIT_ERROR = 1
 DATASET_HELP = WHAT_A_DATASET_IS[0].upper() + WHAT_A_DATASET_IS[1:]
@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _int8(bundle: Path, images: Path, max_drop: float) -> int:
     """The INT8 sibling of a fresh bundle, calibrated on the images it was trained on."""
-    from edge_runtime.quantize import format_report, quantize_export
+    from edge_runtime.int8.quantize import format_report, quantize_export
 
     print("\nquantising to INT8 ...")
     report = quantize_export(bundle, images, bundle.with_name(f"{bundle.name}-int8"), max_drop=max_drop)
@@ -158,9 +158,9 @@ def _int8(bundle: Path, images: Path, max_drop: float) -> int:
 
 
 def _cloud(args: argparse.Namespace, project: str) -> tuple[CloudTraining, Credentials]:
+    from .credentials import guard_logs, load_credentials
     from .customvision import CloudTraining, UploadState
     from .sdk_client import SdkClient
-    from .secrets import guard_logs, load_credentials
 
     credentials = load_credentials(args.credentials)
     guard_logs(credentials.training_key)
@@ -222,7 +222,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from edge_runtime.predictor import Predictor
+    from edge_runtime.model.predictor import Predictor
 
     from .evaluate import evaluate
 

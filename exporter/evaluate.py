@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from edge_runtime.imageio import decode_image
-from edge_runtime.postprocess import PostprocessOptions
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.imageio import decode_image
+from edge_runtime.model.postprocess import PostprocessOptions
+from edge_runtime.model.predictor import Predictor
 
 from .dataset import Dataset, DatasetError, Kind
 from .metrics import Metrics, classification_metrics

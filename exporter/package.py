@@ -1,7 +1,7 @@
 """Write Custom Vision style exports and versioned model bundles.
 
 This is the one contract between exporter and runtime: what `write_export` writes,
-`edge_runtime.bundle.open_bundle` reads (tests check both sides).
+`edge_runtime.model.bundle.open_bundle` reads (tests check both sides).
 
     out/shelf/v3/
       model.onnx  labels.txt  metadata_properties.json  cvexport.manifest
@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.archive import safe_extract
-from edge_runtime.bundle import BUNDLE_INFO, MANIFEST
-from edge_runtime.hashing import file_sha1
+from edge_runtime.model.archive import safe_extract
+from edge_runtime.model.bundle import BUNDLE_INFO, MANIFEST
+from edge_runtime.model.hashing import file_sha1
 
 from .verify import Verified, verify_export
 

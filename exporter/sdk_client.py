@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .secrets import Credentials
+from .credentials import Credentials
 from .training_client import (
     CloudError,
     Domain,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 
 
 @dataclass(frozen=True)

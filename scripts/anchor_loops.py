@@ -57,7 +57,7 @@ def rate(step: Callable[[], object], seconds: float) -> float:
 
 
 def sequential(clip: Path, model: Path, seconds: float) -> float:
-    from edge_runtime.predictor import Predictor
+    from edge_runtime.model.predictor import Predictor
 
     predictor = Predictor.load(model)
     read = frames(clip)
@@ -101,9 +101,8 @@ def iotedge(clip: Path, model: Path, seconds: float) -> float:
 
 def onnx_sample(clip: Path, model: Path, seconds: float) -> float:
     import onnxruntime as ort
+    from edge_runtime.model.bundle import open_bundle
     from PIL import Image
-
-    from edge_runtime.bundle import open_bundle
 
     bundle = open_bundle(model)
     session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.model.bench import machine
+
 from edge_runtime import forwarders
-from edge_runtime.bench import machine
 from edge_runtime.config import load_settings
 from edge_runtime.events.store import EventStore
 

@@ -7,7 +7,7 @@ ever evaluated. Each photo gives `--crops` camera-like frames (random crops of 2
 the area, flips, downscaling, brightness and contrast changes) put through the export's own
 preprocessing. Two INT8 models are made from the same calibration frames with the recipe
 `edge-runtime quantize` uses: with onnxruntime's rounding of each weight to its nearest
-step, and with GPTQ rounding (edge_runtime/rounding.py, what quantize writes). For each:
+step, and with GPTQ rounding (edge_runtime/int8/rounding.py, what quantize writes). For each:
 
 - top-1 agreement with FP32 on all evaluation frames, on those FP32 is sure of
   (probability above 0.5), on those where FP32's top-1 leads its second by 0.1 or more,
@@ -33,12 +33,12 @@ import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
+from edge_runtime.model.bench import elapsed_ms, machine
+from edge_runtime.model.predictor import Predictor
 
-from edge_runtime import quantize
-from edge_runtime.bench import elapsed_ms, machine
+from edge_runtime.capture.sources.images import IMAGE_SUFFIXES
+from edge_runtime.int8 import quantize
 from edge_runtime.paths import DEMO_MODEL
-from edge_runtime.predictor import Predictor
-from edge_runtime.sources.images import IMAGE_SUFFIXES
 
 SURE = 0.5
 LEAD = 0.1  # FP32's top-1 ahead of its second by this much

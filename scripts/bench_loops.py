@@ -39,9 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anchor_loops import LOOPS
 from bench_pipeline import DEMO, SIZE, cpu_per_frame, start_server, write_clip
-
-from edge_runtime.bench import machine
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.bench import machine
+from edge_runtime.model.predictor import Predictor
 
 PROCESSED = re.compile(r'^edge_frames_processed_total\{camera="(\w+)"\} ([0-9.e+]+)$', re.M)
 SKIPPED = re.compile(r'^edge_frames_skipped_total\{camera="(\w+)"\} ([0-9.e+]+)$', re.M)

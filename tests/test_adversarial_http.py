@@ -31,13 +31,13 @@ from types import ModuleType
 import httpx
 import pytest
 
-from edge_runtime import logsetup
 from edge_runtime.config import load_settings
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.serve import build_services
 from edge_runtime.server import create_app
 from edge_runtime.server.auth import SESSION_COOKIE, Auth
 from edge_runtime.server.connections import FD_RESERVE
+from edge_runtime.service import logs
 from tests.conftest import DEMO, wait_for
 from tests.server_util import free_port, running
 
@@ -209,7 +209,7 @@ def test_formatter_escapes_messages_and_marks_traceback_lines():
         raise ValueError("bad\nFORGED line")
     except ValueError:
         record.exc_info = sys.exc_info()
-    text = logsetup.SafeFormatter(logsetup.FORMAT).format(record)
+    text = logs.SafeFormatter(logs.FORMAT).format(record)
     first, *rest = text.splitlines()
     assert "\\x0aFORGED\\u2028\\x1b" in first
     assert rest and all(line.startswith("| ") for line in rest)
@@ -218,7 +218,7 @@ def test_formatter_escapes_messages_and_marks_traceback_lines():
 
 def test_repeated_warnings_are_held_back_then_counted():
     now = [0.0]
-    limiter = logsetup.RepeatLimiter(burst=5, window_s=60, clock=lambda: now[0])
+    limiter = logs.RepeatLimiter(burst=5, window_s=60, clock=lambda: now[0])
 
     def record(msg: str, level: int = logging.ERROR) -> logging.LogRecord:
         return logging.LogRecord("asyncio", level, __file__, 1, msg, None, None)
@@ -521,8 +521,8 @@ def test_accept_running_out_of_descriptors_is_one_line_without_a_traceback():
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logsetup.SafeFormatter(logsetup.FORMAT))
-    handler.addFilter(logsetup.ExpectedFailures())
+    handler.setFormatter(logs.SafeFormatter(logs.FORMAT))
+    handler.addFilter(logs.ExpectedFailures())
     logger = logging.getLogger("asyncio")
     logger.addHandler(handler)
     try:

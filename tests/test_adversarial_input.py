@@ -29,9 +29,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_runtime import limits
-from edge_runtime.bundle import open_bundle
-from edge_runtime.bundle_cache import COMPLETE, PARTIAL_PREFIX, cache_root
 from edge_runtime.errors import (
     BundleError,
     ConfigError,
@@ -42,9 +39,12 @@ from edge_runtime.errors import (
     ImageTooLargeError,
     MetadataError,
 )
-from edge_runtime.imageio import decode_image, decoded, header_size, read_image, sniff
-from edge_runtime.predictor import Predictor
-from edge_runtime.preprocess import check_bounds
+from edge_runtime.model import limits
+from edge_runtime.model.bundle import open_bundle
+from edge_runtime.model.bundle_cache import COMPLETE, PARTIAL_PREFIX, cache_root
+from edge_runtime.model.imageio import decode_image, decoded, header_size, read_image, sniff
+from edge_runtime.model.predictor import Predictor
+from edge_runtime.model.preprocess import check_bounds
 from tests import models
 from tests.conftest import DEMO, jpeg_bytes, wait_for
 from tests.server_util import free_port
@@ -359,7 +359,7 @@ def test_oversized_bundle_files_are_refused(name, exports, tmp_path):
 
 
 def test_the_opset_reader_skips_the_graph_and_stops_on_endless_input():
-    from edge_runtime.onnx_header import read_opsets
+    from edge_runtime.model.onnx_header import read_opsets
 
     assert read_opsets(DEMO / "model.onnx") == {"": 13}
     started = time.perf_counter()

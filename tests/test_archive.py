@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
-from edge_runtime.archive import safe_extract
 from edge_runtime.errors import UnsafeArchiveError
+from edge_runtime.model.archive import safe_extract
 
 
 def test_bytes_beyond_the_declared_sizes_are_counted_and_refused(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ import zipfile
 
 import pytest
 
-from edge_runtime.bundle import open_bundle
 from edge_runtime.errors import (
     BundleError,
     ChecksumError,
@@ -19,9 +18,10 @@ from edge_runtime.errors import (
     UnsafeArchiveError,
     UnsupportedModelError,
 )
-from edge_runtime.model import PROVIDER_PREFERENCE, resolve_providers
-from edge_runtime.onnx_header import read_opsets
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.bundle import open_bundle
+from edge_runtime.model.onnx_header import read_opsets
+from edge_runtime.model.predictor import Predictor
+from edge_runtime.model.session import PROVIDER_PREFERENCE, resolve_providers
 from tests import models
 
 
@@ -121,7 +121,7 @@ def test_zip_with_absolute_path_or_symlink_is_refused(tmp_path):
 
 
 def test_zip_bomb_is_refused(tmp_path):
-    from edge_runtime.archive import safe_extract
+    from edge_runtime.model.archive import safe_extract
 
     path = tmp_path / "bomb.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.camera import Backoff, Camera, CameraState
-from edge_runtime.sources import SourceError, open_source
-from edge_runtime.sources.fake import ScriptedSource, factory_sequence
+from edge_runtime.capture.camera import Backoff, Camera, CameraState
+from edge_runtime.capture.sources import SourceError, open_source
+from edge_runtime.capture.sources.fake import ScriptedSource, factory_sequence
 from tests.conftest import wait_for, write_video
 
 FAST = Backoff(initial_s=0.01, max_s=0.05, offline_after=3)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from exporter.customvision import CloudTraining, UploadState, UploadStateError
 from exporter.dataset import Dataset, Item, Kind, Report, load_dataset
-from exporter.fake_client import DOMAINS, FakeTrainingClient
 from exporter.training_client import CloudError, DomainType, Flavor
+from tests.fake_training_client import DOMAINS, FakeTrainingClient
 from tests.test_customvision import make_export_zip, noise_dataset
 
 

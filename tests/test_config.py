@@ -7,7 +7,7 @@ import pytest
 
 from edge_runtime.config import ModelConfig, check_access, flag_type, is_loopback, load_settings, resolve_token
 from edge_runtime.errors import ConfigError
-from edge_runtime.postprocess import MAX_DETECTIONS
+from edge_runtime.model.postprocess import MAX_DETECTIONS
 
 
 def test_yaml_env_and_flags_are_layered(tmp_path):

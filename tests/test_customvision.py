@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
+from exporter.credentials import Credentials, guard_logs, load_credentials
 from exporter.customvision import CloudError, CloudTraining, UploadState
 from exporter.dataset import load_dataset
 from exporter.package import write_export
 from exporter.sdk_client import SdkClient
-from exporter.secrets import Credentials, guard_logs, load_credentials
 from tests import models
 from tests.cv_double import KEY, Double, Faults, create_double_app
 from tests.server_util import running

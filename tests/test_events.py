@@ -24,7 +24,7 @@ from edge_runtime.events.retention import Janitor
 from edge_runtime.events.rules import RuleEngine, inside
 from edge_runtime.events.store import Budget, EventRecord, EventStore, new_id
 from edge_runtime.events.times import parse_time
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.types import Frame, FrameResult
 from tests.conftest import solid
 

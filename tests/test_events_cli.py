@@ -22,7 +22,7 @@ from tests.test_events import Feeder
 @pytest.fixture(scope="module")
 def data(exports, tmp_path_factory) -> Path:
     """Six red and six green events with raw frames kept, and two samples."""
-    from edge_runtime.predictor import Predictor
+    from edge_runtime.model.predictor import Predictor
 
     folder = tmp_path_factory.mktemp("data")
     cfg = EventsConfig(device="drone-1", keep_frames=True,

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from edge_runtime.events.store import EventStore
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from tests.conftest import wait_for
 from tests.server_util import free_port, running
 from tests.test_server import make_app

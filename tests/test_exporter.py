@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.bundle import open_bundle
 from edge_runtime.errors import ChecksumError
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.bundle import open_bundle
+from edge_runtime.model.predictor import Predictor
 from exporter.dataset import DatasetError, Kind, load_dataset
 from exporter.evaluate import evaluate
 from exporter.local import train_local

@@ -29,7 +29,7 @@ from edge_runtime.forwarders.base import Backoff, DeliveryError, Forwarder
 from edge_runtime.forwarders.memory import MemoryOutbox
 from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.sinks import EventBroadcaster, results
 from edge_runtime.sinks.context import SinkContext
 from edge_runtime.types import Frame, FrameResult

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.camera import Camera
+from edge_runtime.capture.camera import Camera
+from edge_runtime.capture.gate import Changed, SceneGate, Unchanged
+from edge_runtime.capture.sources.fake import ScriptedSource
 from edge_runtime.config import load_settings
-from edge_runtime.gate import Changed, SceneGate, Unchanged
 from edge_runtime.metrics import Metrics
 from edge_runtime.pipeline import Pipeline
-from edge_runtime.sources.fake import ScriptedSource
-from edge_runtime.testing import FakePredictor
 from tests.conftest import wait_for
+from tests.fakes import FakePredictor
 
 RNG = np.random.default_rng(5)
 

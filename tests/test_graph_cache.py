@@ -6,9 +6,9 @@ import shutil
 
 import numpy as np
 
-from edge_runtime.model import OnnxModel
+from edge_runtime.model.predictor import Predictor
+from edge_runtime.model.session import OnnxModel
 from edge_runtime.paths import cache_dir
-from edge_runtime.predictor import Predictor
 from tests.conftest import solid
 
 

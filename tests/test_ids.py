@@ -8,9 +8,9 @@ import shutil
 import uuid
 from pathlib import Path
 
-from edge_runtime.bundle import open_bundle
-from edge_runtime.ids import NAMESPACE, ModelIds
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.bundle import open_bundle
+from edge_runtime.model.ids import NAMESPACE, ModelIds
+from edge_runtime.model.predictor import Predictor
 from tests import models
 from tests.conftest import solid
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from edge_runtime.errors import ImageDecodeError, ImageTooLargeError
-from edge_runtime.imageio import decode_image, read_image, to_bgr8
+from edge_runtime.model.imageio import decode_image, read_image, to_bgr8
 from tests.conftest import jpeg_bytes
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from tests.conftest import DEMO, write_video
 from tests.server_util import running
 from tests.test_server import make_app

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from edge_runtime.model import FairGate
+from edge_runtime.model.session import FairGate
 
 
 def test_a_busy_runner_cannot_starve_another():

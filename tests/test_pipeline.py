@@ -1,4 +1,4 @@
-"""Source -> model -> sinks, with real video files and a fake predictor (edge_runtime.testing):
+"""Source -> model -> sinks, with real video files and a fake predictor (tests.fakes):
 what is tested here is the plumbing around the model, which tests/test_predictor.py covers."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from edge_runtime.camera import Camera
+from edge_runtime.capture.camera import Camera
+from edge_runtime.capture.sources import open_source
+from edge_runtime.capture.sources.fake import ScriptedSource
 from edge_runtime.metrics import Metrics
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.sinks import AnnotatedFrames, JsonlLog, LatestResults, MultiSink
-from edge_runtime.sources import open_source
-from edge_runtime.sources.fake import ScriptedSource
-from edge_runtime.testing import FakePredictor
 from edge_runtime.types import Frame
 from tests.conftest import wait_for, write_video
+from tests.fakes import FakePredictor
 
 
 @pytest.fixture()
@@ -247,7 +247,7 @@ def test_a_stalled_run_holds_the_others_back_after_a_few_frames():
 
 
 def test_a_real_session_gives_each_frame_its_own_result_when_runs_overlap(tmp_path, exports):
-    from edge_runtime.predictor import Predictor
+    from edge_runtime.model.predictor import Predictor
 
     colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0)] * 6
     images = [np.full((96, 128, 3), c, np.uint8) for c in colours]
@@ -269,8 +269,8 @@ def test_a_real_session_gives_each_frame_its_own_result_when_runs_overlap(tmp_pa
 def test_camera_frames_do_not_wait_for_the_upload_decode_budget(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from edge_runtime import limits
-    from edge_runtime.predictor import Predictor
+    from edge_runtime.model import limits
+    from edge_runtime.model.predictor import Predictor
     from tests.conftest import DEMO as demo_model
 
     monkeypatch.setenv("EDGE_RUNTIME_DECODE_WAIT_S", "20")

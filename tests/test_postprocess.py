@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import LabelsError
-from edge_runtime.postprocess import PostprocessOptions, classify, decode_yolo, postprocess, select_boxes
-from edge_runtime.spec import DEFAULT_ANCHORS, ModelSpec
+from edge_runtime.model.postprocess import PostprocessOptions, classify, decode_yolo, postprocess, select_boxes
+from edge_runtime.model.spec import DEFAULT_ANCHORS, ModelSpec
 from edge_runtime.types import CropMethod, InputSpec, PixelRange, ResizeMethod, Variant, Window
 
 INPUT = InputSpec("data", "float32", None, None, False, PixelRange.NORMALIZED_0_1, (0, 0, 0), (1, 1, 1),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.predictor import Predictor
-from edge_runtime.preprocess import preprocess, resized_size
+from edge_runtime.model.predictor import Predictor
+from edge_runtime.model.preprocess import preprocess, resized_size
 from edge_runtime.types import Variant
 from tests import models
 from tests.conftest import solid, zip_export_path

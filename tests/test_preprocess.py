@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.predictor import Predictor
-from edge_runtime.preprocess import preprocess
+from edge_runtime.model.predictor import Predictor
+from edge_runtime.model.preprocess import preprocess
 from edge_runtime.types import CropMethod, InputSpec, PixelRange, ResizeMethod
 from tests import models
 

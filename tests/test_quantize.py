@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_runtime.bundle import open_bundle
-from edge_runtime.predictor import Predictor
-from edge_runtime.quantize import FLAVOR, depthwise_overrides, float_nodes, format_report, quantize_export
+from edge_runtime.int8.quantize import FLAVOR, depthwise_overrides, float_nodes, format_report, quantize_export
+from edge_runtime.model.bundle import open_bundle
+from edge_runtime.model.predictor import Predictor
 from tests import models
 from tests.conftest import write_video
 
@@ -176,7 +176,7 @@ def test_the_cli_prints_the_table_and_exits_1_when_refused(tmp_path):
 def test_tidy_keeps_only_the_operator_domains_the_nodes_use_subgraphs_included(tmp_path):
     import onnx
 
-    from edge_runtime.quantize import _tidy
+    from edge_runtime.int8.quantize import _tidy
 
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     branch = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], domain="com.microsoft")], "then", [], [out])
@@ -211,7 +211,7 @@ def test_an_out_folder_that_cannot_be_made_is_one_line_and_nothing_is_left(expor
 def test_the_export_is_staged_beside_out_and_appears_whole(exports, tmp_path, monkeypatch):
     import os
 
-    from edge_runtime import quantize
+    from edge_runtime.int8 import quantize
 
     renames: list[tuple[str, str]] = []
     real = os.replace
@@ -228,7 +228,7 @@ def test_staging_left_by_a_killed_quantize_is_removed_by_the_next_and_a_live_one
     import signal
     import time
 
-    from edge_runtime.quantize import STAGING_LOCK, STAGING_PREFIX
+    from edge_runtime.int8.quantize import STAGING_LOCK, STAGING_PREFIX
 
     frames = colour_frames(tmp_path / "frames", count=200)
     out, tmpdir = tmp_path / "out", tmp_path / "tmp"
@@ -265,14 +265,14 @@ def test_staging_left_by_a_killed_quantize_is_removed_by_the_next_and_a_live_one
 
 
 def test_a_failure_of_gptq_rounding_keeps_the_quantisers_weights(tmp_path, monkeypatch, caplog):
-    from edge_runtime import rounding
+    from edge_runtime.int8 import rounding
 
     def out_of_memory(*args):  # type: ignore[no-untyped-def]
         raise MemoryError
 
     monkeypatch.setattr(rounding, "_measure", out_of_memory)
     parent = models.write_export(tmp_path / "separable", separable_classifier(), tuple(models.COLOR_TAGS))
-    with caplog.at_level("WARNING", logger="edge_runtime.quantize"):
+    with caplog.at_level("WARNING", logger="edge_runtime.int8.quantize"):
         report = quantize_export(parent, colour_frames(tmp_path / "frames", count=8), tmp_path / "int8", force=True)
     assert report.written and open_bundle(tmp_path / "int8").manifest["Flavor"] == FLAVOR
     assert report.figures.rounded_layers is None  # recorded in bundle.json: nearest rounding was kept
@@ -282,7 +282,7 @@ def test_a_failure_of_gptq_rounding_keeps_the_quantisers_weights(tmp_path, monke
 
 def test_blank_and_repeated_calibration_frames_are_left_out(exports, tmp_path, caplog):
     """A covered camera's frames would set every range to nothing and still agree 100% on themselves."""
-    from edge_runtime.quantize import QuantizeError
+    from edge_runtime.int8.quantize import QuantizeError
 
     blank = tmp_path / "blank"
     blank.mkdir()
@@ -296,7 +296,7 @@ def test_blank_and_repeated_calibration_frames_are_left_out(exports, tmp_path, c
     mixed = colour_frames(tmp_path / "mixed", count=8)
     for path in blank.iterdir():
         (mixed / path.name).write_bytes(path.read_bytes())
-    with caplog.at_level("WARNING", logger="edge_runtime.quantize"):
+    with caplog.at_level("WARNING", logger="edge_runtime.int8.quantize"):
         report = quantize_export(exports["modern"], mixed, tmp_path / "int8")
     assert report.written and report.figures.frames == 9  # the 8 scenes and the copied one
     assert "5 blank and 2 repeated frames left out of calibration" in caplog.text
@@ -321,8 +321,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
 
 
 def test_a_mount_point_as_out_is_refused_before_any_work(exports, tmp_path, monkeypatch):
-    from edge_runtime import quantize
     from edge_runtime.errors import ConfigError
+    from edge_runtime.int8 import quantize
 
     (tmp_path / "mnt").mkdir()
     monkeypatch.setattr(quantize.os.path, "ismount", lambda path: str(path) == str(tmp_path / "mnt"))
@@ -334,7 +334,7 @@ def test_a_mount_point_as_out_is_refused_before_any_work(exports, tmp_path, monk
 def test_an_onnxruntime_too_old_to_quantise_is_one_line(exports, tmp_path, monkeypatch):
     import onnxruntime
 
-    from edge_runtime.quantize import QuantizeError
+    from edge_runtime.int8.quantize import QuantizeError
 
     monkeypatch.setattr(onnxruntime, "__version__", "1.16.3")
     with pytest.raises(QuantizeError, match=r"^quantize needs onnxruntime 1\.17 or newer \(this is 1\.16\.3\)"):

@@ -8,8 +8,8 @@ import onnxruntime
 import pytest
 from onnx import numpy_helper
 
-from edge_runtime import quantize, rounding
-from edge_runtime.rounding import gptq
+from edge_runtime.int8 import quantize, rounding
+from edge_runtime.int8.rounding import gptq
 from tests.test_quantize import separable_classifier
 
 LIMIT = 64  # 7-bit weights, as onnxruntime's reduce_range writes them

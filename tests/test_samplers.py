@@ -17,7 +17,7 @@ from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
 from edge_runtime.events import samplers
 from edge_runtime.events.store import Budget, EventStore
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.sinks import EventBroadcaster
 from edge_runtime.sinks.context import SinkContext
 from edge_runtime.sinks.samples import SamplesCollector, SamplesSink, build

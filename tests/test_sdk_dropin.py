@@ -24,8 +24,8 @@ from azure.cognitiveservices.vision.customvision.prediction.models import Custom
 from msrest.authentication import ApiKeyCredentials, Authentication
 
 from edge_runtime.config import load_settings
-from edge_runtime.imageio import decode_image
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.imageio import decode_image
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.serve import build_services
 from edge_runtime.server import create_app
 from tests.conftest import solid

@@ -162,7 +162,7 @@ def test_sources_that_cannot_work_fail_at_start_in_one_line(tmp_path, source, me
 
 def test_insecure_serving_is_logged_as_a_warning(exports, caplog):
     from edge_runtime.config import load_settings
-    from edge_runtime.predictor import Predictor
+    from edge_runtime.model.predictor import Predictor
     from edge_runtime.serve import build_services
 
     predictor = Predictor.load(exports["modern"])
@@ -177,8 +177,9 @@ def test_insecure_serving_is_logged_as_a_warning(exports, caplog):
 
 
 def test_more_runs_than_cores_is_logged_as_a_warning(monkeypatch, tmp_path, caplog):
+    from edge_runtime.assembly import load_predictor
     from edge_runtime.config import load_settings
-    from edge_runtime.serve import build_services, load_predictor
+    from edge_runtime.serve import build_services
 
     video = write_video(tmp_path / "door.avi", frames=4)
 
@@ -188,22 +189,23 @@ def test_more_runs_than_cores_is_logged_as_a_warning(monkeypatch, tmp_path, capl
             "workers": 0, "model": {"runs": runs}, "cameras": [{"id": "door", "source": str(video)}]})
         caplog.clear()
         with caplog.at_level("WARNING", logger="edge_runtime.serve"):
-            build_services(settings, predictor=load_predictor(settings), env={})
+            build_services(settings, predictor=load_predictor(settings, runs=runs, threads=1), env={})
         assert any("model.runs 8 is more than the 2 cores" in r.message for r in caplog.records) == warned
 
 
 @pytest.mark.parametrize(("cameras", "model", "expected"), [
     (1, {}, (2, 3)), (0, {}, (1, 0)), (2, {"threads": 2}, (3, 2)), (1, {"runs": 1}, (1, 4))])
 def test_cameras_split_the_cores_into_runs(monkeypatch, cameras, model, expected):
+    from edge_runtime.assembly import load_predictor
     from edge_runtime.config import load_settings
-    from edge_runtime.serve import cores_plan, load_predictor
+    from edge_runtime.serve import cores_plan
 
     monkeypatch.setattr("edge_runtime.serve.os.cpu_count", lambda: 4)
     settings = load_settings(env={}, overrides={
         "workers": 0, "model": model, "cameras": [{"id": f"c{i}", "source": "0"} for i in range(cameras)]})
     split = cores_plan(settings).server
     assert (split.runs, split.threads) == expected
-    predictor = load_predictor(settings, split)
+    predictor = load_predictor(settings, runs=split.runs, threads=split.threads)
     assert predictor.model.runs == split.runs  # the session admits that many frames at once
     assert predictor.model.session.get_session_options().intra_op_num_threads == split.threads
 

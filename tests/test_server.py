@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.config import load_settings
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.serve import build_services
 from edge_runtime.server import create_app
 from tests.conftest import DEMO, jpeg_bytes, wait_for, write_video
@@ -214,7 +214,7 @@ def test_a_run_stuck_in_the_model_fails_readyz_and_uploads_still_work(video, mon
     settings = load_settings(env={}, overrides={"model": {"runs": 2}, "cameras": [
         {"id": "door", "source": str(video), "loop": True, "realtime": True}]})
     services = build_services(settings, predictor=predictor, env={})
-    monkeypatch.setattr("edge_runtime.model.STUCK_RUN_S", 0.5)
+    monkeypatch.setattr("edge_runtime.model.session.STUCK_RUN_S", 0.5)
     with running(create_app(services)) as url:
         assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200)
         assert httpx.get(f"{url}/readyz").json()["pipeline"] == "ok"
@@ -244,7 +244,7 @@ def test_a_stuck_upload_fails_readyz_without_cameras_too(monkeypatch):
             return self.session.run(*args)
 
     predictor.model.session = Hanging(predictor.model.session)  # type: ignore[assignment]
-    monkeypatch.setattr("edge_runtime.model.STUCK_RUN_S", 0.5)
+    monkeypatch.setattr("edge_runtime.model.session.STUCK_RUN_S", 0.5)
     services = build_services(load_settings(env={}, overrides={"model": {"runs": 2}}), predictor=predictor, env={})
     with running(create_app(services)) as url:
         assert httpx.get(f"{url}/readyz").status_code == 200
@@ -264,7 +264,7 @@ def test_time_queued_for_a_run_is_not_time_stuck_in_the_model(demo_predictor):
     """Uploads queued behind each other (one run at a time) are slow, not stuck."""
     import concurrent.futures
 
-    from edge_runtime.imageio import decode_image
+    from edge_runtime.model.imageio import decode_image
 
     image = decode_image(COFFEE)
     worst = [0.0]
@@ -427,8 +427,8 @@ def test_mjpeg_never_exceeds_its_ceiling(demo_predictor, video):
 
 def test_a_slow_event_client_loses_its_oldest_events_not_the_pipeline(tmp_path):
     from edge_runtime.sinks import EventBroadcaster
-    from edge_runtime.testing import FakePredictor
     from edge_runtime.types import Frame, FrameResult
+    from tests.fakes import FakePredictor
 
     fake = FakePredictor()
     image = np.zeros((4, 4, 3), np.uint8)

@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_runtime.capture.sources import SourceEnded, SourceError, SourceOptions, check_source, kinds, open_source
+from edge_runtime.capture.sources.images import ImageFolderSource
+from edge_runtime.capture.sources.opencv import CaptureSource, VideoFileSource
+from edge_runtime.capture.sources.uri import redact
 from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
-from edge_runtime.predictor import Predictor
-from edge_runtime.sources import SourceEnded, SourceError, SourceOptions, check_source, kinds, open_source
-from edge_runtime.sources.images import ImageFolderSource
-from edge_runtime.sources.opencv import CaptureSource, VideoFileSource
-from edge_runtime.sources.uri import redact
+from edge_runtime.model.predictor import Predictor
 from tests.conftest import DEMO, wait_for, write_video
 from tests.server_util import running
 from tests.test_server import make_app
@@ -53,7 +53,7 @@ def test_video_file_loops_and_paces(tmp_path):
 
 
 def test_gstreamer_and_picamera_say_what_is_missing():
-    from edge_runtime.sources.opencv import has_gstreamer
+    from edge_runtime.capture.sources.opencv import has_gstreamer
 
     if not has_gstreamer():
         with pytest.raises(SourceError, match="GStreamer"):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.cli import main
-from edge_runtime.predictor import Predictor
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.survey.tiled import TiledPredictor
 from edge_runtime.survey.tiling import TileMode
 from tests.conftest import wait_for

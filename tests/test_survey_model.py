@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_runtime.predictor import Predictor
-from edge_runtime.preprocess import preprocess
+from edge_runtime.model.predictor import Predictor
+from edge_runtime.model.preprocess import preprocess
 from tests import models
 
 ERODE = 7

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime import systemd
+from edge_runtime.service import systemd
 from tests.server_util import free_port
 
 UNIT = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "edge-runtime.service"

@@ -18,14 +18,14 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_runtime.camera import Camera
+from edge_runtime.capture.camera import Camera
+from edge_runtime.capture.sources import open_source
 from edge_runtime.config import load_settings
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.pipeline import Pipeline
-from edge_runtime.predictor import Predictor
 from edge_runtime.serve import build_services
 from edge_runtime.server import create_app
 from edge_runtime.sinks import LatestResults
-from edge_runtime.sources import open_source
 from edge_runtime.types import Frame, FrameResult, Prediction, PredictionResult
 from edge_runtime.workers.codec import FrameRef, ResultCodec, decode_status, encode_status
 from edge_runtime.workers.plan import Split, plan_workers

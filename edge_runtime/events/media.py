@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..annotate import annotate, encode_jpeg
+from ..model.annotate import annotate, encode_jpeg
 from ..types import FrameResult
 
 

@@ -20,10 +20,11 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__, forwarders, systemd
+from .. import __version__, forwarders
 from ..config import Settings
 from ..events.metrics import StoreCollector
 from ..metrics import Metrics
+from ..service import systemd
 from ..sinks import samples
 from . import auth, cloud, docs, errors, events_api, health, live, predict
 from .auth import Auth
@@ -158,7 +159,7 @@ def create_app(svc: Services) -> FastAPI:
 def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
     """uvicorn settings that enforce the server's limits: header and body deadlines and a
     connection cap (server/connections.py), and logging through the process's own handler
-    (edge_runtime/logsetup.py), so every line uvicorn writes is escaped and rate-limited."""
+    (edge_runtime/service/logs.py), so every line uvicorn writes is escaped and rate-limited."""
     s = settings.server
     limits = Limits(s.header_timeout_s, s.body_timeout_s, connection_cap(s.max_connections))
     options = {"host": s.host, "port": s.port, "log_level": settings.log.level, **options}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..camera import CameraState
+from ..capture.camera import CameraState
 from .auth import auth_of
 from .state import Services, require_token, services
 

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
-from ..imageio import decoded
+from ..model.imageio import decoded
 from .errors import BadRequest, Forbidden, PayloadTooLarge
 from .state import Services, require_token, services
 from .urlfetch import MAX_URL_LENGTH, check_url, url_fetcher

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from ..capture.view import CameraRunner, CameraView
 from ..config import Settings
 from ..events.store import EventStore
 from ..metrics import Metrics
-from ..predictor import Predictor
+from ..model.predictor import Predictor
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
-from ..workers.runner import CameraRunner, CameraView
 from . import auth
 from .errors import Unauthorized
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from ..annotate import annotate, encode_jpeg
+from ..model.annotate import annotate, encode_jpeg
 from ..types import FrameResult
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..sources.images import IMAGE_SUFFIXES
+from ..capture.sources.images import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mts", ".ts"}
 

@@ -28,10 +28,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..annotate import annotate
 from ..errors import ConfigError, EdgeRuntimeError, first_line
-from ..imageio import decode_image
-from ..predictor import Predictor
+from ..model.annotate import annotate
+from ..model.imageio import decode_image
+from ..model.predictor import Predictor
 from ..types import PredictionResult
 from ..workers.plan import Split, split_cores
 from . import require

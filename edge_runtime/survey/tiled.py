@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ..postprocess import DETECTION_THRESHOLD, PostprocessOptions, postprocess
-from ..predictor import Predictor
-from ..preprocess import prepare as fit
-from ..preprocess import to_tensor
+from ..model.postprocess import DETECTION_THRESHOLD, PostprocessOptions, postprocess
+from ..model.predictor import Predictor
+from ..model.preprocess import prepare as fit
+from ..model.preprocess import to_tensor
 from ..types import BoundingBox, Prediction, Window
 from .tiling import Tile, TileMode, merge_boxes, native_size, tile_plan
 

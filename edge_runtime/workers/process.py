@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from ..assembly import load_predictor, local_pipeline
 from ..config import Settings
 from ..errors import EdgeRuntimeError
 from ..types import FrameResult
@@ -123,17 +124,10 @@ class _Worker:
     def run(self) -> int:
         import cv2
 
-        from ..paths import graph_cache_dir
-        from ..predictor import Predictor
-        from ..serve import local_pipeline, postprocess_options
-
         # OpenCV's own pool would otherwise take every core
         cv2.setNumThreads(max(1, self.spec.threads + self.spec.runs - 1))
-        settings, m = self.spec.settings, self.spec.settings.model
-        predictor = Predictor.load(self.spec.model, providers=m.providers or None,
-                                   intra_op_threads=self.spec.threads, options=postprocess_options(settings),
-                                   spinning=m.spinning, graph_cache=graph_cache_dir() if m.graph_cache else None,
-                                   runs=self.spec.runs)
+        settings = self.spec.settings
+        predictor = load_predictor(settings, runs=self.spec.runs, threads=self.spec.threads, path=self.spec.model)
         self.codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids)
         self.pipeline = local_pipeline(settings, predictor, self.publish, camera_ids=self.spec.cameras)
         if self.pipeline is None or self.stop.is_set():

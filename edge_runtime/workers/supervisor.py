@@ -32,17 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle
-from ..camera import Backoff, CameraState, CameraStats
+from ..capture.camera import Backoff, CameraState, CameraStats
+from ..capture.sources import describe_uri
+from ..capture.view import WorkerState
 from ..config import Settings
 from ..metrics import Metrics
+from ..model.bundle import Bundle
 from ..sinks import Sink
-from ..sources import describe_uri
 from .codec import RESULT, STATUS, ResultCodec, decode_status
 from .memory import rss_bytes
 from .plan import WorkerPlan
 from .process import WorkerSpec, run_worker
-from .runner import WorkerState
 from .shm import ROOT, FrameReader, prefix_for, remove_segments, remove_stale
 
 log = logging.getLogger(__name__)

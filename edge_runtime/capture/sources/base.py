@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import EdgeRuntimeError
+from ...errors import EdgeRuntimeError
 
 DEFAULT_READ_TIMEOUT_S = 5.0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
-from ..camera import CameraState, CameraStats
+from .camera import CameraState, CameraStats
 
 
 class WorkerState(str, enum.Enum):

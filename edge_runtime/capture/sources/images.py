@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageError
-from ..imageio import read_image
+from ...errors import ImageError
+from ...model.imageio import read_image
 from .base import SourceEnded, SourceError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}

@@ -15,9 +15,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import LabelsError
+from ..errors import LabelsError
+from ..types import BoundingBox, Prediction, Predictions, Variant, Window
 from .spec import ModelSpec
-from .types import BoundingBox, Prediction, Predictions, Variant, Window
 
 CLASSIFICATION_THRESHOLD = 0.0  # the service returns every tag
 DETECTION_THRESHOLD = 0.10  # the export zip's default

@@ -9,16 +9,16 @@ the model computes is decided in `spec.py`, once onnxruntime has opened it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..errors import BundleError, ChecksumError, LabelsError
 from .archive import MAX_TOTAL_BYTES
 from .bundle_cache import unpacked
-from .errors import BundleError, ChecksumError, LabelsError
+from .hashing import TooLarge, file_sha1
 from .limits import MAX_JSON_BYTES, MAX_LABELS_BYTES, read_capped
 
 MANIFEST = "cvexport.manifest"
@@ -135,19 +135,15 @@ def _find_model(root: Path, manifest: dict[str, Any]) -> Path:
 def _verify_sha1(model_path: Path, expected: object) -> None:
     if not expected:
         return
-    digest, size = hashlib.sha1(), 0
     try:
-        with open(model_path, "rb") as f:
-            while (chunk := f.read(1 << 20)) and size <= MAX_TOTAL_BYTES:
-                size += len(chunk)
-                digest.update(chunk)
+        actual = file_sha1(model_path, max_bytes=MAX_TOTAL_BYTES)
     except OSError as exc:
         raise BundleError(f"{model_path}: cannot read: {exc.strerror or exc}") from exc
-    if size > MAX_TOTAL_BYTES:
-        raise BundleError(f"{model_path.name}: larger than the {MAX_TOTAL_BYTES}-byte limit for a model")
-    if digest.hexdigest().lower() != str(expected).strip().lower():
+    except TooLarge:
+        raise BundleError(f"{model_path.name}: larger than the {MAX_TOTAL_BYTES}-byte limit for a model") from None
+    if actual != str(expected).strip().lower():
         raise ChecksumError(
-            f"{model_path.name}: SHA-1 {digest.hexdigest()} does not match the manifest's "
+            f"{model_path.name}: SHA-1 {actual} does not match the manifest's "
             f"ModelFileSHA1 {expected}; the file is corrupt or was changed"
         )
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EdgeRuntimeError
+from ..errors import EdgeRuntimeError
+from ..types import Frame
 from .sources.base import Source, SourceEnded
-from .types import Frame
 
 log = logging.getLogger(__name__)
 

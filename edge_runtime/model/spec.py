@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import BundleError, LabelsError, MetadataError
+from ..types import CropMethod, InputSpec, PixelRange, ResizeMethod, Variant
 from . import metadata as md
 from .bundle import Bundle
-from .errors import BundleError, LabelsError, MetadataError
 from .ids import ModelIds
-from .model import OnnxModel, TensorInfo
-from .types import CropMethod, InputSpec, PixelRange, ResizeMethod, Variant
+from .session import OnnxModel, TensorInfo
 
 S1_OUTPUTS = ("detected_boxes", "detected_scores", "detected_classes")
 YOLO_OUTPUT = "model_outputs0"

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, EdgeRuntimeError, ImageBusyError
+from ..errors import ConfigError, EdgeRuntimeError, ImageBusyError
 
 MiB = 1024 * 1024
 

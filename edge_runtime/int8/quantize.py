@@ -47,14 +47,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .bench import elapsed_ms
-from .bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
-from .errors import ConfigError, EdgeRuntimeError, ImageError, first_line
-from .imageio import read_image
-from .predictor import Predictor
+from ..capture.sources.images import IMAGE_SUFFIXES
+from ..errors import ConfigError, EdgeRuntimeError, ImageError, first_line
+from ..model.bench import elapsed_ms
+from ..model.bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
+from ..model.hashing import file_sha1
+from ..model.imageio import read_image
+from ..model.predictor import Predictor
+from ..types import Variant
 from .rounding import PARTIAL_SUFFIX, improve_rounding, is_depthwise
-from .sources.images import IMAGE_SUFFIXES
-from .types import Variant
 
 log = logging.getLogger(__name__)
 FLAVOR = "ONNX-INT8"
@@ -414,14 +415,6 @@ def _accuracy(
     return total, right32 / total, right8 / total
 
 
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_export(parent: Predictor, model: Path, folder: Path) -> None:
     """The INT8 model beside the parent's labels and metadata, with its own manifest."""
     bundle = parent.bundle
@@ -433,7 +426,7 @@ def _write_export(parent: Predictor, model: Path, folder: Path) -> None:
     (folder / DEFAULT_METADATA).write_text(json.dumps(bundle.metadata, indent=2, sort_keys=True) + "\n")
     manifest = {**bundle.manifest, "Flavor": FLAVOR, "ModelFileName": "model.onnx",
                 "LabelFileName": DEFAULT_LABELS, "MetadataPropsFileName": DEFAULT_METADATA,
-                "ModelFileSHA1": _sha1(folder / "model.onnx")}
+                "ModelFileSHA1": file_sha1(folder / "model.onnx")}
     manifest.setdefault("Platform", "ONNX")
     manifest.setdefault("DomainType", "ObjectDetection" if parent.spec.variant.is_detection else "Classification")
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -444,7 +437,7 @@ def _write_info(parent: Predictor, folder: Path, figures: Figures, calibrate: Pa
     info: dict[str, Any] = {k: v for k, v in bundle.info.items() if k in ("tagIds", "project", "domain")}
     info.update({
         "flavor": FLAVOR,
-        "parent": {"source": str(bundle.source.resolve()), "modelSha1": _sha1(bundle.model_path),
+        "parent": {"source": str(bundle.source.resolve()), "modelSha1": file_sha1(bundle.model_path),
                    "iteration": parent.iteration, "flavor": bundle.manifest.get("Flavor")},
         "calibration": str(calibrate.resolve()),
         "figures": {**asdict(figures), "dropPoints": round(figures.drop_points, 3),

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ..types import PredictionResult, Window
 from .bundle import Bundle, open_bundle
 from .imageio import decode_image, to_bgr8
-from .model import OnnxModel
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import preprocess
+from .session import OnnxModel
 from .spec import ModelSpec, describe
-from .types import PredictionResult, Window
 
 WARM_UP_FRAME = (480, 640)  # height, width: a typical camera frame
 

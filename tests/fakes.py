@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .predictor import Prepared
-from .types import Prediction, PredictionResult, Window
+from edge_runtime.model.predictor import Prepared
+from edge_runtime.types import Prediction, PredictionResult, Window
 
 LABELS = ("dark", "bright")
 

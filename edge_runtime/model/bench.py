@@ -24,9 +24,9 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ImageDecodeError
+from ..errors import ImageDecodeError
+from ..paths import DEMO_SAMPLES
 from .imageio import decode_image
-from .paths import DEMO_SAMPLES
 from .postprocess import postprocess
 from .predictor import Predictor
 from .preprocess import preprocess

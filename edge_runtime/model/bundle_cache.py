@@ -21,9 +21,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import BundleError
+from ..paths import cache_dir
 from .archive import MAX_TOTAL_BYTES, safe_extract
-from .errors import BundleError
-from .paths import cache_dir
 
 KEEP = 3  # bundles kept, the one being opened included
 PARTIAL_PREFIX = ".partial-"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import training_client as api
+from exporter import training_client as api
 
 MAX_IMAGE_BYTES = 6 * 1024 * 1024
 DOMAINS = (

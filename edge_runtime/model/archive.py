@@ -14,7 +14,7 @@ import struct
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .errors import BundleError, UnsafeArchiveError
+from ..errors import BundleError, UnsafeArchiveError
 
 MAX_MEMBERS = 2_000
 MAX_TOTAL_BYTES = 2 * 1024**3  # a large float32 detection export is ~100 MB

@@ -17,9 +17,9 @@ import math
 import cv2
 import numpy as np
 
-from .errors import ImageShapeError
+from ..errors import ImageShapeError
+from ..types import CropMethod, InputSpec, ResizeMethod, Window
 from .limits import current
-from .types import CropMethod, InputSpec, ResizeMethod, Window
 
 # The exported container resizes with bilinear interpolation (INTER_LINEAR). OpenCV's SIMD
 # kernels for INTER_LINEAR round differently on x86 and Arm, by up to one grey level, which

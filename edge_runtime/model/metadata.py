@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import TypeVar
 
-from .errors import MetadataError
+from ..errors import MetadataError
 
 PIXEL_FORMAT = "Image.BitmapPixelFormat"
 PIXEL_RANGE = "Image.NominalPixelRange"

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..paths import DEMO_SAMPLES as SAMPLES
+from ...paths import DEMO_SAMPLES as SAMPLES
 from .base import SourceError, SourceKind, SourceOptions
 from .opencv import VideoFileSource
 

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .errors import InferenceError, NotOnnxError, ProviderError, UnsupportedModelError, first_line
+from ..errors import InferenceError, NotOnnxError, ProviderError, UnsupportedModelError, first_line
+from .hashing import file_sha1
 from .onnx_header import read_opsets
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ PROVIDER_PREFERENCE = (
 PROVIDER_ALIASES = {"tensorrt": 0, "trt": 0, "cuda": 1, "openvino": 2, "cpu": 3}
 OLDEST_SUPPORTED_OPSET = 7  # onnxruntime guarantees nothing below; 2018 "ONNX10" exports are opset 1
 GRAPH_CACHE_KEEP = 8  # optimised graphs kept in the cache folder, newest first
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -213,11 +213,7 @@ class GraphCache:
     def __init__(self, folder: Path, model: Path, providers: Sequence[str]) -> None:
         self.folder = folder
         self.usable = list(providers) == ["CPUExecutionProvider"]
-        digest = hashlib.sha1()
-        with open(model, "rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
-        key = "|".join([digest.hexdigest(), ort.__version__, platform.machine(), *providers])
+        key = "|".join([file_sha1(model), ort.__version__, platform.machine(), *providers])
         name = hashlib.sha1(key.encode()).hexdigest()[:20]
         self.path = folder / f"{model.stem}-{name}.onnx"
         self.pending = folder / f".{self.path.name}.{os.getpid()}.tmp"

@@ -1,0 +1,64 @@
+"""Assembling a camera pipeline from settings: the one place that turns `model.*` and
+`cameras[]` into a Predictor, Cameras and a Pipeline. `serve` (cameras in the server
+process) and each worker process (its share of the cameras) both call it, so a model or
+camera option cannot reach one and miss the other.
+
+    predictor = load_predictor(settings, runs=2, threads=1)
+    pipeline = local_pipeline(settings, predictor, sink, camera_ids=["door"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .capture.camera import Backoff, Camera
+from .capture.gate import SceneGate
+from .capture.sources import describe_uri, open_source
+from .config import DEMO, CameraConfig, Settings
+from .metrics import Metrics
+from .model.predictor import Predictor
+from .paths import DEMO_MODEL, graph_cache_dir
+from .pipeline import Pipeline
+from .sinks import Sink
+
+
+def model_path(settings: Settings) -> Path:
+    return DEMO_MODEL if settings.model.path == DEMO else Path(settings.model.path)
+
+
+def load_predictor(settings: Settings, *, runs: int, threads: int, path: Path | str | None = None) -> Predictor:
+    """The session for `model.*`: `runs` frames at once, `threads` onnxruntime threads each;
+    `path` is the model a worker was handed (the server's shared copy), else model.path."""
+    m = settings.model
+    return Predictor.load(Path(path) if path else model_path(settings), providers=m.providers or None,
+                          intra_op_threads=threads, options=m.postprocess_options(), spinning=m.spinning,
+                          graph_cache=graph_cache_dir() if m.graph_cache else None, runs=runs)
+
+
+def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None = None) -> Camera:
+    """A camera for one config entry; `prepare` (the predictor's) runs on its grabber thread."""
+    opener = partial(open_source, cfg.source, loop=cfg.loop, realtime=cfg.realtime, read_timeout_s=cfg.watchdog_s)
+    backoff = Backoff(initial_s=cfg.backoff_initial_s, max_s=cfg.backoff_max_s)
+    return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source),
+                  prepare=prepare)
+
+
+def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics: Metrics | None = None,
+                   camera_ids: Collection[str] | None = None) -> Pipeline | None:
+    """The cameras of this process (all, or those named) over one session: the server's
+    when they run in-process, a worker's otherwise; None without cameras. Preprocessing runs
+    on each camera's grabber thread, behind its scene gate when it has one; each camera
+    has as many inference threads as the session allows runs at once."""
+    configs = [c for c in settings.cameras if camera_ids is None or c.id in camera_ids]
+    if not configs:
+        return None
+    gates = {c.id: SceneGate(c.gate.min_changed, c.gate.max_idle_s) for c in configs if c.gate.enabled}
+    cameras = [make_camera(c, gates[c.id].hook(predictor.prepare) if c.id in gates else predictor.prepare)
+               for c in configs]
+    max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
+    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=predictor.model.runs)

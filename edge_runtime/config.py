@@ -42,11 +42,12 @@ from .errors import ConfigError, EdgeRuntimeError
 from .events.config import EventsConfig
 from .events.samplers import SamplesConfig
 from .forwarders.config import ForwarderConfig, unique_names
+from .model.limits import LimitsConfig
+from .model.limits import from_env as limits_from_env
 from .model.postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
 from .paths import CONFIG_FILE_BYTES, SECRET_FILE_BYTES, read_setting_file
-from .settings_base import Strict, require_unique
+from .settings_base import ENV_PREFIX, Strict, require_unique
 
-ENV_PREFIX = "EDGE_RUNTIME_"
 TOKEN_ENV = "EDGE_RUNTIME_TOKEN"
 TOKEN_FILE_ENV = "EDGE_RUNTIME_TOKEN_FILE"
 DEMO = "demo"
@@ -213,6 +214,8 @@ class Settings(Strict):
     events: EventsConfig = EventsConfig()
     forwarders: list[ForwarderConfig] = Field(default_factory=list, description="send events upstream")
     samples: SamplesConfig = SamplesConfig()
+    limits: LimitsConfig = Field(LimitsConfig(), description="what one input may cost (docs/limits.md); each "
+                                 "also reads EDGE_RUNTIME_<KEY IN CAPITALS>, e.g. EDGE_RUNTIME_MAX_WORK_PIXELS")
 
     @field_validator("forwarders")
     @classmethod
@@ -237,7 +240,8 @@ def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
+    aliases = limits_from_env(env)  # EDGE_RUNTIME_MAX_WORK_PIXELS for limits.max_work_pixels
+    tree: dict[str, Any] = {"limits": aliases} if aliases else {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name or name in (TOKEN_ENV, TOKEN_FILE_ENV):
             continue

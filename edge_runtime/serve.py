@@ -18,6 +18,7 @@ from .config import DEMO, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError
 from .events.setup import open_store, store_wanted
 from .metrics import Metrics
+from .model import limits
 from .model.predictor import Predictor
 from .server import GracefulServer, Services, create_app, server_config
 from .sinks import build_sinks
@@ -66,6 +67,7 @@ def build_services(
     settings: Settings, predictor: Predictor | None = None, env: Mapping[str, str] | None = None
 ) -> Services:
     """Everything the app needs; the token comes from `env` (default: os.environ) or its file."""
+    limits.install(settings.limits)
     token = resolve_token(settings, env)
     check_access(settings, token)
     check_sources(settings)

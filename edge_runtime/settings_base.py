@@ -1,10 +1,13 @@
-"""The base of every settings model: unknown keys fail loudly, values never change."""
+"""The base of every settings model: unknown keys fail loudly, values never change; and the
+one prefix of the runtime's environment variables."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
+
+ENV_PREFIX = "EDGE_RUNTIME_"  # EDGE_RUNTIME_<SECTION>__<KEY>, read by config.load_settings
 
 
 class Strict(BaseModel):

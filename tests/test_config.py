@@ -139,8 +139,42 @@ def test_the_pixel_limit_does_not_depend_on_import_order():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
-    show = "import os; print(edge_runtime.MAX_IMAGE_PIXELS, os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS'))"
+    show = ("import os, edge_runtime.model.limits as limits; "
+            "print(limits.MAX_IMAGE_PIXELS, os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS'))")
     outputs = {subprocess.run([sys.executable, "-c", f"{first}; {show}"], env=env, capture_output=True, text=True,
                               check=True, timeout=60).stdout
                for first in ("import cv2, edge_runtime", "import edge_runtime, cv2")}
     assert outputs == {f"{1 << 26} None\n"}  # our limit, checked by our code; OpenCV's left at its own default
+
+
+def test_limits_are_settings_and_their_older_variables_are_aliases(tmp_path):
+    from edge_runtime.model import limits
+
+    assert load_settings(env={}).limits == limits.LimitsConfig()
+    old = load_settings(env={"EDGE_RUNTIME_MAX_WORK_PIXELS": "1_000_000"})
+    new = load_settings(env={"EDGE_RUNTIME_LIMITS__MAX_WORK_PIXELS": "1000000"})
+    assert old.limits.max_work_pixels == new.limits.max_work_pixels == 1_000_000
+    path = tmp_path / "edge-runtime.yaml"
+    path.write_text("limits:\n  max_aspect_ratio: 40\n")
+    assert load_settings(path, env={}).limits.max_aspect_ratio == 40
+    path.write_text("limits:\n  max_aspect_ratio: 0\n")
+    with pytest.raises(ConfigError, match=r"limits\.max_aspect_ratio"):
+        load_settings(path, env={})
+    path.write_text("limits:\n  max_aspect_ration: 40\n")
+    with pytest.raises(ConfigError, match=r"max_aspect_ration"):
+        load_settings(path, env={})
+
+
+def test_serve_installs_the_settings_limits_for_its_process(tmp_path):
+    from edge_runtime.model import limits
+    from edge_runtime.serve import build_services
+
+    path = tmp_path / "edge-runtime.yaml"
+    path.write_text("limits:\n  decode_budget_mb: 7\n")
+    try:
+        build_services(load_settings(path, env={}), env={})
+        assert limits.current().decode_budget_mb == 7
+        assert limits.decode_budget().total == 7 * limits.MiB
+    finally:
+        limits.reset()
+    assert limits.current().decode_budget_mb == limits.LimitsConfig().decode_budget_mb

@@ -23,10 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import MAX_IMAGE_PIXELS
 from ..errors import ImageDecodeError, ImageFormatError, ImageTooLargeError
 from ..types import InputSpec
-from .limits import current, decode_budget, read_capped
+from .limits import MAX_IMAGE_PIXELS, current, decode_budget, read_capped
 from .preprocess import check_aspect, check_bounds, reduction
 
 JPEG_SOI, JPEG_SOS, JPEG_EOI = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"

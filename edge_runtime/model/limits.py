@@ -1,7 +1,11 @@
 """Bounds on the work one input may cause: file sizes, image shapes, and decode memory.
 
-The figures in `Limits` can be changed with environment variables, read once, on first
-use (docs/limits.md lists them). A bad value is a ConfigError naming the variable.
+The figures are the `limits:` section of the settings (config.py), defined here by
+LimitsConfig. Each can also be set by its older variable, EDGE_RUNTIME_<FIELD IN
+CAPITALS> (EDGE_RUNTIME_MAX_WORK_PIXELS, docs/limits.md), an alias of
+EDGE_RUNTIME_LIMITS__<FIELD>. `serve` installs the loaded settings' limits; any other use
+reads the environment once, on first use, through the same model. A bad value is a
+ConfigError naming the variable.
 
     data = read_capped(path, current().max_image_file_bytes, ImageDecodeError)
     with decode_budget().reserve(6 * width * height):  # bytes; waits while others decode
@@ -10,65 +14,87 @@ use (docs/limits.md lists them). A bad value is a ConfigError naming the variabl
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import Field, ValidationError
+
 from ..errors import ConfigError, EdgeRuntimeError, ImageBusyError
+from ..settings_base import ENV_PREFIX, Strict
 
 MiB = 1024 * 1024
 
-
-ENV_PREFIX = "EDGE_RUNTIME_"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The figures; each field can be set by EDGE_RUNTIME_<FIELD NAME IN CAPITALS>."""
-
-    # An image's longer side may be at most this many times its shorter side. ByShorterSide
-    # scales the shorter side to the network size, so a 1 x 65535 picture would otherwise be
-    # resized to 256 x 16.7 million pixels (12.9 GB).
-    max_aspect_ratio: int = 20
-    # No image made while preprocessing (after any resize) may have more pixels than this.
-    max_work_pixels: int = 1 << 22
-    # Memory (MiB) that all decodes and preprocessing in this process may hold at once
-    # (uploads, `predict`, camera frames); a request beyond what is free waits its turn, and
-    # an image that alone would need more is refused. 160 MiB decodes a 26-megapixel PNG.
-    decode_budget_mb: int = 160
-    # How long a decode waits for its share of that budget before giving up.
-    decode_wait_s: int = 30
-    # Largest image file `predict` and image-folder sources will read.
-    max_image_file_bytes: int = 64 * MiB
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
-        env = os.environ if env is None else env
-        values: dict[str, int] = {}
-        for f in dataclasses.fields(cls):
-            name = ENV_PREFIX + f.name.upper()
-            raw = env.get(name, "").strip()
-            if not raw:
-                continue
-            try:
-                values[f.name] = int(raw.replace("_", ""))
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-            minimum = 0 if f.name == "decode_wait_s" else 1
-            if values[f.name] < minimum:
-                raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
-        return cls(**values)
+# The default limit on the pixels of one image (decompression bombs): 64 Mpx covers 48 Mpx
+# phone photos. The server's limit is `server.max_image_pixels`, which may raise or lower
+# it. It is checked by our own code, so it does not depend on when OpenCV was imported:
+# OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when it loads, and its own default
+# (2**30 pixels) stays in place as a last backstop.
+MAX_IMAGE_PIXELS = 1 << 26
 
 
-@functools.cache
-def current() -> Limits:
-    """The limits from the environment, read once (a bad value is a ConfigError naming it)."""
-    return Limits.from_env()
+class LimitsConfig(Strict):
+    """What one input may cost; each field also reads EDGE_RUNTIME_<FIELD IN CAPITALS>."""
+
+    max_aspect_ratio: int = Field(
+        20, ge=1, description="an image's longer side may be at most this many times its shorter side (ByShorterSide "
+        "scales the shorter side to the network size: a 1 x 65535 picture would be resized to 12.9 GB)")
+    max_work_pixels: int = Field(1 << 22, ge=1, description="no image made while preprocessing (after any resize) "
+                                 "may have more pixels than this")
+    decode_budget_mb: int = Field(
+        160, ge=1, description="MiB that all decodes and preprocessing in this process may hold at once (uploads, "
+        "predict, camera frames); a request beyond what is free waits its turn, and an image that alone would need "
+        "more is refused. 160 MiB decodes a 26-megapixel PNG")
+    decode_wait_s: int = Field(30, ge=0, description="how long a decode waits for its share of that budget")
+    max_image_file_bytes: int = Field(64 * MiB, ge=1, description="largest image file that predict and "
+                                      "image-folder sources read")
+
+
+def alias(field: str) -> str:
+    """The older variable for a field: max_work_pixels -> EDGE_RUNTIME_MAX_WORK_PIXELS."""
+    return ENV_PREFIX + field.upper()
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The fields set by their older variables, as raw text (`1_000_000` allowed)."""
+    values = {}
+    for field in LimitsConfig.model_fields:
+        raw = env.get(alias(field), "").strip()
+        if raw:
+            values[field] = raw.replace("_", "")
+    return values
+
+
+def _from_environment() -> LimitsConfig:
+    try:
+        return LimitsConfig.model_validate(from_env(os.environ))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0])
+        raise ConfigError(f"{alias(field)}={os.environ.get(alias(field))!r}: {err['msg']}") from None
+
+
+_lock = threading.Lock()
+_installed: LimitsConfig | None = None
+_budget: MemoryBudget | None = None
+
+
+def install(limits: LimitsConfig) -> None:
+    """Use these limits in this process from now on (serve and each worker, from settings)."""
+    global _installed, _budget
+    with _lock:
+        _installed, _budget = limits, None
+
+
+def current() -> LimitsConfig:
+    """The installed limits, else the environment's, read once (a bad value is a ConfigError)."""
+    global _installed
+    with _lock:
+        if _installed is None:
+            _installed = _from_environment()
+        return _installed
 
 
 # Manifest, metadata and bundle.json are a few KB; labels.txt of 10,000 tags is ~200 KB.
@@ -130,23 +156,18 @@ class MemoryBudget:
                 self._cond.notify_all()
 
 
-_budget_lock = threading.Lock()
-_budget: MemoryBudget | None = None
-
-
 def decode_budget() -> MemoryBudget:
     """The one budget shared by every decode in this process."""
     global _budget
-    with _budget_lock:
+    limits = current()
+    with _lock:
         if _budget is None:
-            limits = current()
             _budget = MemoryBudget(limits.decode_budget_mb * MiB, limits.decode_wait_s)
         return _budget
 
 
 def reset() -> None:
     """Read the environment again on next use (for tests; a running budget is dropped)."""
-    global _budget
-    with _budget_lock:
-        current.cache_clear()
-        _budget = None
+    global _installed, _budget
+    with _lock:
+        _installed, _budget = None, None

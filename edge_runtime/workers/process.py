@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..assembly import load_predictor, local_pipeline
 from ..config import Settings
 from ..errors import EdgeRuntimeError
+from ..model import limits
 from ..types import FrameResult
 from .codec import ResultCodec, encode_status
 from .shm import FrameRing
@@ -127,6 +128,7 @@ class _Worker:
         # OpenCV's own pool would otherwise take every core
         cv2.setNumThreads(max(1, self.spec.threads + self.spec.runs - 1))
         settings = self.spec.settings
+        limits.install(settings.limits)
         predictor = load_predictor(settings, runs=self.spec.runs, threads=self.spec.threads, path=self.spec.model)
         self.codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids)
         self.pipeline = local_pipeline(settings, predictor, self.publish, camera_ids=self.spec.cameras)

@@ -169,3 +169,16 @@ def test_an_http_mjpeg_stream_is_a_source(tmp_path):
             assert frame is not None and frame.shape == (240, 320, 3)
         finally:
             source.close()
+
+
+@pytest.mark.parametrize("variable", ["EDGE_RUNTIME_CACHE_DIR", "CACHE_DIRECTORY"])
+def test_the_demo_clip_is_written_to_the_one_cache_folder(monkeypatch, tmp_path, variable):
+    from edge_runtime.capture.sources.demo import demo_clip
+
+    for name in ("EDGE_RUNTIME_CACHE_DIR", "CACHE_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+    clip = demo_clip()
+    assert clip.parent == tmp_path / "cache" and clip.stat().st_size > 0
+    assert cv2.VideoCapture(str(clip)).read()[0]

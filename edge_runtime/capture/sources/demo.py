@@ -1,20 +1,21 @@
 """`demo:`: a short clip made from the bundled sample photographs, looped at 15 fps.
 
 The clip is written once with OpenCV (Motion-JPEG in AVI, which every OpenCV build can
-write and read) into the cache folder, then played like any video file, so the demo goes
+write and read) into the cache folder (paths.cache_dir: EDGE_RUNTIME_CACHE_DIR, systemd's
+CACHE_DIRECTORY, ...), then played like any video file, so the demo goes
 through the same decode path as a real recording.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ...paths import DEMO_SAMPLES as SAMPLES
+from ...paths import cache_dir
 from .base import SourceError, SourceKind, SourceOptions
 from .opencv import VideoFileSource
 
@@ -22,18 +23,6 @@ SIZE = (960, 540)
 FPS = 15.0
 FRAMES_PER_IMAGE = 30
 CLIP_VERSION = 1
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = Path(base) / "edge-runtime"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if os.access(path, os.W_OK):
-            return path
-    except OSError:
-        pass
-    return Path(tempfile.gettempdir())
 
 
 def _frames(image: np.ndarray) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from . import __version__
 from .capture.sources.opencv import configure_logging as configure_opencv_logging
 from .config import DEMO, DEMO_TOP_K, ModelConfig, Settings, field_help, flag_type, load_settings, merge
-from .errors import EdgeRuntimeError
+from .errors import EXIT_ERROR, EdgeRuntimeError, run_command
 from .model.bench import BenchOptions
 from .model.imageio import read_image
 from .model.postprocess import PostprocessOptions
@@ -28,7 +28,6 @@ from .paths import graph_cache_dir
 from .service import logs
 from .types import PredictionResult
 
-EXIT_ERROR = 1
 EXIT_USAGE = 2
 HUMAN_TOP_K = 5
 DESCRIPTION = ("Run Custom Vision ONNX exports: serve cameras and uploads over HTTP (`serve`, the built-in demo "
@@ -377,21 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING
     logs.configure(level)
     configure_opencv_logging(level)
-    try:
-        return COMMANDS[args.command](args)
-    except EdgeRuntimeError as exc:
-        print(f"edge-runtime: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except PermissionError as exc:  # e.g. a bundle made by another user, read by the service's own user
-        print(f"edge-runtime: {exc.filename or exc}: permission denied for the user running edge-runtime",
-              file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as exc:  # a full disk, a folder that is a file, a path that cannot exist
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"edge-runtime: {where}{exc.strerror or exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
+    return run_command("edge-runtime", lambda: COMMANDS[args.command](args))
 
 
 def main_entry() -> None:

@@ -21,11 +21,35 @@
         └── DiskFullError            no room on its disk or in its budget
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
-with `raise ... from exc`, so callers catch only this tree. The CLI prints `str(error)`;
-the HTTP server maps classes to status codes in one table.
+with `raise ... from exc`, so callers catch only this tree. Both commands (`edge-runtime`,
+`edge-export`) print them, and OS errors, through run_command; the HTTP server maps
+classes to status codes in one table.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """The command's exit status; an error raised on purpose, or an OS error (a full disk, a
+    folder that is a file, a file another user owns), is one line on stderr and status 1."""
+    try:
+        return command()
+    except EdgeRuntimeError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+    except PermissionError as exc:  # a bundle made by another user, read by the service's own user
+        print(f"{prog}: {exc.filename or exc}: permission denied for the user running {prog}", file=sys.stderr)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{prog}: {where}{exc.strerror or exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
 
 
 def first_line(exc: BaseException, otherwise: str = "") -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_runtime import __version__
-from edge_runtime.errors import ConfigError, EdgeRuntimeError
+from edge_runtime.errors import EXIT_ERROR, ConfigError, run_command
 
 from .dataset import WHAT_A_DATASET_IS, Dataset, load_dataset
 from .training_client import Flavor
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .credentials import Credentials
     from .customvision import CloudTraining
 
-EXIT_ERROR = 1
 DATASET_HELP = WHAT_A_DATASET_IS[0].upper() + WHAT_A_DATASET_IS[1:]
 FLAVORS = [f.value for f in Flavor]
 FLAVOR_HELP = "export flavor (default: ONNX, which is float32)"
@@ -252,16 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return COMMANDS[args.command](args)
-    except EdgeRuntimeError as exc:
-        print(f"edge-export: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except PermissionError as exc:  # an unreadable bundle or dataset, an output folder we may not write
-        print(f"edge-export: {exc.filename or exc}: permission denied", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
+    return run_command("edge-export", lambda: COMMANDS[args.command](args))
 
 
 def main_entry() -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from edge_runtime.model.imageio import decode_image, sniff
 
 from edge_runtime.errors import EdgeRuntimeError, ImageError, ImageFormatError
+from edge_runtime.model.imageio import decode_image, sniff
 
 SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP"}
 UPLOADABLE = {"JPEG", "PNG", "BMP", "GIF"}  # what Custom Vision accepts

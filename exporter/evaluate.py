@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from edge_runtime.model.imageio import decode_image
 from edge_runtime.model.postprocess import PostprocessOptions
 from edge_runtime.model.predictor import Predictor

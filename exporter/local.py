@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from edge_runtime.model.imageio import decode_image
-from edge_runtime.model.predictor import Predictor
 from onnx import helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 
+from edge_runtime.model.imageio import decode_image
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.paths import DEMO_MODEL
 
 from .dataset import Dataset, DatasetError, Kind

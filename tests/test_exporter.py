@@ -155,6 +155,25 @@ def test_evaluate_reports_per_tag_figures_and_a_confusion_matrix(digits, digits_
     assert sum(map(sum, figures["confusion"])) == 200
 
 
+def test_an_os_error_while_writing_is_one_line_not_a_traceback(digits, digits_bundle, tmp_path):
+    """edge-export shares edge-runtime's handler: a full disk or a missing folder is one line."""
+    import resource
+    import signal
+
+    def small_files() -> None:  # a disk that takes 1 KB a file, as a full one would refuse the rest
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    command = [sys.executable, "-m", "exporter.cli", "evaluate", str(digits_bundle), str(digits), "--no-progress"]
+    for out, preexec, message in ((tmp_path / "missing" / "eval.json", None, "No such file or directory"),
+                                  (tmp_path / "eval.json", small_files, "File too large")):
+        proc = subprocess.run([*command, "--json", str(out)], capture_output=True, text=True, timeout=300,
+                              preexec_fn=preexec)
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edge-export: ") and lines[0].endswith(message), lines
+
+
 def test_a_second_training_run_is_a_new_version(digits_bundle):
     export = digits_bundle
     second, verified = write_bundle(digits_bundle.parent.parent, "digits", export, {"source": {"backend": "copy"}})

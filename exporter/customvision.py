@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from edge_runtime.errors import EdgeRuntimeError
 
 from .dataset import Dataset, Item, Kind
-from .metrics import Metrics, TagMetrics
+from .metrics import Evaluation, TagMetrics
 from .training_client import (
     EXPORT_FAILED,
     EXPORTED,
@@ -112,7 +112,7 @@ class TrainedIteration:
     project_id: str
     iteration_id: str
     domain: str
-    metrics: Metrics
+    metrics: Evaluation
     tag_ids: dict[str, str]
     upload: UploadReport
 
@@ -239,11 +239,11 @@ class CloudTraining:
                 raise CloudError(f"{what} did not finish within {timeout_s:.0f} s")
             self.sleep(self.poll_s)
 
-    def performance(self, project_id: str, iteration_id: str, threshold: float, kind: Kind) -> Metrics:
+    def performance(self, project_id: str, iteration_id: str, threshold: float, kind: Kind) -> Evaluation:
         perf = self.client.performance(project_id, iteration_id, threshold,
                                        0.3 if kind is Kind.DETECTION else None)
         per_tag = tuple(TagMetrics(t.name, t.precision, t.recall, t.average_precision, 0) for t in perf.per_tag)
-        return Metrics(threshold, perf.precision, perf.recall, perf.average_precision, per_tag,
+        return Evaluation(threshold, perf.precision, perf.recall, perf.average_precision, per_tag,
                        source="reported by Custom Vision")
 
     def publish(self, project_id: str, iteration_id: str, name: str, prediction_resource_id: str) -> None:

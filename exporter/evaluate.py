@@ -20,7 +20,7 @@ from edge_runtime.model.postprocess import PostprocessOptions
 from edge_runtime.model.predictor import Predictor
 
 from .dataset import Dataset, DatasetError, Kind
-from .metrics import Metrics, classification_metrics
+from .metrics import Evaluation, classification_metrics
 
 Progress = Callable[[str, int, int], None]
 
@@ -42,7 +42,7 @@ class DetectionMetrics:
 
 
 def evaluate(predictor: Predictor, dataset: Dataset, threshold: float = 0.5,
-             progress: Progress | None = None) -> Metrics | DetectionMetrics:
+             progress: Progress | None = None) -> Evaluation | DetectionMetrics:
     labels = list(predictor.spec.labels or ())
     if dataset.kind is Kind.DETECTION:
         if not predictor.spec.variant.is_detection:

@@ -29,7 +29,7 @@ from edge_runtime.model.predictor import Predictor
 from edge_runtime.paths import DEMO_MODEL
 
 from .dataset import Dataset, DatasetError, Kind
-from .metrics import Metrics, classification_metrics
+from .metrics import Evaluation, classification_metrics
 from .split import split
 
 BACKBONE = DEMO_MODEL
@@ -47,7 +47,7 @@ class TrainResult:
     multilabel: bool
     model: bytes
     metadata: dict[str, str]
-    metrics: Metrics
+    metrics: Evaluation
     train_images: int
     validation_images: int
     seconds: float

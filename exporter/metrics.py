@@ -29,7 +29,7 @@ class TagMetrics:
 
 
 @dataclass(frozen=True)
-class Metrics:
+class Evaluation:
     threshold: float
     precision: float
     recall: float
@@ -83,7 +83,7 @@ def _ratio(num: float, den: float) -> float:
 def classification_metrics(
     truth: np.ndarray, scores: np.ndarray, labels: list[str], threshold: float = 0.5,
     multiclass: bool = True, source: str = "",
-) -> Metrics:
+) -> Evaluation:
     """`truth` and `scores` are [images, tags]: 0/1 ground truth and probabilities."""
     from sklearn.metrics import average_precision_score, confusion_matrix  # slow to import: only when needed
 
@@ -103,5 +103,5 @@ def classification_metrics(
         confusion = tuple(tuple(int(v) for v in row) for row in matrix)
     unmeasured = tuple(f"no evaluated image carries tag {t.tag!r}, so its recall and AP are not measured"
                        for t in per_tag if not t.images)
-    return Metrics(threshold, _ratio(tp_all, predicted.sum()), _ratio(tp_all, truth.sum()),
+    return Evaluation(threshold, _ratio(tp_all, predicted.sum()), _ratio(tp_all, truth.sum()),
                    float(np.mean(aps)) if aps else float("nan"), tuple(per_tag), confusion, source, unmeasured)

@@ -19,7 +19,7 @@ from ..errors import BundleError, ChecksumError, LabelsError
 from .archive import MAX_TOTAL_BYTES
 from .bundle_cache import unpacked
 from .hashing import TooLarge, file_sha1
-from .limits import MAX_JSON_BYTES, MAX_LABELS_BYTES, read_capped
+from .limits import MAX_JSON_BYTES, MAX_LABELS_BYTES, read_file_capped
 
 MANIFEST = "cvexport.manifest"
 DEFAULT_LABELS = "labels.txt"
@@ -150,7 +150,7 @@ def _verify_sha1(model_path: Path, expected: object) -> None:
 
 def _read_labels(path: Path) -> tuple[str, ...]:
     try:
-        lines = read_capped(path, MAX_LABELS_BYTES, LabelsError).decode("utf-8-sig").splitlines()
+        lines = read_file_capped(path, MAX_LABELS_BYTES, LabelsError).decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise LabelsError(f"{path.name}: cannot read labels: {exc}") from exc
     labels = [line.strip() for line in lines]
@@ -164,7 +164,7 @@ def _read_labels(path: Path) -> tuple[str, ...]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    data = read_capped(path, MAX_JSON_BYTES, BundleError)
+    data = read_file_capped(path, MAX_JSON_BYTES, BundleError)
     try:
         value = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and ints of too many digits

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ImageDecodeError, ImageFormatError, ImageTooLargeError
 from ..types import InputSpec
-from .limits import MAX_IMAGE_PIXELS, current, decode_budget, read_capped
+from .limits import MAX_IMAGE_PIXELS, current, decode_budget, read_file_capped
 from .preprocess import check_aspect, check_bounds, reduction
 
 JPEG_SOI, JPEG_SOS, JPEG_EOI = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
@@ -176,7 +176,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, spec: InputSpe
 
 def read_image_bytes(path: str | Path) -> bytes:
     """An image file's bytes, at most EDGE_RUNTIME_MAX_IMAGE_FILE_BYTES of them."""
-    return read_capped(Path(path), current().max_image_file_bytes, ImageDecodeError)
+    return read_file_capped(Path(path), current().max_image_file_bytes, ImageDecodeError)
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, spec: InputSpec | None = None) -> np.ndarray:

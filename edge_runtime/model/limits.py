@@ -7,7 +7,7 @@ EDGE_RUNTIME_LIMITS__<FIELD>. `serve` installs the loaded settings' limits; any 
 reads the environment once, on first use, through the same model. A bad value is a
 ConfigError naming the variable.
 
-    data = read_capped(path, current().max_image_file_bytes, ImageDecodeError)
+    data = read_file_capped(path, current().max_image_file_bytes, ImageDecodeError)
     with decode_budget().reserve(6 * width * height):  # bytes; waits while others decode
         frame = cv2.imdecode(...)
 """
@@ -102,7 +102,7 @@ MAX_JSON_BYTES = 4 * MiB
 MAX_LABELS_BYTES = 4 * MiB
 
 
-def read_capped(path: Path, limit: int, error: type[EdgeRuntimeError]) -> bytes:
+def read_file_capped(path: Path, limit: int, error: type[EdgeRuntimeError]) -> bytes:
     """The whole file, or `error` if it is longer than `limit` (devices and pipes included)."""
     try:
         with open(path, "rb") as f:

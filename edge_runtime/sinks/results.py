@@ -13,7 +13,7 @@ from typing import Any
 from ..events.store import EventStore
 from ..types import FrameResult
 from .context import SinkContext
-from .worker import Worker
+from .queued import QueuedThread
 
 
 class ResultsSink:
@@ -22,7 +22,7 @@ class ResultsSink:
         self.store, self.every_s, self.device = store, every_s, device
         self.project, self.iteration = project, iteration
         self._last: dict[str, float] = {}  # camera -> captured_at of the last result queued
-        self._worker = Worker[tuple[str, dict[str, Any]]]("forward-results", self._append, queue_size)
+        self._worker = QueuedThread[tuple[str, dict[str, Any]]]("forward-results", self._append, queue_size)
 
     def __call__(self, result: FrameResult) -> None:
         camera, at = result.camera_id, result.frame.captured_at

@@ -24,7 +24,7 @@ from ..events.store import EventStore
 from ..types import FrameResult
 from .base import MultiSink
 from .context import SinkContext
-from .worker import Worker
+from .queued import QueuedThread
 
 
 class SamplesSink:
@@ -34,7 +34,7 @@ class SamplesSink:
         self.project, self.iteration, self.quality = project, iteration, quality
         self.stored_by: Counter[str] = Counter()  # sampler -> samples the store took
         self.refused_by: Counter[str] = Counter()  # sampler -> samples the disk budget refused
-        self._worker = Worker[tuple[FrameResult, list[str]]]("samples", self._store, queue_size)
+        self._worker = QueuedThread[tuple[FrameResult, list[str]]]("samples", self._store, queue_size)
 
     @property
     def stored(self) -> int:

@@ -90,7 +90,7 @@ def run_worker(spec: WorkerSpec, results: Connection, control: Connection) -> No
                         format=f"%(asctime)s %(levelname)s worker-{spec.index} %(name)s: %(message)s")
     channel = Channel(results, stop)
     threading.Thread(target=_watch_control, args=(control, stop), name="control", daemon=True).start()
-    worker = _Worker(spec, channel, stop)
+    worker = CameraWorker(spec, channel, stop)
     threading.Thread(target=worker.report, name="status", daemon=True).start()
     code = 0
     try:
@@ -115,7 +115,7 @@ def _exit_by(deadline: float) -> None:
     threading.Thread(target=hard_exit, name="exit-deadline", daemon=True).start()
 
 
-class _Worker:
+class CameraWorker:
     def __init__(self, spec: WorkerSpec, channel: Channel, stop: threading.Event) -> None:
         self.spec, self.channel, self.stop = spec, channel, stop
         self.ring = FrameRing(spec.shm_prefix, stop=stop)

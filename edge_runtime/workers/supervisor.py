@@ -57,7 +57,7 @@ BATCH = 64  # messages read from one worker before looking at the others
 class RemoteCamera:
     """A camera that runs in a worker, as the server sees it: the worker's latest report."""
 
-    def __init__(self, camera_id: str, name: str, worker: _Worker) -> None:
+    def __init__(self, camera_id: str, name: str, worker: WorkerHandle) -> None:
         self.id, self.name = camera_id, name
         self.stats = CameraStats()
         self.fps = 0.0
@@ -93,7 +93,7 @@ class RemoteCamera:
 
 
 @dataclass(eq=False)
-class _Worker:
+class WorkerHandle:
     index: int
     cameras: tuple[str, ...]
     incarnation: int = 0
@@ -120,7 +120,7 @@ class WorkerPool:
         self.errors = 0
         self.frames = FrameReader()
         self._ctx = multiprocessing.get_context("spawn")
-        self._workers = [_Worker(i, group) for i, group in enumerate(plan.groups)]
+        self._workers = [WorkerHandle(i, group) for i, group in enumerate(plan.groups)]
         names = {c.id: describe_uri(c.source) for c in settings.cameras}
         self.cameras = [RemoteCamera(cid, names.get(cid, cid), w) for w in self._workers for cid in w.cameras]
         self._by_id = {c.id: c for c in self.cameras}
@@ -187,7 +187,7 @@ class WorkerPool:
         return out
 
     # -- starting and restarting ---------------------------------------------------------
-    def _spawn(self, w: _Worker) -> None:
+    def _spawn(self, w: WorkerHandle) -> None:
         w.incarnation += 1
         w.prefix = prefix_for(os.getpid(), w.index, w.incarnation)
         spec = WorkerSpec(w.index, w.cameras, self.settings, self.plan.threads, w.prefix, os.getpid(), str(self.model),
@@ -206,7 +206,7 @@ class WorkerPool:
             if cam.worker is w:
                 cam.reset()
 
-    def _died(self, w: _Worker) -> None:
+    def _died(self, w: WorkerHandle) -> None:
         assert w.process is not None
         w.process.join(1.0)
         code = w.process.exitcode
@@ -237,7 +237,7 @@ class WorkerPool:
                 for w in live:
                     self._drain(w, until_eof=True)
                 return
-            handles: dict[Any, tuple[_Worker, bool]] = {}
+            handles: dict[Any, tuple[WorkerHandle, bool]] = {}
             for w in live:
                 assert w.results is not None and w.process is not None
                 handles[w.results] = (w, False)
@@ -276,7 +276,7 @@ class WorkerPool:
                         w.process.kill()
                         w.heard = w.started = now  # one kill; its sentinel brings the restart
 
-    def _drain(self, w: _Worker, until_eof: bool = False) -> None:
+    def _drain(self, w: WorkerHandle, until_eof: bool = False) -> None:
         conn = w.results
         assert conn is not None
         for _ in range(1 << 30 if until_eof else BATCH):
@@ -293,7 +293,7 @@ class WorkerPool:
                 self.errors += 1
                 log.exception("worker %d: bad message", w.index)
 
-    def _handle(self, w: _Worker, data: bytes) -> None:
+    def _handle(self, w: WorkerHandle, data: bytes) -> None:
         kind = data[:1]
         if kind == STATUS:
             reports = decode_status(data)["cameras"]

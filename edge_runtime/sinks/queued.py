@@ -1,6 +1,6 @@
 """A thread of a sink's own behind a bounded queue, so slow work never holds the publisher.
 
-    worker = Worker("samples", store_one, size=8)
+    worker = QueuedThread("samples", store_one, size=8)
     worker.put(job)      # never blocks: False (and counted in `dropped`) when the queue is full
     worker.close()       # finishes what is queued, then ends the thread
 
@@ -21,7 +21,7 @@ LOG_EVERY_S = 30.0
 T = TypeVar("T")
 
 
-class Worker(Generic[T]):
+class QueuedThread(Generic[T]):
     def __init__(self, name: str, handle: Callable[[T], None], size: int) -> None:
         self.name, self.handle = name, handle
         self.dropped = self.failed = 0

@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -42,14 +42,14 @@ from .errors import EdgeRuntimeError
 from .metrics import Metrics
 from .model.predictor import Prepared
 from .sinks import Sink
-from .types import Frame, FrameResult, PredictionResult
+from .types import Frame, FrameResult, Outputs, PredictionResult
 
 log = logging.getLogger(__name__)
 FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
 FPS_SMOOTHING = 0.1
 PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond this
 
-Inferred = tuple[Frame, Prepared | None, dict[str, Any], float]  # no Prepared: reuse the previous result
+Inferred = tuple[Frame, Prepared | None, Outputs, float]  # no Prepared: reuse the previous result
 
 
 class Stages(Protocol):
@@ -58,9 +58,9 @@ class Stages(Protocol):
 
     def prepare(self, frame: np.ndarray) -> Prepared: ...
 
-    def infer(self, tensor: np.ndarray) -> dict[str, Any]: ...
+    def infer(self, tensor: np.ndarray) -> Outputs: ...
 
-    def finish(self, outputs: dict[str, Any], prepared: Prepared) -> PredictionResult: ...
+    def finish(self, outputs: Outputs, prepared: Prepared) -> PredictionResult: ...
 
 
 class Turns:

@@ -16,6 +16,10 @@ from typing import Any, overload
 
 import numpy as np
 
+# A model's outputs by name, as onnxruntime returns them: arrays, or for a classifier with a
+# ZipMap output a list of {tag: probability} maps (one per image).
+Outputs = dict[str, "np.ndarray | list[dict[str, float]]"]
+
 
 class Variant(str, enum.Enum):
     """What a model computes, decided from its outputs (and metadata where they agree)."""

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
 from edge_runtime.model.predictor import Prepared
-from edge_runtime.types import Prediction, PredictionResult, Window
+from edge_runtime.types import Outputs, Prediction, PredictionResult, Window
 
 LABELS = ("dark", "bright")
 
@@ -40,7 +39,7 @@ class FakePredictor:
         tensor = np.asarray(frame, np.float32).mean(axis=(0, 1), keepdims=True)
         return Prepared(tensor, Window(0, 0, width, height, width, height))
 
-    def infer(self, tensor: np.ndarray) -> dict[str, Any]:
+    def infer(self, tensor: np.ndarray) -> Outputs:
         if self.infer_s:
             time.sleep(self.infer_s)
         with self._lock:
@@ -49,7 +48,7 @@ class FakePredictor:
             raise ValueError("the fake model cannot take this frame")
         return {"bright": float(tensor.mean()) / 255.0}
 
-    def finish(self, outputs: dict[str, Any], prepared: Prepared) -> PredictionResult:
+    def finish(self, outputs: Outputs, prepared: Prepared) -> PredictionResult:
         bright = outputs["bright"]
         found = [Prediction(1, "bright", bright), Prediction(0, "dark", 1.0 - bright)]
         found.sort(key=lambda p: -p.probability)

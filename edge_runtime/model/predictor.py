@@ -12,11 +12,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..types import PredictionResult, Window
+from ..types import Outputs, PredictionResult, Window
 from .bundle import Bundle, open_bundle
 from .imageio import decode_image, to_bgr8
 from .postprocess import PostprocessOptions, postprocess
@@ -82,7 +81,7 @@ class Predictor:
             self.spec = dataclasses.replace(self.spec, labels=labels, tag_ids=tag_ids)
         self.predict(frame)  # also checks labels against the outputs
 
-    def infer(self, tensor: np.ndarray) -> dict[str, Any]:
+    def infer(self, tensor: np.ndarray) -> Outputs:
         names = self.spec.output_names
         return dict(zip(names, self.model.run({self.spec.input.name: tensor}, names), strict=True))
 
@@ -92,7 +91,7 @@ class Predictor:
         tensor, window = preprocess(to_bgr8(frame), self.spec.input)
         return Prepared(tensor, window, time.perf_counter() - start)
 
-    def finish(self, outputs: dict[str, Any], prepared: Prepared,
+    def finish(self, outputs: Outputs, prepared: Prepared,
                options: PostprocessOptions | None = None) -> PredictionResult:
         """Stage 3 of 3: raw outputs -> result (stage 2 is `infer`)."""
         window = prepared.window

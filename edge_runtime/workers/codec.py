@@ -20,7 +20,7 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
@@ -168,12 +168,32 @@ class ResultCodec:
                        FrameRef(segment, offset, tuple(shape), dtype), bool(reused))
 
 
-def encode_status(status: dict[str, Any]) -> bytes:
+class CameraReport(TypedDict):
+    """One camera as its worker sees it: CameraState's value, CameraStats' fields, its rate."""
+
+    state: str
+    stats: dict[str, Any]
+    fps: float
+    skipped: int
+
+
+class WorkerStatus(TypedDict):
+    """What a worker process reports every STATUS_S; no cameras until its model is loaded."""
+
+    pid: int
+    cameras: dict[str, CameraReport]
+    errors: int
+    overwritten: int
+
+
+def encode_status(status: WorkerStatus) -> bytes:
     return STATUS + json.dumps(status, separators=(",", ":")).encode()
 
 
-def decode_status(data: bytes) -> dict[str, Any]:
+def decode_status(data: bytes) -> WorkerStatus:
     if data[:1] != STATUS:
         raise ValueError(f"not a status message (kind {data[:1]!r})")
-    value: dict[str, Any] = json.loads(data[1:])
-    return value
+    value = json.loads(data[1:])
+    if not isinstance(value, dict) or not isinstance(value.get("cameras"), dict):
+        raise ValueError("a status message without its cameras")
+    return cast(WorkerStatus, value)

@@ -21,14 +21,14 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..assembly import load_predictor, local_pipeline
 from ..config import Settings
 from ..errors import EdgeRuntimeError
 from ..model import limits
 from ..types import FrameResult
-from .codec import ResultCodec, encode_status
+from .codec import CameraReport, ResultCodec, WorkerStatus, encode_status
 from .shm import FrameRing
 
 if TYPE_CHECKING:
@@ -157,13 +157,13 @@ class CameraWorker:
             self.channel.send(encode_status(self.status()))
             self.stop.wait(STATUS_S)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> WorkerStatus:
         """Each camera's state, counters and rate; no cameras until the model is loaded."""
         pipeline = self.pipeline
         if pipeline is None:
             return {"pid": os.getpid(), "cameras": {}, "errors": 0, "overwritten": self.ring.overwritten}
-        cams = {camera.id: {"state": camera.state.value, "stats": asdict(camera.stats),
-                            "fps": round(pipeline.fps(camera.id), 3), "skipped": pipeline.skipped(camera.id)}
+        cams = {camera.id: CameraReport(state=camera.state.value, stats=asdict(camera.stats),
+                                        fps=round(pipeline.fps(camera.id), 3), skipped=pipeline.skipped(camera.id))
                 for camera in pipeline.cameras}
         return {"pid": os.getpid(), "cameras": cams, "errors": pipeline.errors, "overwritten": self.ring.overwritten}
 

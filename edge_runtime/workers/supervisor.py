@@ -39,7 +39,7 @@ from ..config import Settings
 from ..metrics import Metrics
 from ..model.bundle import Bundle
 from ..sinks import Sink
-from .codec import RESULT, STATUS, ResultCodec, decode_status
+from .codec import RESULT, STATUS, CameraReport, ResultCodec, decode_status
 from .memory import rss_bytes
 from .plan import WorkerPlan
 from .process import WorkerSpec, run_worker
@@ -73,11 +73,11 @@ class RemoteCamera:
         """A new worker process takes the camera: nothing is known until it reports."""
         self._state, self.fps = CameraState.STARTING, 0.0
 
-    def update(self, report: dict[str, Any]) -> None:
+    def update(self, report: CameraReport) -> None:
         self._state = CameraState(report["state"])
         self.stats = CameraStats(**report["stats"])
         self.fps = float(report["fps"])
-        self.skipped = int(report.get("skipped", 0))
+        self.skipped = int(report["skipped"])
 
     def status(self) -> dict[str, object]:
         age = time.monotonic() - self.stats.last_frame_mono if self.stats.last_frame_mono else None

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_runtime.errors import ConfigError
 from edge_runtime.model.predictor import Predictor
 from exporter.credentials import Credentials, guard_logs, load_credentials
 from exporter.customvision import CloudError, CloudTraining, UploadState
@@ -163,7 +164,7 @@ def test_credentials_come_from_env_or_file_and_stay_out_of_logs(tmp_path, caplog
     assert creds.endpoint == "https://x.cognitiveservices.azure.com" and "k-file" not in repr(creds)
     assert load_credentials(env={"CUSTOMVISION_ENDPOINT": "https://e", "CUSTOMVISION_TRAINING_KEY": "k-env"}
                             ).training_key == "k-env"
-    with pytest.raises(Exception, match="CUSTOMVISION_TRAINING_KEY"):
+    with pytest.raises(ConfigError, match="CUSTOMVISION_TRAINING_KEY"):
         load_credentials(env={})
     caplog.set_level(logging.DEBUG)
     guard_logs("k-env")

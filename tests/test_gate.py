@@ -9,6 +9,7 @@ from edge_runtime.capture.camera import Camera
 from edge_runtime.capture.gate import Changed, SceneGate, Unchanged
 from edge_runtime.capture.sources.fake import ScriptedSource
 from edge_runtime.config import load_settings
+from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import Metrics
 from edge_runtime.pipeline import Pipeline
 from tests.conftest import wait_for
@@ -93,7 +94,7 @@ def test_gate_settings_are_checked():
     settings = load_settings(env={}, overrides={"cameras": [{"id": "a", "source": "demo:",
                                                              "gate": {"enabled": True, "max_idle_s": 2}}]})
     assert settings.cameras[0].gate.enabled and settings.cameras[0].gate.min_changed == 0.002
-    with pytest.raises(Exception, match="gate"):
+    with pytest.raises(ConfigError, match=r"gate\.treshold"):
         load_settings(env={}, overrides={"cameras": [{"id": "a", "source": "demo:", "gate": {"treshold": 1}}]})
 
 

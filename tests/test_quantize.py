@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_runtime.int8.quantize import FLAVOR, depthwise_overrides, float_nodes, format_report, quantize_export
+from edge_runtime.int8.quantize import (
+    FLAVOR,
+    QuantizeError,
+    depthwise_overrides,
+    float_nodes,
+    format_report,
+    quantize_export,
+)
 from edge_runtime.model.bundle import open_bundle
 from edge_runtime.model.predictor import Predictor
 from tests import models
@@ -344,7 +351,7 @@ def test_an_onnxruntime_too_old_to_quantise_is_one_line(exports, tmp_path, monke
 
 def test_a_float16_export_is_refused_in_one_line(exports, tmp_path):
     frames = colour_frames(tmp_path / "frames", count=4)
-    with pytest.raises(Exception, match="float16") as err:
+    with pytest.raises(QuantizeError, match="float16") as err:
         quantize_export(exports["float16"], frames, tmp_path / "int8")
     assert "\n" not in str(err.value)
 
@@ -353,6 +360,6 @@ def test_eval_tags_the_model_does_not_know_are_one_line(exports, tmp_path):
     frames = colour_frames(tmp_path / "frames", count=4)
     (tmp_path / "eval" / "purple").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "eval" / "purple" / "a.png"), np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(Exception, match="tags the model does not know: purple") as err:
+    with pytest.raises(QuantizeError, match="tags the model does not know: purple") as err:
         quantize_export(exports["modern"], frames, tmp_path / "int8", eval_dir=tmp_path / "eval")
     assert "\n" not in str(err.value) and not (tmp_path / "int8").exists()

@@ -6,8 +6,9 @@ preprocessing, and checked against their float32 parent before they are written.
 
 The result is a Custom Vision style folder (model.onnx, labels.txt, metadata, a manifest
 with Flavor "ONNX-INT8" and the true SHA-1) plus bundle.json recording the parent and the
-figures. It is refused (QuantizeRefused) when it agrees with the parent less well than
-`max_drop` allows, unless forced. Needs the `onnx` package (the `quantize` extra).
+figures. It is not written when it agrees with the parent less well than `max_drop` allows,
+unless forced: the Report then says `written=False` and why (format_report), and the CLI
+exits 1. Needs the `onnx` package (the `quantize` extra).
 
 After onnxruntime's quantiser has chosen the scales, each conv's integer weights are
 re-chosen by GPTQ to keep the layer's output on the calibration frames (rounding.py): same
@@ -69,10 +70,6 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".m
 
 class QuantizeError(EdgeRuntimeError):
     """The export or the calibration data cannot be used for quantisation."""
-
-
-class QuantizeRefused(EdgeRuntimeError):
-    """The INT8 model disagrees with its parent by more than allowed."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-.PHONY: demo test lint bench demo-model clean arm64-smoke
+.PHONY: demo test quick lint bench demo-model clean arm64-smoke
 
 demo:  ## set up and run the built-in demo
 	bash scripts/demo.sh
@@ -6,9 +6,13 @@ demo:  ## set up and run the built-in demo
 test:  ## set up, lint, type-check and run the tests
 	bash scripts/test.sh -q
 
+quick:  ## the same, without the slow and adversarial tests
+	bash scripts/test.sh --quick -q
+
 lint:
 	.venv/bin/ruff check edge_runtime exporter tests scripts
 	.venv/bin/mypy edge_runtime exporter
+	.venv/bin/lint-imports
 
 bench:  ## per-stage timings of the demo model on this machine
 	.venv/bin/edge-runtime bench edge_runtime/demo

@@ -24,9 +24,11 @@ def test_the_example_commands_print_what_the_readme_shows():
 
 def test_the_test_command_is_described_as_it_is():
     script = (ROOT / "scripts" / "test.sh").read_text()
-    ran = [tool for tool in ("ruff", "mypy", "hadolint", "pytest") if re.search(rf"\b{tool}\b", script)]
-    described = README.split("bash scripts/test.sh", 1)[0].rsplit("Run the tests", 1)[1]
-    assert ran == ["ruff", "mypy", "hadolint", "pytest"]
+    tools = ("ruff", "mypy", "hadolint", "lint-imports", "pytest")
+    ran = [tool for tool in tools if re.search(rf"\b{tool}\b", script)]
+    described = README.split("bash scripts/test.sh", 1)[0].rsplit("Run the tests", 1)[1].replace(
+        "import-linter", "lint-imports")
+    assert ran == list(tools)
     assert all(tool in described for tool in ran)
 
 

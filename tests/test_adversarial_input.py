@@ -251,7 +251,7 @@ def test_budget_makes_a_second_decode_wait_and_nesting_is_free():
             pass
         thread = threading.Thread(target=second)
         thread.start()
-        time.sleep(0.2)
+        assert wait_for(lambda: budget.waiting == 1, timeout=5)  # the other thread waits for room
         order.append("first done")
     thread.join(5)
     assert order == ["first done", "second"] and budget.in_use == 0

@@ -4,6 +4,7 @@ import threading
 import time
 
 from edge_runtime.model.session import FairGate
+from tests.conftest import wait_for
 
 
 def test_a_busy_runner_cannot_starve_another():
@@ -19,7 +20,7 @@ def test_a_busy_runner_cannot_starve_another():
 
     thread = threading.Thread(target=busy)
     thread.start()
-    time.sleep(0.05)
+    assert wait_for(lambda: order.count("camera") >= 3, timeout=5)  # the other thread keeps the gate busy
     start = time.monotonic()
     with gate:
         waited = time.monotonic() - start

@@ -126,6 +126,7 @@ class MemoryBudget:
         self.total = total_bytes
         self.wait_s = wait_s
         self.in_use = 0
+        self.waiting = 0  # reservations waiting for room now
         self._cond = threading.Condition()
         self._held = threading.local()
 
@@ -140,7 +141,12 @@ class MemoryBudget:
             return
         want = min(max(nbytes, 0), self.total)
         with self._cond:
-            if not self._cond.wait_for(lambda: self.in_use + want <= self.total, timeout=self.wait_s):
+            self.waiting += 1
+            try:
+                room = self._cond.wait_for(lambda: self.in_use + want <= self.total, timeout=self.wait_s)
+            finally:
+                self.waiting -= 1
+            if not room:
                 raise ImageBusyError(
                     f"other images are being decoded; waited {self.wait_s:g} s for {want >> 20} MiB "
                     f"of EDGE_RUNTIME_DECODE_BUDGET_MB={self.total >> 20}; try again"

@@ -11,8 +11,17 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from edge_runtime.config import Settings
-from edge_runtime.server import GracefulServer, server_config
+from edge_runtime.config import Settings, load_settings
+from edge_runtime.model.predictor import Predictor
+from edge_runtime.serve import build_services
+from edge_runtime.server import GracefulServer, create_app, server_config
+
+
+def make_app(predictor: Predictor, token: str | None = None, **overrides: object) -> FastAPI:
+    """The app `serve` would build from these settings, over an already loaded predictor."""
+    settings = load_settings(env={}, overrides=overrides)
+    env = {"EDGE_RUNTIME_TOKEN": token} if token else {}
+    return create_app(build_services(settings, predictor=predictor, env=env))
 
 
 @contextmanager

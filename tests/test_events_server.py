@@ -25,8 +25,7 @@ import yaml
 from edge_runtime.events.store import EventStore
 from edge_runtime.model.predictor import Predictor
 from tests.conftest import wait_for
-from tests.server_util import free_port, running
-from tests.test_server import make_app
+from tests.server_util import free_port, make_app, running
 
 TOKEN = "s3cret-events-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -14,8 +14,7 @@ import pytest
 
 from edge_runtime.model.predictor import Predictor
 from tests.conftest import DEMO, write_video
-from tests.server_util import running
-from tests.test_server import make_app
+from tests.server_util import make_app, running
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

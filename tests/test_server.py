@@ -19,7 +19,7 @@ from edge_runtime.model.predictor import Predictor
 from edge_runtime.serve import build_services
 from edge_runtime.server import create_app
 from tests.conftest import DEMO, jpeg_bytes, wait_for, write_video
-from tests.server_util import running
+from tests.server_util import make_app, running
 
 COFFEE = (DEMO / "samples" / "coffee.jpg").read_bytes()
 TOKEN = "s3cret-token-for-tests"
@@ -28,12 +28,6 @@ TOKEN = "s3cret-token-for-tests"
 @pytest.fixture(scope="module")
 def demo_predictor() -> Predictor:
     return Predictor.load(DEMO)
-
-
-def make_app(predictor, token=None, **overrides):  # type: ignore[no-untyped-def]
-    settings = load_settings(env={}, overrides=overrides)
-    env = {"EDGE_RUNTIME_TOKEN": token} if token else {}
-    return create_app(build_services(settings, predictor=predictor, env=env))
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
 from edge_runtime.model.predictor import Predictor
 from tests.conftest import DEMO, wait_for, write_video
-from tests.server_util import running
-from tests.test_server import make_app
+from tests.server_util import make_app, running
 
 
 def test_folder_and_glob_sources_skip_bad_files_and_end(tmp_path):

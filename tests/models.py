@@ -283,3 +283,33 @@ def zip_folder(folder: Path, zip_path: Path) -> Path:
         for path in sorted(folder.rglob("*")):
             zf.write(path, path.relative_to(folder).as_posix())
     return zip_path
+
+
+def separable_classifier() -> bytes:
+    """MobileNet-like: a stem, two depthwise + pointwise blocks, pooling and a linear head."""
+    rng = np.random.default_rng(5)
+
+    def weight(name: str, *shape: int) -> TensorProto:
+        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
+
+    inits = [weight("stem", 4, 3, 3, 3), weight("dw1", 4, 1, 3, 3), weight("pw1", 8, 4, 1, 1),
+             weight("dw2", 8, 1, 3, 3), weight("pw2", 8, 8, 1, 1), weight("head", 3, 8), weight("bias", 3)]
+    lo, hi = numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")
+    nodes = [helper.make_node("Conv", ["data", "stem"], ["s"], "stem", pads=[1] * 4),
+             helper.make_node("Clip", ["s", "lo", "hi"], ["s6"], "stem_act"),
+             helper.make_node("Conv", ["s6", "dw1"], ["d1"], "dw1", group=4, pads=[1] * 4),
+             helper.make_node("Clip", ["d1", "lo", "hi"], ["d16"], "dw1_act"),
+             helper.make_node("Conv", ["d16", "pw1"], ["p1"], "pw1"),
+             helper.make_node("Conv", ["p1", "dw2"], ["d2"], "dw2", group=8, pads=[1] * 4),
+             helper.make_node("Clip", ["d2", "lo", "hi"], ["d26"], "dw2_act"),
+             helper.make_node("Conv", ["d26", "pw2"], ["p2"], "pw2"),
+             helper.make_node("GlobalAveragePool", ["p2"], ["gap"], "pool"),
+             helper.make_node("Flatten", ["gap"], ["f"], "flatten"),
+             helper.make_node("Gemm", ["f", "head", "bias"], ["logits"], "fc", transB=1),
+             helper.make_node("Softmax", ["logits"], ["model_output"], "softmax", axis=1)]
+    graph = helper.make_graph(nodes, "separable", [helper.make_tensor_value_info("data", TensorProto.FLOAT,
+                                                                                 [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("model_output", TensorProto.FLOAT, [1, 3])],
+                              [*inits, lo, hi])
+    return _finish(graph, modern_metadata(), [helper.make_opsetid("", MODERN_OPSET)],
+                          MODERN_IR)

@@ -17,8 +17,8 @@ from edge_runtime.model.predictor import Predictor
 from exporter.customvision import CloudTraining, UploadState, UploadStateError
 from exporter.dataset import Dataset, Item, Kind, Report, load_dataset
 from exporter.training_client import CloudError, DomainType, Flavor
+from tests.datasets import coco_dataset, make_export_zip, noise_dataset
 from tests.fake_training_client import DOMAINS, FakeTrainingClient
-from tests.test_customvision import make_export_zip, noise_dataset
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,6 @@ def test_a_project_on_another_domain_is_refused(export_zip, tmp_path):
 
 
 def test_detection_sets_upload_their_regions_with_the_services_tag_ids(export_zip, tmp_path):
-    from tests.test_exporter import coco_dataset
 
     (tmp_path / "coco").mkdir()
     dataset = load_dataset(coco_dataset(tmp_path / "coco", count=6))

@@ -14,7 +14,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -23,39 +22,15 @@ from edge_runtime.model.predictor import Predictor
 from exporter.credentials import Credentials, guard_logs, load_credentials
 from exporter.customvision import CloudError, CloudTraining, UploadState
 from exporter.dataset import load_dataset
-from exporter.package import write_export
 from exporter.sdk_client import SdkClient
-from tests import models
 from tests.cv_double import KEY, Double, Faults, create_double_app
+from tests.datasets import make_export_zip, noise_dataset
 from tests.server_util import running
-
-RNG = np.random.default_rng(11)
-
-
-def noise_dataset(root: Path, per_tag: int, tags=("red", "green")) -> Path:
-    for t, tag in enumerate(tags):
-        (root / tag).mkdir(parents=True, exist_ok=True)
-        for i in range(per_tag):
-            image = RNG.integers(0, 256, (24, 24, 3), dtype=np.uint8)
-            image[..., 2 - t] = 255
-            cv2.imwrite(str(root / tag / f"{i:03d}.png"), image)
-    return root
 
 
 @pytest.fixture(scope="module")
 def export_zip(tmp_path_factory) -> Path:
     return make_export_zip(tmp_path_factory.mktemp("cvexport"))
-
-
-def make_export_zip(root: Path) -> Path:
-    """A real export the service hands out: the runtime's own colour classifier layout."""
-    folder = write_export(root / "export", models.color_classifier(tags=2), ("red", "green"),
-                          models.modern_metadata())
-    path = root / "export.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        for f in folder.iterdir():
-            zf.write(f, f.name)
-    return path
 
 
 @pytest.fixture()

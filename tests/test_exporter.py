@@ -19,6 +19,7 @@ from exporter.evaluate import evaluate
 from exporter.local import train_local
 from exporter.package import write_bundle, write_export
 from tests import models
+from tests.datasets import coco_dataset
 
 RNG = np.random.default_rng(3)
 
@@ -191,23 +192,6 @@ def test_local_backend_refuses_detection(tmp_path):
     coco = coco_dataset(tmp_path)
     with pytest.raises(DatasetError, match="classifiers only"):
         train_local(load_dataset(coco))
-
-
-def coco_dataset(root: Path, count: int = 8) -> Path:
-    """Red squares on grey, with their boxes in COCO JSON."""
-    images, annotations = [], []
-    for i in range(count):
-        image = np.full((448, 608, 3), 60, np.uint8)
-        col, row = 2 + i % 5, 1 + i % 4
-        image[row * 32 + 2 : row * 32 + 30, col * 32 + 2 : col * 32 + 30] = (0, 0, 255)
-        cv2.imwrite(str(root / f"{i}.png"), image)
-        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 608, "height": 448})
-        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [col * 32, row * 32, 32, 32],
-                            "area": 1024, "iscrowd": 0})
-    (root / "annotations.json").write_text(json.dumps({
-        "images": images, "annotations": annotations,
-        "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}))
-    return root / "annotations.json"
 
 
 def test_detection_evaluation_gives_map50(exports, tmp_path):

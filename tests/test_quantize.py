@@ -67,43 +67,13 @@ def test_the_first_layer_and_the_head_stay_in_float():
     assert float_nodes(graph) == ["n0", "n4", "n5"]  # the first Conv; the Gemm and Softmax of the head
 
 
-def separable_classifier() -> bytes:
-    """MobileNet-like: a stem, two depthwise + pointwise blocks, pooling and a linear head."""
-    rng = np.random.default_rng(5)
-
-    def weight(name, *shape):
-        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
-
-    inits = [weight("stem", 4, 3, 3, 3), weight("dw1", 4, 1, 3, 3), weight("pw1", 8, 4, 1, 1),
-             weight("dw2", 8, 1, 3, 3), weight("pw2", 8, 8, 1, 1), weight("head", 3, 8), weight("bias", 3)]
-    lo, hi = numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")
-    nodes = [helper.make_node("Conv", ["data", "stem"], ["s"], "stem", pads=[1] * 4),
-             helper.make_node("Clip", ["s", "lo", "hi"], ["s6"], "stem_act"),
-             helper.make_node("Conv", ["s6", "dw1"], ["d1"], "dw1", group=4, pads=[1] * 4),
-             helper.make_node("Clip", ["d1", "lo", "hi"], ["d16"], "dw1_act"),
-             helper.make_node("Conv", ["d16", "pw1"], ["p1"], "pw1"),
-             helper.make_node("Conv", ["p1", "dw2"], ["d2"], "dw2", group=8, pads=[1] * 4),
-             helper.make_node("Clip", ["d2", "lo", "hi"], ["d26"], "dw2_act"),
-             helper.make_node("Conv", ["d26", "pw2"], ["p2"], "pw2"),
-             helper.make_node("GlobalAveragePool", ["p2"], ["gap"], "pool"),
-             helper.make_node("Flatten", ["gap"], ["f"], "flatten"),
-             helper.make_node("Gemm", ["f", "head", "bias"], ["logits"], "fc", transB=1),
-             helper.make_node("Softmax", ["logits"], ["model_output"], "softmax", axis=1)]
-    graph = helper.make_graph(nodes, "separable", [helper.make_tensor_value_info("data", TensorProto.FLOAT,
-                                                                                 [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("model_output", TensorProto.FLOAT, [1, 3])],
-                              [*inits, lo, hi])
-    return models._finish(graph, models.modern_metadata(), [helper.make_opsetid("", models.MODERN_OPSET)],
-                          models.MODERN_IR)
-
-
 def test_a_separable_network_keeps_its_first_block_in_float_and_8_bit_depthwise_weights(tmp_path):
     import onnx
 
-    graph = onnx.load_from_string(separable_classifier()).graph
+    graph = onnx.load_from_string(models.separable_classifier()).graph
     assert float_nodes(graph) == sorted(["stem", "stem_act", "dw1", "dw1_act", "pw1", "fc", "softmax"])
     assert depthwise_overrides(graph) == {w: [{"axis": 0, "reduce_range": False}] for w in ("dw1", "dw2")}
-    parent = models.write_export(tmp_path / "separable", separable_classifier(), tuple(models.COLOR_TAGS))
+    parent = models.write_export(tmp_path / "separable", models.separable_classifier(), tuple(models.COLOR_TAGS))
     report = quantize_export(parent, colour_frames(tmp_path / "frames", count=8), tmp_path / "int8", force=True)
     quantized = onnx.load(str(open_bundle(report.out).model_path)).graph
     levels = {i.name.split("_")[0]: int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
@@ -278,7 +248,7 @@ def test_a_failure_of_gptq_rounding_keeps_the_quantisers_weights(tmp_path, monke
         raise MemoryError
 
     monkeypatch.setattr(rounding, "_measure", out_of_memory)
-    parent = models.write_export(tmp_path / "separable", separable_classifier(), tuple(models.COLOR_TAGS))
+    parent = models.write_export(tmp_path / "separable", models.separable_classifier(), tuple(models.COLOR_TAGS))
     with caplog.at_level("WARNING", logger="edge_runtime.int8.quantize"):
         report = quantize_export(parent, colour_frames(tmp_path / "frames", count=8), tmp_path / "int8", force=True)
     assert report.written and open_bundle(tmp_path / "int8").manifest["Flavor"] == FLAVOR

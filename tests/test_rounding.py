@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from edge_runtime.int8 import quantize, rounding
 from edge_runtime.int8.rounding import gptq
-from tests.test_quantize import separable_classifier
+from tests import models
 
 LIMIT = 64  # 7-bit weights, as onnxruntime's reduce_range writes them
 
@@ -94,7 +94,7 @@ def smooth_tensors(count, seed):
 def quantized_pair(tmp_path, monkeypatch, frames):
     """The separable test network quantised with and without GPTQ rounding, on the same frames."""
     parent = tmp_path / "parent.onnx"
-    parent.write_bytes(separable_classifier())
+    parent.write_bytes(models.separable_classifier())
     improved, plain = tmp_path / "gptq.onnx", tmp_path / "nearest.onnx"
     quantize._quantize(parent, improved, "data", frames)
     monkeypatch.setattr(quantize, "improve_rounding", lambda *args: 0)

@@ -6,27 +6,16 @@ they are absent, unless EDGE_RUNTIME_REQUIRE_BROWSER is set, as CI sets it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
 import pytest
 
 from edge_runtime.model.predictor import Predictor
+from tests.browser import WebDriverWait  # skips this module where Chromium is absent
 from tests.conftest import DEMO, write_video
 from tests.server_util import make_app, running
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("EDGE_RUNTIME_REQUIRE_BROWSER"):
-        raise RuntimeError("chromium and chromedriver are required (apt-get install chromium chromium-driver)")
-    pytest.skip("chromium and chromedriver are not installed", allow_module_level=True)
-
 pytestmark = pytest.mark.slow  # a real browser per test
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 PIXELS_JS = """
 const img = document.getElementById('stream');
@@ -40,20 +29,6 @@ let lit = 0, sum = 0;
 for (let i = 0; i < d.length; i += 4) { const v = d[i] + d[i + 1] + d[i + 2]; if (v > 30) lit++; sum += v; }
 return {width: c.width, height: c.height, lit: lit, mean: sum / (d.length / 4)};
 """
-
-
-@pytest.fixture()
-def browser(tmp_path):
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch drivers
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def test_live_page_shows_changing_results_and_a_stream_with_pixels(browser, tmp_path):

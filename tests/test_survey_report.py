@@ -6,9 +6,7 @@ Needs Debian's chromium and chromium-driver, as tests/test_live_page.py does.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 
 import cv2
 import pytest
@@ -16,18 +14,8 @@ import pytest
 from edge_runtime.cli import main
 from edge_runtime.survey.records import BadRecord, FindingRecord, UnitRecord
 from edge_runtime.survey.report import write_report
+from tests.browser import Select, WebDriverWait, chromium  # skips this module where Chromium is absent
 from tests.test_survey_model import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("EDGE_RUNTIME_REQUIRE_BROWSER"):
-        raise RuntimeError("chromium and chromedriver are required (apt-get install chromium chromium-driver)")
-    pytest.skip("chromium and chromedriver are not installed", allow_module_level=True)
-
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)  # a stuck browser fails instead of hanging
 
@@ -36,16 +24,7 @@ NETWORK_URL = re.compile(r"\b(?:https?|wss?|ftp):|//[a-z0-9.-]+\.[a-z]{2,}/", re
 
 @pytest.fixture()
 def browser(tmp_path):
-    os.environ["SE_OFFLINE"] = "true"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1000"):
-        options.add_argument(arg)
-    # every request the page makes, and every script error
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = chromium(tmp_path / "profile", window="1280,1000", logs=True)
     yield driver
     driver.quit()
 

@@ -362,9 +362,10 @@ def cmd_survey(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model, providers=args.providers, intra_op_threads=split.threads,
                                graph_cache=graph_cache_dir(), runs=split.runs)
     summary = survey(predictor, args.inputs, options)
-    print(f"{summary.units} images and frames, {summary.findings} findings, {summary.skipped} skipped; "
+    problems = f", {summary.problems} problems" if summary.problems else ""
+    print(f"{summary.units} images and frames, {summary.findings} findings, {summary.skipped} skipped{problems}; "
           f"report: {summary.report}")
-    return EXIT_ERROR if summary.skipped else 0
+    return EXIT_ERROR if summary.skipped or summary.problems else 0
 
 
 COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench,

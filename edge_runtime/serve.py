@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import forwarders
 from .camera import Backoff, Camera
 from .config import DEMO, CameraConfig, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError
@@ -118,6 +119,7 @@ def build_services(
     token = resolve_token(settings, env)
     check_access(settings, token)
     check_sources(settings)
+    forwarders.check(settings)  # their files are read again when the app starts them
     plan = cores_plan(settings)  # with workers, the server's own session serves uploads alone
     predictor = load_predictor(settings, plan.server) if predictor is None else predictor.with_options(
         postprocess_options(settings))

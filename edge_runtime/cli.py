@@ -151,24 +151,33 @@ def _events_args(sub: Any) -> None:
 def cmd_events(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .events.export import all_events, export, table
-    from .events.store import EventStore
+    from .events.salvage import Damage
+    from .events.store import DB_NAME, EventStore
     from .events.times import parse_time
 
-    try:
-        since, until = (parse_time(t) if t else None for t in (args.since, args.until))
-    except ValueError as exc:
-        raise ConfigError(f"--since/--until: {exc}") from None
+    times = {}
+    for flag, text in (("--since", args.since), ("--until", args.until)):
+        try:
+            times[flag] = parse_time(text) if text else None
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+    since, until = times["--since"], times["--until"]
     store = EventStore.open_readonly(args.data)
+    damage = Damage()  # a damaged store is read as far as it can be, and the loss said in one line
     try:
         if args.action == "list":
-            events = list(all_events(store, since, until))
+            events = all_events(store, since, until, damage)
             print(json.dumps([e.to_json() for e in events], indent=2) if args.json else table(events))
         else:
-            counts = export(store, args.out, args.format, since, until, samples=args.samples)
+            counts = export(store, args.out, args.format, since, until, samples=args.samples, damage=damage)
             print(f"exported {counts['events']} events" + (f" and {counts['samples']} samples" if args.samples
                                                             else "") + f" to {args.out}")
     finally:
         store.close()
+    if damage:
+        print(f"edge-runtime: {args.data / DB_NAME} is damaged: {damage.summary()}; everything else was read",
+              file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
@@ -362,9 +371,10 @@ def cmd_survey(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model, providers=args.providers, intra_op_threads=split.threads,
                                graph_cache=graph_cache_dir(), runs=split.runs)
     summary = survey(predictor, args.inputs, options)
-    print(f"{summary.units} images and frames, {summary.findings} findings, {summary.skipped} skipped; "
+    problems = f", {summary.problems} problems" if summary.problems else ""
+    print(f"{summary.units} images and frames, {summary.findings} findings, {summary.skipped} skipped{problems}; "
           f"report: {summary.report}")
-    return EXIT_ERROR if summary.skipped else 0
+    return EXIT_ERROR if summary.skipped or summary.problems else 0
 
 
 COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench,

@@ -44,10 +44,11 @@ def read_setting_file(path: Path | str, what: str, limit: int, *, secret: bool =
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with an error of its own
+        os.close(fd)
+        raise ConfigError(f"{what} {path}: not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{what} {path}: not a regular file")
         if info.st_size > limit:
             raise ConfigError(f"{what} {path}: larger than the {limit}-byte limit for this file")
         try:

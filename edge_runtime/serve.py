@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 
+from . import forwarders
 from .assembly import load_predictor, local_pipeline
 from .capture.sources import SourceError, check_source
 from .capture.view import CameraRunner, CameraView
@@ -71,6 +72,7 @@ def build_services(
     token = resolve_token(settings, env)
     check_access(settings, token)
     check_sources(settings)
+    forwarders.check(settings)  # their files are read again when the app starts them
     plan = cores_plan(settings)  # with workers, the server's own session serves uploads alone
     predictor = load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads) \
         if predictor is None else predictor.with_options(settings.model.postprocess_options())

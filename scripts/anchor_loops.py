@@ -101,8 +101,9 @@ def iotedge(clip: Path, model: Path, seconds: float) -> float:
 
 def onnx_sample(clip: Path, model: Path, seconds: float) -> float:
     import onnxruntime as ort
-    from edge_runtime.model.bundle import open_bundle
     from PIL import Image
+
+    from edge_runtime.model.bundle import open_bundle
 
     bundle = open_bundle(model)
     session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])

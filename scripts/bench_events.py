@@ -25,9 +25,6 @@ from typing import Any
 import cv2
 from bench_forwarders import webhook_receiver
 from bench_pipeline import DEMO, write_clip
-from edge_runtime.model.bench import machine
-from edge_runtime.model.postprocess import PostprocessOptions
-from edge_runtime.model.predictor import Predictor
 
 from edge_runtime import forwarders
 from edge_runtime.capture.camera import Camera
@@ -37,6 +34,9 @@ from edge_runtime.events.media import evidence
 from edge_runtime.events.recorder import Recorder
 from edge_runtime.events.setup import open_store, store_wanted
 from edge_runtime.events.store import EventRecord, EventStore, new_id
+from edge_runtime.model.bench import machine
+from edge_runtime.model.postprocess import PostprocessOptions
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.sinks import build_sinks
 from edge_runtime.types import Frame, FrameResult

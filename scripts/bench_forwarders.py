@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.model.bench import machine
-
 from edge_runtime import forwarders
 from edge_runtime.config import load_settings
 from edge_runtime.events.store import EventStore
+from edge_runtime.model.bench import machine
 
 
 def event(i: int) -> dict[str, Any]:

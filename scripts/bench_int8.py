@@ -33,11 +33,11 @@ import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
-from edge_runtime.model.bench import elapsed_ms, machine
-from edge_runtime.model.predictor import Predictor
 
 from edge_runtime.capture.sources.images import IMAGE_SUFFIXES
 from edge_runtime.int8 import quantize
+from edge_runtime.model.bench import elapsed_ms, machine
+from edge_runtime.model.predictor import Predictor
 from edge_runtime.paths import DEMO_MODEL
 
 SURE = 0.5

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from edge_runtime.model.bench import machine
 from sklearn.datasets import load_digits
 
+from edge_runtime.model.bench import machine
 from exporter.dataset import load_dataset
 from exporter.local import train_local
 

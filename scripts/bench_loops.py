@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anchor_loops import LOOPS
 from bench_pipeline import DEMO, SIZE, cpu_per_frame, start_server, write_clip
+
 from edge_runtime.model.bench import machine
 from edge_runtime.model.predictor import Predictor
 

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import cv2
 import httpx
+
+from edge_runtime.capture.camera import Camera
+from edge_runtime.capture.sources import open_source
 from edge_runtime.model.bench import machine
 from edge_runtime.model.postprocess import PostprocessOptions
 from edge_runtime.model.predictor import Predictor
 from edge_runtime.model.preprocess import preprocess
-
-from edge_runtime.capture.camera import Camera
-from edge_runtime.capture.sources import open_source
 from edge_runtime.paths import DEMO_MODEL
 from edge_runtime.pipeline import Pipeline
 

@@ -33,8 +33,8 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
-from edge_runtime.model.bench import machine
 
+from edge_runtime.model.bench import machine
 from edge_runtime.workers.plan import plan_workers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,10 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+
 from edge_runtime.model.bench import machine
 from edge_runtime.model.imageio import read_image
 from edge_runtime.model.predictor import Predictor
-
 from edge_runtime.survey.run import SurveyOptions, inference_split, survey
 from edge_runtime.survey.tiled import TiledPredictor
 from edge_runtime.survey.tiling import TileMode

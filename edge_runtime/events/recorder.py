@@ -10,7 +10,10 @@ too). On a start, the best frame so far is drawn and stored with the open record
 the best frame of the whole event replaces it, and the clip (when enabled) is written once
 `clip.post_s` more seconds of frames have arrived. Each start and end is published as an
 `event-start` / `event-end` SSE message with the event's JSON. Store failures (a full disk)
-are counted and logged, and never stop the thread: recording resumes when space returns.
+are counted and logged, and never stop the thread: recording resumes when space returns, and
+an end the store refused is tried again every second, so the event closes (and its event-end
+reaches the outbox) then, not at the next start. An event deleted while open stays deleted:
+its end writes nothing and is not announced.
 The thread runs at a lower CPU priority (nice +10) than the camera loop.
 """
 
@@ -42,6 +45,8 @@ JANITOR_EVERY_S = 60.0
 TICK_S = 0.25
 NICE = 10  # evidence and clips are background work: inference keeps the cores when both want them
 LOG_EVERY_S = 30.0
+RETRY_EVERY_S = 1.0  # an end the store refused (a full disk) is tried again this often
+MAX_UNWRITTEN_BYTES = 32 << 20  # pictures held for ends waiting for space; past it, the record alone
 _STOP = object()
 
 
@@ -70,6 +75,9 @@ class Recorder:
         self._closing = threading.Event()
         self._next_sweep = clock() + JANITOR_EVERY_S
         self._logged = -LOG_EVERY_S
+        self._unwritten: dict[str, tuple[EventRecord, dict[str, bytes]]] = {}  # ends the store refused
+        self._unwritten_bytes = 0
+        self._next_retry = clock() + RETRY_EVERY_S
 
     # ---- the thread --------------------------------------------------------------------------
 
@@ -131,6 +139,7 @@ class Recorder:
             if clip.event.end is not None:
                 self._finish(clip.event, clip.frames)
         self._clipping.clear()
+        self._write_unwritten()  # what still fails is closed at the next start, at its last frame
 
     def _drop_oldest(self) -> None:
         try:
@@ -173,6 +182,9 @@ class Recorder:
         for clip in list(self._clipping.values()):
             if clip.ended_mono is not None and now - clip.ended_mono >= post + 1.0:
                 self._finish_clip(clip)
+        if self._unwritten and now >= self._next_retry:
+            self._next_retry = now + RETRY_EVERY_S
+            self._write_unwritten()
         if now >= self._next_sweep:
             self._next_sweep = now + JANITOR_EVERY_S
             self._guard("retention", self.janitor.run)
@@ -191,7 +203,7 @@ class Recorder:
         self._touched[event.id] = event.last_at
         record = event.record(self.config.device)
         media = self._evidence(event)
-        stored = self._store("recording an event start", record, media, self.store.start_event)
+        _, stored = self._store("recording an event start", record, media, self.store.start_event)
         self._send("event-start", stored or record)
         if self.clips is not None:
             frames = self.clips.since(event.camera, event.start - self.config.clip.pre_s)
@@ -216,24 +228,48 @@ class Recorder:
             if not write_clip(frames, path, self.config.clip.fps, self.config.clip.codec):
                 path = None
 
-        def end(r: EventRecord, m: dict[str, bytes]) -> EventRecord:
+        def end(r: EventRecord, m: dict[str, bytes]) -> EventRecord | None:
             return self.store.end_event(r, m, clip=path)
 
-        stored = self._store("recording an event end", record, media, end)
-        if stored is None and path is not None:
-            path.unlink(missing_ok=True)
+        written, stored = self._store("recording an event end", record, media, end)
+        if not written:  # a full disk: the end is written when space returns (tick)
+            if path is not None:
+                path.unlink(missing_ok=True)
+            self._keep_unwritten(record, media)
+        elif stored is None:  # deleted while it was open: it stays deleted, and no end is announced
+            return
         self._send("event-end", stored or record)
         self._guard("retention", self.janitor.run)
 
+    def _keep_unwritten(self, record: EventRecord, media: dict[str, bytes]) -> None:
+        size = sum(len(m) for m in media.values())
+        if self._unwritten_bytes + size > MAX_UNWRITTEN_BYTES:
+            media, size = {}, 0
+        self._unwritten[record.id] = (record, media)
+        self._unwritten_bytes += size
+
+    def _write_unwritten(self) -> None:
+        """Write the ends the store refused, oldest first, until one is refused again: the
+        event closes and its event-end reaches the outbox once space returns (it was already
+        published when it happened)."""
+        for event_id, (record, media) in list(self._unwritten.items()):
+            written, _ = self._store("recording an event end", record, media, self.store.end_event)
+            if not written:
+                return
+            del self._unwritten[event_id]
+            self._unwritten_bytes -= sum(len(m) for m in media.values())
+
     def _store(self, what: str, record: EventRecord, media: dict[str, bytes],
-               write: Callable[[EventRecord, dict[str, bytes]], EventRecord]) -> EventRecord | None:
-        """Make room, then write; None (logged and counted) when the store refuses."""
+               write: Callable[[EventRecord, dict[str, bytes]], EventRecord | None],
+               ) -> tuple[bool, EventRecord | None]:
+        """Make room, then write: whether the store took it (refusals are logged and
+        counted), and what the write returned."""
         extra = sum(len(m) for m in media.values())
         if self.janitor.over(extra):
             self._guard("retention", lambda: self.janitor.run(extra=extra))
-        result: list[EventRecord] = []
+        result: list[EventRecord | None] = []
         self._guard(what, lambda: result.append(write(record, media)))
-        return result[0] if result else None
+        return bool(result), (result[0] if result else None)
 
     def _guard(self, what: str, work: Callable[[], object]) -> None:
         try:

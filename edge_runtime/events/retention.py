@@ -7,9 +7,10 @@ In order: events and samples older than max_age_days go; then, while the store i
 max_mb or the disk has less than min_free_mb free, the oldest media go (the event records
 stay, without pictures), and when no media are left and the store is still over max_mb,
 the oldest records. (Records are small: deleting them for a disk that other files filled
-would lose history and free next to nothing.) Outbox rows every
-forwarder has passed (or older than the largest TTL) are deleted, and freed database pages
-are given back to the disk.
+would lose history and free next to nothing.) Outbox rows go once every configured
+forwarder (`consumers`) has saved its cursor past them, or once they are older than
+`max_ttl_s`; rows removed before a forwarder reached them are counted as dropped by that
+forwarder. Freed database pages are given back to the disk.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import Settings
+from ..forwarders.config import DEFAULT_TTL_S
 from .retention import Janitor
 from .store import Budget, EventStore
 
@@ -26,8 +27,11 @@ def open_store(settings: Settings) -> EventStore:
 
 
 def janitor(settings: Settings, store: EventStore) -> Janitor:
-    """Retention, keeping outbox rows until every forwarder passed them or outlived its TTL."""
+    """Retention, keeping outbox rows until every configured forwarder passed them or they
+    outlived the longest TTL. With no forwarder configured they are kept for the default TTL
+    (a week), so that one added back within it still gets them; a forwarder no longer
+    configured holds no rows, whatever its old cursor."""
     forwarders = list(getattr(settings, "forwarders", None) or [])
     consumers = [str(getattr(f, "key", "")) for f in forwarders]
-    ttls = [float(getattr(f, "ttl_s", 0)) for f in forwarders]
-    return Janitor(store, consumers=consumers, max_ttl_s=max(ttls) if ttls else None)
+    ttls = [float(getattr(f, "ttl_s", DEFAULT_TTL_S)) for f in forwarders]
+    return Janitor(store, consumers=consumers, max_ttl_s=max(ttls) if ttls else DEFAULT_TTL_S)

@@ -14,9 +14,15 @@ kill -9 and power loss.
 
 An event still open when the process died is closed at the next open, with the time of the
 last frame recorded for it (`last_at`, refreshed by `touch` at most about once a second).
+An event deleted while open stays deleted: its `end_event` writes nothing.
+
+`readable_events` and `readable_samples` read a store that may be damaged (salvage.py):
+what a bad page or a bad row holds is counted, not raised, and the rest is read.
 
 The outbox: every event start and end appends a row in the same transaction as the event
 row; forwarders read it with `outbox_after` and keep their place with `set_cursor`.
+`prune_outbox` removes a row only once every configured forwarder saved its cursor past
+it, or once it outlived the longest time-to-live, so a crash at any point loses none.
 
 One writer connection, guarded by a lock; readers open connections of their own, so a long
 query never waits for a write. Every public method is thread-safe.
@@ -29,6 +35,7 @@ import datetime as dt
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import sqlite3
@@ -41,6 +48,8 @@ from typing import Any, NoReturn
 
 from ..errors import DiskFullError, StoreError
 from ..types import iso_ms
+from . import salvage
+from .salvage import Damage, RowReader
 
 log = logging.getLogger(__name__)
 DB_NAME = "events.db"
@@ -72,6 +81,7 @@ CREATE INDEX IF NOT EXISTS samples_taken ON samples(taken_at);
 """
 EVENT_COLUMNS = ("id, rule, camera, tag, start, end_at, last_at, peak, peak_at, frames, box, "
                  "snapshot, thumbnail, clip, frame, device")
+SAMPLE_COLUMNS = "id, sampler, camera, taken_at, image, prediction"
 
 
 def new_id(at: float | None = None) -> str:
@@ -178,11 +188,47 @@ class StoreStats:
 
 
 def _row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> EventRecord:
+    """ValueError for a row no event can be made of (a damaged store, another program's
+    rows); a box or media name that makes no sense is dropped and the event kept."""
     (id_, rule, camera, tag, start, end, last_at, peak, peak_at, frames, box,
      snapshot, thumbnail, clip, frame, device) = row
-    return EventRecord(id=id_, rule=rule, camera=camera, tag=tag, start=start, end=end, last_at=last_at,
-                       peak=peak, peak_at=peak_at, frames=frames, box=json.loads(box) if box else None,
-                       snapshot=snapshot, thumbnail=thumbnail, clip=clip, frame=frame, device=device)
+    v = salvage
+    return EventRecord(id=v.key(id_), rule=v.text(rule), camera=v.text(camera), tag=v.text(tag),
+                       start=v.instant(start), end=None if end is None else v.instant(end),
+                       last_at=v.instant(last_at), peak=v.number(peak), peak_at=v.instant(peak_at),
+                       frames=v.count(frames), box=v.box(box), snapshot=v.name(snapshot),
+                       thumbnail=v.name(thumbnail), clip=v.name(clip), frame=v.name(frame), device=v.text(device))
+
+
+def _events_of(rows: list[tuple[Any, ...]], damage: Damage | None = None) -> list[EventRecord]:
+    """The rows that make events; the others are left out (counted in `damage`, or logged)."""
+    events = []
+    for row in rows:
+        try:
+            events.append(_row_to_event(row))
+        except (ValueError, TypeError) as exc:
+            if damage is not None:
+                damage.add(damage.bad, "events")
+            else:
+                log.warning("event store: an events row is left out: %s", exc)
+    return events
+
+
+def _samples_of(rows: list[tuple[Any, ...]], damage: Damage | None = None) -> list[SampleRecord]:
+    """As `_events_of`, for rows of SAMPLE_COLUMNS; a prediction that is not JSON reads as {}."""
+    samples = []
+    for sample_id, sampler, camera, taken_at, image, prediction in rows:
+        try:
+            samples.append(SampleRecord(
+                id=salvage.key(sample_id), sampler=salvage.text(sampler), camera=salvage.text(camera),
+                taken_at=salvage.instant(taken_at), image=salvage.key(image),
+                prediction=salvage.json_object(prediction) or {}))
+        except ValueError as exc:
+            if damage is not None:
+                damage.add(damage.bad, "samples")
+            else:
+                log.warning("event store: a samples row is left out: %s", exc)
+    return samples
 
 
 def _fsync_dir(path: Path) -> None:
@@ -202,9 +248,13 @@ class EventStore:
         self._db = db
         self._lock = threading.RLock()
         self._closed = False
-        self._media_bytes = self._scalar(
-            "SELECT (SELECT COALESCE(SUM(media_bytes), 0) FROM events) + "
-            "(SELECT COALESCE(SUM(bytes), 0) FROM samples)")
+        self._open_ids: set[str] = set()  # events this store started that have not ended
+        try:
+            self._media_bytes = self._scalar(
+                "SELECT (SELECT COALESCE(SUM(media_bytes), 0) FROM events) + "
+                "(SELECT COALESCE(SUM(bytes), 0) FROM samples)")
+        except sqlite3.DatabaseError:  # a damaged store still opens, to read what is left
+            self._media_bytes = 0
 
     # ---- opening and closing -------------------------------------------------------------
 
@@ -238,6 +288,10 @@ class EventStore:
             store._recover()
         except StoreError as exc:  # a full disk: serve anyway; the next open tries again
             log.error("%s; open events stay open until the store can be written", exc)
+        except sqlite3.DatabaseError as exc:  # a damaged page: `events export` still reads the rest
+            store.close()
+            raise StoreError(f"event store {data_dir}: {exc} (`edge-runtime events export` copies what "
+                             "can still be read)") from None
         return store
 
     @classmethod
@@ -249,8 +303,11 @@ class EventStore:
         try:
             db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
                                  isolation_level=None, timeout=30)
-            db.execute("SELECT COUNT(*) FROM events").fetchone()
+            db.execute("PRAGMA writable_schema=ON")  # a truncated file opens (read-only: nothing is written)
+            db.execute(f"SELECT {EVENT_COLUMNS} FROM events LIMIT 0")  # the schema only: damaged pages are read later
         except sqlite3.DatabaseError as exc:
+            if str(exc).startswith("no such"):  # another program's events.db: no such table, no such column
+                raise StoreError(f"{path}: not an edge-runtime event store ({exc})") from None
             raise StoreError(f"event store {data_dir}: {exc}") from None
         return cls(Path(data_dir), db, Budget())
 
@@ -266,8 +323,7 @@ class EventStore:
         """Close what a crash left open, and delete media no record names."""
         with self._transaction() as db:
             rows = db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE end_at IS NULL").fetchall()
-            for row in rows:
-                event = _row_to_event(row)
+            for event in _events_of(rows):
                 ended = replace(event, end=event.last_at)
                 db.execute("UPDATE events SET end_at = last_at WHERE id = ?", (event.id,))
                 self._append_outbox(db, "event-end", ended.id, ended.to_json())
@@ -446,6 +502,7 @@ class EventStore:
             db.execute(f"INSERT INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*self._event_values(event), size))
             self._append_outbox(db, "event-start", event.id, event.to_json())
+        self._open_ids.add(event.id)
         self._count_bytes(size)
         if fitted:
             self._wrote()
@@ -459,9 +516,11 @@ class EventStore:
                         json.dumps(event.box) if event.box else None, event.id))
 
     def end_event(self, event: EventRecord, media: Mapping[str, bytes] | None = None,
-                  clip: Path | None = None) -> EventRecord:
+                  clip: Path | None = None) -> EventRecord | None:
         """Write the final media (the best frame, a clip file to adopt), then close the
-        record and append an event-end outbox row, atomically."""
+        record and append an event-end outbox row, atomically. Media that do not fit leave
+        the start's in place. None, with nothing kept, when the event was deleted while it
+        was open: a deleted event stays deleted (no record, media or event-end comes back)."""
         if event.end is None:
             raise ValueError("end_event needs an end time")
         event, fitted = self._media_if_room(event, media or {})
@@ -473,13 +532,23 @@ class EventStore:
                 event = replace(event, clip=name)
             else:
                 clip.unlink(missing_ok=True)
+        size = 0
         with self._transaction("recording an event end") as db:
-            old = db.execute("SELECT media_bytes FROM events WHERE id = ?", (event.id,)).fetchone()
-            size = self._media_size(event.media_names())
-            values = (*self._event_values(event), size)
-            db.execute(f"INSERT OR REPLACE INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
-                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
-            self._append_outbox(db, "event-end", event.id, event.to_json())
+            old = db.execute("SELECT media_bytes, snapshot, thumbnail, clip, frame FROM events WHERE id = ?",
+                             (event.id,)).fetchone()
+            deleted = old is None and event.id in self._open_ids  # its start was written, so it was deleted
+            if not deleted:
+                kept = dict(zip(MEDIA_KINDS, old[1:], strict=True)) if old else {}
+                event = replace(event, **{k: n for k, n in kept.items() if n and getattr(event, k) is None})
+                size = self._media_size(event.media_names())
+                values = (*self._event_values(event), size)
+                db.execute(f"INSERT OR REPLACE INTO events({EVENT_COLUMNS}, media_bytes) VALUES "
+                           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+                self._append_outbox(db, "event-end", event.id, event.to_json())
+        self._open_ids.discard(event.id)
+        if deleted:
+            self._unlink(event.media_names())
+            return None
         self._count_bytes(size - (old[0] if old else 0))
         if fitted:
             self._wrote()
@@ -506,8 +575,8 @@ class EventStore:
                 json.dumps(e.box) if e.box else None, e.snapshot, e.thumbnail, e.clip, e.frame, e.device)
 
     def get(self, event_id: str) -> EventRecord | None:
-        rows = self._read_all(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
-        return _row_to_event(rows[0]) if rows else None
+        found = _events_of(self._read_all(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)))
+        return found[0] if found else None
 
     def events(self, camera: str | None = None, tag: str | None = None, since: float | None = None,
                until: float | None = None, limit: int = 100, before: str | None = None,
@@ -524,10 +593,25 @@ class EventStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY id {'ASC' if oldest_first else 'DESC'} LIMIT ?"
-        return [_row_to_event(r) for r in self._read_all(sql, (*args, limit))]
+        return _events_of(self._read_all(sql, (*args, limit)))
+
+    def readable_events(self, damage: Damage, since: float | None = None,
+                        until: float | None = None) -> list[EventRecord]:
+        """Every event in the range that can still be read, oldest first: rows on damaged
+        pages and rows no event can be made of are left out and counted in `damage`."""
+        bounds = [(clause, value) for clause, value in (("start >= ?", since), ("start <= ?", until))
+                  if value is not None]
+        with self.reader() as db:
+            rows = RowReader(db, "events", EVENT_COLUMNS, damage).rows(
+                " AND ".join(c for c, _ in bounds), tuple(v for _, v in bounds))
+        return sorted(_events_of(rows, damage), key=lambda e: e.id)
 
     def count(self) -> int:
         return self._read_all("SELECT COUNT(*) FROM events")[0][0]  # type: ignore[no-any-return]
+
+    def has_camera(self, camera: str) -> bool:
+        """Whether a stored event names `camera` (a camera no longer configured still has its events)."""
+        return bool(self._read_all("SELECT 1 FROM events WHERE camera = ? LIMIT 1", (camera,)))
 
     def delete(self, event_id: str) -> bool:
         """Delete an event and its media; False if there was none."""
@@ -574,10 +658,10 @@ class EventStore:
         if older_than is not None:
             sql += " AND start < ?"
             args = (older_than,)
-        rows = self._read_all(sql + " ORDER BY start LIMIT ?", (*args, count))
-        self._delete_events([_row_to_event(r) for r in rows])
-        self.stats.evicted_records += len(rows)
-        return len(rows)
+        events = _events_of(self._read_all(sql + " ORDER BY start LIMIT ?", (*args, count)))
+        self._delete_events(events)
+        self.stats.evicted_records += len(events)
+        return len(events)
 
     def delete_samples_before(self, when: float) -> int:
         rows = self._read_all("SELECT id FROM samples WHERE taken_at < ?", (when,))
@@ -633,9 +717,17 @@ class EventStore:
         rows = self._read_all("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
         return int(rows[0][0]) if rows else 0
 
+    def outbox_count(self, after: int) -> int:
+        """How many rows are stored after `after` (rows removed leave gaps in the seqs)."""
+        return int(self._read_all("SELECT COUNT(*) FROM outbox WHERE seq > ?", (after,))[0][0])
+
     def cursor(self, name: str) -> int:
-        rows = self._read_all("SELECT seq FROM cursors WHERE name = ?", (name,))
-        return int(rows[0][0]) if rows else 0
+        """The forwarder's saved cursor; for a name that has none yet, just before the oldest
+        row still stored (the head when none is), so a forwarder added later starts there."""
+        rows = self._read_all(
+            "SELECT COALESCE((SELECT seq FROM cursors WHERE name = ?), (SELECT MIN(seq) - 1 FROM outbox), "
+            "(SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)", (name,))
+        return int(rows[0][0])
 
     def set_cursor(self, name: str, seq: int) -> None:
         with self._transaction("saving a forwarder's cursor") as db:
@@ -643,15 +735,22 @@ class EventStore:
                        "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq", (name, seq))
 
     def prune_outbox(self, consumers: list[str], max_ttl_s: float | None, now: float | None = None) -> int:
-        """Delete outbox rows every consumer is past, or older than the largest TTL; with no
-        consumers, every row. How many."""
+        """Delete the outbox rows that every consumer (the configured forwarders) has saved a
+        cursor past, and the rows older than `max_ttl_s` (the longest time-to-live); how many.
+        A consumer without a saved cursor yet holds every row (it starts at the oldest), one
+        that is not named holds none, and with no consumers only the age removes rows."""
         now = time.time() if now is None else now
-        upto = min((self.cursor(c) for c in consumers), default=self.outbox_head())
-        with self._transaction() as db:
-            deleted = db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,)).rowcount
+        names = sorted(set(consumers))
+        deleted = 0
+        with self._transaction("pruning the outbox") as db:
+            if names:
+                marks = db.execute(f"SELECT seq FROM cursors WHERE name IN ({','.join('?' * len(names))})",
+                                   names).fetchall()
+                if len(marks) == len(names):
+                    deleted += db.execute("DELETE FROM outbox WHERE seq <= ?", (min(m[0] for m in marks),)).rowcount
             if max_ttl_s is not None:
                 deleted += db.execute("DELETE FROM outbox WHERE created < ?", (now - max_ttl_s,)).rowcount
-        return int(deleted)
+        return deleted
 
     # ---- samples -------------------------------------------------------------------------------
 
@@ -683,8 +782,16 @@ class EventStore:
             "SELECT id, sampler, camera, taken_at, image, prediction FROM samples "
             "WHERE taken_at >= ? AND taken_at <= ? ORDER BY taken_at",
             (since if since is not None else float("-inf"), until if until is not None else float("inf")))
-        return [SampleRecord(id=i, sampler=s, camera=c, taken_at=t, image=img, prediction=json.loads(p))
-                for i, s, c, t, img, p in rows]
+        return _samples_of(rows)
+
+    def readable_samples(self, damage: Damage, since: float | None = None,
+                         until: float | None = None) -> list[SampleRecord]:
+        """As `readable_events`, for the samples: what can still be read, oldest first."""
+        with self.reader() as db:
+            rows = RowReader(db, "samples", SAMPLE_COLUMNS, damage).rows(
+                "taken_at >= ? AND taken_at <= ?", (-math.inf if since is None else since,
+                                                    math.inf if until is None else until))
+        return sorted(_samples_of(rows, damage), key=lambda s: (s.taken_at, s.id))
 
     # ---- health ---------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Store-and-forward: each configured forwarder sends the event store's outbox upstream.
 
+    check(settings)                                 # at start-up: bad settings fail in one line
     running = start_all(settings, store, metrics)   # one thread per forwarder
     running.status()                                # for /readyz: [{"name": ..., "healthy": ...}]
     running.stop(timeout=5.0)
@@ -17,7 +18,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import Backoff, Forwarder, Outbox, Transport
+from .base import Backoff, Forwarder
+from .protocols import Outbox, Transport
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -25,9 +27,9 @@ if TYPE_CHECKING:
     from .config import ForwarderConfig
     from .metrics import ForwarderCollector
 
-__all__ = ["Forwarder", "Running", "build", "start_all"]
+__all__ = ["Forwarder", "Running", "build", "check", "start_all"]
 
-# type -> (module, transport class); the class has from_config(cfg, device)
+# type -> (module, transport class); the class has from_config(cfg, device, connect=True)
 TRANSPORTS = {"mqtt": ("mqtt", "MqttTransport"), "webhook": ("webhook", "WebhookTransport")}
 
 
@@ -35,14 +37,24 @@ def device_name(settings: Settings) -> str:
     return settings.events.device or socket.gethostname()
 
 
-def make_transport(cfg: ForwarderConfig, device: str) -> Transport:
+def make_transport(cfg: ForwarderConfig, device: str, connect: bool = True) -> Transport:
+    """The transport, its secret and certificate files read; with `connect`, linking up."""
     module, cls = TRANSPORTS[cfg.type]
     try:
         transport_cls = getattr(importlib.import_module(f".{module}", __name__), cls)
     except ImportError as exc:
         raise ConfigError(f"forwarder {cfg.key}: type {cfg.type} needs {exc.name}: "
                           "pip install 'edge-runtime[events]'") from None
-    return transport_cls.from_config(cfg, device)  # type: ignore[no-any-return]
+    return transport_cls.from_config(cfg, device, connect=connect)  # type: ignore[no-any-return]
+
+
+def check(settings: Settings) -> None:
+    """Build every forwarder's transport without touching the network, and close it: a
+    missing, empty or unreadable secret or certificate file, or a missing extra, is a
+    ConfigError (one line) before the server starts rather than a failed start-up."""
+    device = device_name(settings)
+    for cfg in settings.forwarders:
+        make_transport(cfg, device, connect=False).close()
 
 
 def build(cfg: ForwarderConfig, outbox: Outbox, device: str) -> Forwarder:

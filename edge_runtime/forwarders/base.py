@@ -10,10 +10,13 @@ restart picks up where it stopped). An item counts as delivered when the transpo
 which it does only on an acknowledgement (an MQTT PUBACK, an HTTP 2xx), and only then does
 the cursor move past it: delivery is at least once and in order. A failed send is retried,
 with the same item, after an exponential backoff with jitter. An item older than the
-time-to-live when its turn comes is dropped and counted instead of sent.
+time-to-live when its turn comes is dropped and counted instead of sent, and so are rows
+that retention removed before the forwarder reached them (a gap in the seqs).
 
 A transport is one method, `send(item, body)`, raising DeliveryError when the item was not
-acknowledged; MemoryOutbox (forwarders/memory.py) stands in for the store in tests.
+acknowledged within the transport's deadline (a receiver that never finishes answering is a
+failure like any other); MemoryOutbox (forwarders/memory.py) stands in for the store in
+tests. The protocols are in protocols.py.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import ConfigError, EdgeRuntimeError
 from ..paths import SECRET_FILE_BYTES, read_setting_file
 from . import payload
+from .protocols import Item, Outbox, Transport
 
 log = logging.getLogger(__name__)
 BATCH = 100
@@ -37,38 +41,6 @@ SAVE_EVERY_S = 0.5
 
 class DeliveryError(EdgeRuntimeError):
     """The item was not acknowledged (link down, timeout, refused); it will be sent again."""
-
-
-class Item(Protocol):
-    """One outbox row (the store's OutboxItem)."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def created(self) -> float: ...
-    @property
-    def payload(self) -> dict[str, Any]: ...
-
-
-class Outbox(Protocol):
-    """The part of the event store a forwarder reads and writes; all methods thread-safe."""
-
-    def outbox_after(self, seq: int, limit: int = 100) -> list[Any]: ...
-    def outbox_head(self) -> int: ...
-    def cursor(self, name: str) -> int: ...
-    def set_cursor(self, name: str, seq: int) -> None: ...
-    def thumbnail_path(self, event_id: str) -> Path | None: ...
-
-
-class Transport(Protocol):
-    def send(self, item: Item, body: bytes) -> None:
-        """Return once the receiver acknowledged the item; raise DeliveryError otherwise."""
-
-    def close(self) -> None: ...
 
 
 class Backoff:
@@ -121,14 +93,11 @@ class Forwarder:
         items = self.outbox.outbox_after(self._cursor, BATCH)
         if not items:
             return self.poll_s
-        if self._cursor and items[0].seq > self._cursor + 1:
-            # seqs are never reused nor skipped, so a gap is rows that retention removed before
-            # this forwarder reached them (older than the largest TTL): lost, and counted as such
-            self.dropped += items[0].seq - self._cursor - 1
         try:
             for item in items:
                 if self._stop.is_set():
                     return 0.0
+                self._skip_gap(item.seq)
                 if self._wanted(item):
                     try:
                         self.transport.send(item, self._body(item))
@@ -140,6 +109,14 @@ class Forwarder:
             return 0.0
         finally:
             self._save(force=True)
+
+    def _skip_gap(self, seq: int) -> None:
+        """Seqs are never reused nor skipped, so rows missing before `seq` were removed before
+        this forwarder reached them (past the largest TTL, or with their event): lost, and
+        counted. The cursor moves over them at once, so a retry of `seq` counts them no more."""
+        if seq > self._cursor + 1:
+            self.dropped += seq - self._cursor - 1
+            self._cursor = seq - 1
 
     def _wanted(self, item: Item) -> bool:
         """False for items this forwarder passes over: expired ones (dropped and counted) and
@@ -229,8 +206,8 @@ class Forwarder:
         return self.failing_for() <= self.ttl_s
 
     def queue(self) -> tuple[int, float]:
-        """(items after the cursor, age in seconds of the oldest of them; 0 when none)."""
-        depth = max(0, self.outbox.outbox_head() - self._cursor)
+        """(rows stored after the cursor, age in seconds of the oldest of them; 0 when none)."""
+        depth = self.outbox.outbox_count(self._cursor)
         oldest = self.outbox.outbox_after(self._cursor, 1) if depth else []
         return depth, (max(0.0, self.clock() - oldest[0].created) if oldest else 0.0)
 
@@ -244,7 +221,10 @@ class Forwarder:
 
 def read_secret(path: Path, what: str) -> str:
     """A password or key from a file, without its trailing newline; ConfigError names the file."""
-    raw = read_setting_file(path, what, SECRET_FILE_BYTES, secret=True)
+    try:
+        raw = read_setting_file(path, what, SECRET_FILE_BYTES, secret=True)
+    except IsADirectoryError:  # the folder opened, and reading it failed before it was checked
+        raise ConfigError(f"{what} {path}: not a regular file") from None
     try:
         secret = raw.decode("utf-8").strip()
     except UnicodeDecodeError:

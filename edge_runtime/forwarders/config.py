@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from ..settings_base import Strict, require_unique
 
 NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+DEFAULT_TTL_S = 7 * 86400.0  # also how long the outbox keeps rows while no forwarder is configured
 
 
 class BackoffConfig(Strict):
@@ -55,13 +56,14 @@ class TlsConfig(Strict):
 
 class _Forwarder(Strict):
     name: str = Field("", pattern=r"^$|" + NAME, description="names its cursor and metrics; default: the type")
-    ttl_s: float = Field(7 * 86400.0, gt=0, description="undelivered items older than this are dropped and counted")
+    ttl_s: float = Field(DEFAULT_TTL_S, gt=0, description="undelivered items older than this are dropped and counted")
     backoff: BackoffConfig = BackoffConfig()
     thumbnail: bool = Field(False, description="add the event's thumbnail as base64 (thumbnailJpeg)")
     results_every_s: float | None = Field(None, gt=0, le=86400,
                                           description="also forward each camera's result at most this often")
     poll_s: float = Field(0.5, gt=0, le=60, description="how often an idle forwarder looks for new items")
-    timeout_s: float = Field(10.0, gt=0, le=300, description="how long to wait for an acknowledgement")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="one deadline for each delivery: connecting, "
+                             "sending and the whole answer (headers, body, PUBACK)")
 
     @property
     def key(self) -> str:

@@ -31,11 +31,12 @@ class MemoryOutbox:
         self.cursors: dict[str, int] = {}
         self.thumbnails: dict[str, Path] = {}  # event id -> its thumbnail file
         self.clock = clock
+        self._head = 0  # the highest seq given out: never reused, as the store's AUTOINCREMENT
         self._lock = threading.Lock()
 
     def add_outbox(self, kind: str, event_id: str, payload: dict[str, Any], created: float | None = None) -> int:
         with self._lock:
-            seq = self.items[-1].seq + 1 if self.items else 1
+            self._head = seq = max(self._head, self.items[-1].seq if self.items else 0) + 1
             self.items.append(MemoryItem(seq, kind, event_id, self.clock() if created is None else created,
                                          dict(payload)))
             return seq
@@ -44,13 +45,20 @@ class MemoryOutbox:
         with self._lock:
             return [i for i in self.items if i.seq > seq][:limit]
 
+    def outbox_count(self, after: int) -> int:
+        with self._lock:
+            return sum(1 for i in self.items if i.seq > after)
+
     def outbox_head(self) -> int:
         with self._lock:
-            return self.items[-1].seq if self.items else 0
+            return max(self._head, self.items[-1].seq if self.items else 0)
 
     def cursor(self, name: str) -> int:
+        """The saved cursor; without one, just before the oldest item kept (as the store's)."""
         with self._lock:
-            return self.cursors.get(name, 0)
+            if name in self.cursors:
+                return self.cursors[name]
+            return self.items[0].seq - 1 if self.items else self._head
 
     def set_cursor(self, name: str, seq: int) -> None:
         with self._lock:

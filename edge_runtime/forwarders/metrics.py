@@ -19,7 +19,7 @@ class ForwarderCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         labels = ["forwarder"]
-        depth = GaugeMetricFamily("edge_forwarder_queue_depth", "Outbox items after the forwarder's cursor",
+        depth = GaugeMetricFamily("edge_forwarder_queue_depth", "Outbox items stored after the forwarder's cursor",
                                   labels=labels)
         age = GaugeMetricFamily("edge_forwarder_oldest_age_seconds", "Age of the oldest undelivered item",
                                 labels=labels)
@@ -27,7 +27,8 @@ class ForwarderCollector(Collector):
                                     labels=labels)
         delivered = CounterMetricFamily("edge_forwarder_delivered", "Items acknowledged by the receiver", labels=labels)
         retried = CounterMetricFamily("edge_forwarder_retried", "Failed deliveries, each retried", labels=labels)
-        dropped = CounterMetricFamily("edge_forwarder_dropped", "Items dropped undelivered after the time-to-live",
+        dropped = CounterMetricFamily("edge_forwarder_dropped",
+                                      "Items dropped undelivered (expired, or removed before their turn)",
                                       labels=labels)
         for f in self.forwarders:
             try:

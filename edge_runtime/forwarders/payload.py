@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import Item, Outbox
+    from .protocols import Item, Outbox
 
 
 def build(item: Item, thumbnail: Path | None = None) -> dict[str, Any]:

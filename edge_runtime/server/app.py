@@ -28,6 +28,7 @@ from ..service import systemd
 from ..sinks import samples
 from . import auth, cloud, docs, errors, events_api, health, live, predict
 from .auth import Auth
+from .body import BodyGuard
 from .browsers import BrowserGuard, allowed_hosts
 from .connections import ACCEPT_BACKLOG, Limits, connection_cap, guarded_protocol
 from .state import Services
@@ -151,6 +152,8 @@ def create_app(svc: Services) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(cloud.router)
     app.include_router(events_api.router)
+    # innermost: no route reads a body before its token check, nor more than an upload at the cap
+    app.add_middleware(BodyGuard, limit=server.max_upload_bytes + predict.MULTIPART_OVERHEAD)
     app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts(server))
     app.add_middleware(RequestMetrics, metrics=svc.metrics)
     return app

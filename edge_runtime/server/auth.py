@@ -6,7 +6,9 @@ form (POST /signin) or the live page's first visit (`/?token=`), for a session c
 cookie holds no token: it is `EXPIRY.NONCE.SIGNATURE`, an HMAC-SHA256 under a key derived
 from the token, so it lapses after `server.session_ttl_s` and every session ends when the
 token changes. It is HttpOnly, SameSite=Strict and, when the request came over https (also
-through a trusted proxy's X-Forwarded-Proto), Secure. No other route reads `?token=`.
+through a trusted proxy's X-Forwarded-Proto), Secure. No other route reads `?token=`. A
+cookie of any other shape (an expiry of thousands of digits or with a minus sign, a field
+too many) is not a session, signed or not.
 
     auth = Auth("a-long-random-token", session_ttl_s=3600)
     auth.session_ok(auth.issue())   # True for an hour
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import re
 import secrets
 import time
 import urllib.parse
@@ -27,10 +30,13 @@ from string import Template
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from . import body
 from .errors import Unauthorized
 
 SESSION_COOKIE = "edge_runtime_session"
 SIGNIN_FORM_LIMIT = 4096
+# What issue() writes: seconds since the epoch, token_urlsafe's letters, a SHA-256 hex digest.
+SESSION_SHAPE = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{1,64})\.([0-9a-f]{64})")
 # Where the sign-in form may send the browser afterwards (never an address from outside).
 SIGNIN_TARGETS = ("/", "/docs", "/redoc", "/view/events")
 router = APIRouter(include_in_schema=False)
@@ -60,11 +66,14 @@ class Auth:
     def session_ok(self, value: str | None) -> bool:
         if not value or self.token is None:
             return False
-        payload, _, signature = value.rpartition(".")
-        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
+        shape = SESSION_SHAPE.fullmatch(value)
+        if shape is None:
             return False
-        expires = payload.partition(".")[0]
-        return expires.isdigit() and int(expires) > self.clock()
+        expires, nonce, signature = shape.groups()
+        if not hmac.compare_digest(signature, self._sign(f"{expires}.{nonce}")):
+            return False
+        now = self.clock()
+        return now < int(expires) <= now + self.session_ttl_s  # never longer than a session lasts
 
     def bearer_ok(self, request: Request) -> bool:
         supplied = bearer_token(request)
@@ -90,9 +99,11 @@ def auth_of(request: Request) -> Auth:
 
 
 def require_token(request: Request) -> None:
-    """Dependency for every route but /healthz and /readyz: the bearer header or a session."""
+    """Dependency for every route but /healthz and /readyz: the bearer header or a session.
+    Only then may the route read the request's body (server/body.py)."""
     if not auth_of(request).authenticated(request):
         raise Unauthorized("a valid bearer token is required")
+    body.admit(request)
 
 
 def signin_page(target: str, error: str = "", status: int = 401) -> HTMLResponse:
@@ -113,10 +124,10 @@ def _safe_target(target: str) -> str:
 
 @router.post("/signin")
 async def signin(request: Request) -> Response:
-    """The sign-in form's POST: a good token gets a session cookie and goes on to `next`."""
-    from .predict import read_capped
-
-    form = urllib.parse.parse_qs((await read_capped(request, SIGNIN_FORM_LIMIT)).decode("utf-8", "replace"))
+    """The sign-in form's POST: a good token gets a session cookie and goes on to `next`.
+    The form carries the token, so its body is read before any token: within its own small cap."""
+    body.admit(request)
+    form = urllib.parse.parse_qs((await body.read_capped(request, SIGNIN_FORM_LIMIT)).decode("utf-8", "replace"))
     target = form.get("next", ["/"])[0]
     auth = auth_of(request)
     if not auth.required:

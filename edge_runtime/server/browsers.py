@@ -8,6 +8,8 @@
 - Cross-site requests: a browser names the page that made a request in `Origin`. A request
   whose Origin is not this server's own (or is "null") is refused, so no other site can POST
   images or read results through the operator's browser.
+- A request without a Host header (HTTP/1.0 allows that) matches no name, and its Origin,
+  if it has one, cannot be this server's own: both checks refuse it as they would a foreign one.
 
     app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts(settings.server))
 """
@@ -44,16 +46,23 @@ def _host_name(value: str) -> str | None:
 def refusal(path: str, headers: Headers, allowed: frozenset[str] | None) -> str | None:
     """Why this request is refused, or None."""
     host = headers.get("host")
-    if allowed is not None and host is not None and path not in PROBES:
-        name = _host_name(host)
+    if allowed is not None and path not in PROBES:
+        name = None if host is None else _host_name(host)
         if name is None or (name not in allowed and not (is_loopback(name) and "127.0.0.1" in allowed)):
             return "this server does not answer to that Host name (set server.allowed_hosts)"
     origin = headers.get("origin")
-    if origin is not None and host is not None:
-        parts = urllib.parse.urlsplit(origin)
-        if origin == "null" or parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
-            return "cross-site requests are refused"
+    if origin is not None and not _same_origin(origin, host):
+        return "cross-site requests are refused"
     return None
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    """Whether `origin` names this server, as the Host header does ("null" never does)."""
+    try:
+        parts = urllib.parse.urlsplit(origin)
+    except ValueError:  # such as an unclosed "[" in the address
+        return False
+    return host is not None and parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
 
 
 class BrowserGuard:

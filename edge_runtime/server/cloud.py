@@ -63,12 +63,12 @@ def _image_route(detect: bool) -> Handler:
 
 def _url_route(detect: bool) -> Handler:
     async def predict_url(
-        body: predict.UrlBody, request: Request, project_id: str = PROJECT_ID, published_name: str = PUBLISHED_NAME,
+        request: Request, project_id: str = PROJECT_ID, published_name: str = PUBLISHED_NAME,
         application: str | None = APPLICATION, svc: Services = Depends(services),
     ) -> Response:
         """JSON {"url": ...}; off unless server.url.enabled, and only allow-listed hosts."""
         _check_kind(svc, detect)
-        return _echo_project(await predict.predict_url(body, request, svc), project_id)
+        return _echo_project(await predict.predict_url(request, svc), project_id)
 
     return predict_url
 
@@ -81,4 +81,5 @@ for version in VERSIONS:
             router.add_api_route(f"{base}/image{suffix}", _image_route(kind == "detect"), methods=["POST"],
                                  include_in_schema=shown, summary=f"{kind.capitalize()} an uploaded image")
             router.add_api_route(f"{base}/url{suffix}", _url_route(kind == "detect"), methods=["POST"],
-                                 include_in_schema=shown, summary=f"{kind.capitalize()} an image URL")
+                                 openapi_extra=predict.URL_BODY_DOC, include_in_schema=shown,
+                                 summary=f"{kind.capitalize()} an image URL")

@@ -7,7 +7,8 @@
     GET    /view/events                                             thumbnails, newest first
 
 Newest first; `next` is the cursor of the following page (null on the last). With no store
-(no rules, forwarders or samplers configured) the list is empty.
+(no rules, forwarders or samplers configured) the list is empty. An unknown `camera` is a
+404, as on every route; a camera no longer configured is known here while it has events.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def _store(svc: Services) -> EventStore:
     return svc.store
 
 
+async def _known_camera(svc: Services, camera: str) -> bool:
+    """A configured camera, or one no longer configured whose events are still stored."""
+    if svc.camera(camera) is not None:
+        return True
+    return svc.store is not None and bool(await run_in_threadpool(svc.store.has_camera, camera))
+
+
 async def _event(svc: Services, event_id: str) -> EventRecord:
     event = await run_in_threadpool(_store(svc).get, event_id) if EVENT_ID.match(event_id) else None
     if event is None:
@@ -68,6 +76,8 @@ async def list_events(
 ) -> dict[str, Any]:
     if cursor is not None and not EVENT_ID.match(cursor):
         raise BadRequest(f"cursor: not a cursor this server gave: {cursor!r}")
+    if camera and not await _known_camera(svc, camera):
+        raise NotFound(f"no camera {camera[:64]!r}")
     if svc.store is None:
         return {"events": [], "next": None}
     rows = await run_in_threadpool(svc.store.events, camera=camera or None, tag=tag or None,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from ..model.imageio import decoded
+from .body import read_capped
 from .errors import BadRequest, Forbidden, PayloadTooLarge
 from .state import Services, require_token, services
 from .urlfetch import MAX_URL_LENGTH, check_url, url_fetcher
@@ -18,23 +20,25 @@ from .urlfetch import MAX_URL_LENGTH, check_url, url_fetcher
 router = APIRouter(dependencies=[Depends(require_token)], tags=["predict"])
 MULTIPART_OVERHEAD = 64 * 1024
 IMAGE_FIELD = "imageData"
+URL_BODY_LIMIT = 16 * 1024  # {"url": ...} at MAX_URL_LENGTH, with room for JSON escapes
 
 
 class UrlBody(BaseModel):
     url: str = Field(max_length=MAX_URL_LENGTH)
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the upload is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the upload is over the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+# The body is read in the handler, after the token check, so it is documented by hand.
+URL_BODY_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": UrlBody.model_json_schema()}}}}
+
+
+async def url_body(request: Request) -> UrlBody:
+    raw = await read_capped(request, URL_BODY_LIMIT)
+    try:
+        return UrlBody.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in ('body', *e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadRequest(problems) from None
 
 
 async def _image_bytes(request: Request, limit: int) -> bytes:
@@ -81,12 +85,13 @@ async def predict_image(request: Request, svc: Services = Depends(services)) -> 
     return await _predict(svc, await _image_bytes(request, svc.settings.server.max_upload_bytes))
 
 
-async def predict_url(body: UrlBody, request: Request, svc: Services = Depends(services)) -> Response:
-    """Fetch an image from an allow-listed host:port and predict on it (off unless enabled)."""
+async def predict_url(request: Request, svc: Services = Depends(services)) -> Response:
+    """Fetch an image from an allow-listed host:port and predict on it (off unless enabled).
+    The body, JSON {"url": ...}, is read only when it is on."""
     cfg = svc.settings.server.url
     if not cfg.enabled:
         raise Forbidden("POST /url is disabled: set server.url.enabled and server.url.allow_hosts to use it")
-    target = check_url(body.url, cfg.allow_hosts)
+    target = check_url((await url_body(request)).url, cfg.allow_hosts)
     data = await url_fetcher(request).get(target, svc.settings.server.max_upload_bytes, cfg.timeout_s)
     return await _predict(svc, data)
 
@@ -95,5 +100,5 @@ for prefix in ("", "/{project}/classify/iterations/{published_name}", "/{project
     for suffix in ("", "/nostore"):
         router.add_api_route(f"{prefix}/image{suffix}", predict_image, methods=["POST"],
                              include_in_schema=not prefix and not suffix, summary="Predict on an uploaded image")
-        router.add_api_route(f"{prefix}/url{suffix}", predict_url, methods=["POST"],
+        router.add_api_route(f"{prefix}/url{suffix}", predict_url, methods=["POST"], openapi_extra=URL_BODY_DOC,
                              include_in_schema=not prefix and not suffix, summary="Predict on an image URL")

@@ -14,7 +14,7 @@ from ..events.store import EventStore
 from ..metrics import Metrics
 from ..model.predictor import Predictor
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
-from . import auth
+from . import auth, body
 from .errors import Unauthorized
 
 
@@ -72,7 +72,9 @@ PREDICTION_KEY_HEADER = "Prediction-Key"
 
 def require_prediction_key(request: Request) -> None:
     """Dependency for the cloud Prediction API routes: the token as the service's SDKs send
-    their key (a `Prediction-Key` header), or any way `require_token` accepts it."""
+    their key (a `Prediction-Key` header), or as a bearer token. Only then may the route read
+    the request's body (server/body.py)."""
     svc, key = services(request), request.headers.get(PREDICTION_KEY_HEADER)
     if not ((key is not None and svc.token_matches(key)) or svc.token_matches(supplied_token(request))):
         raise Unauthorized(f"a valid {PREDICTION_KEY_HEADER} header or bearer token is required")
+    body.admit(request)

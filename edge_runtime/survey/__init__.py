@@ -2,6 +2,7 @@
 
     tiling.py    pure: where the tiles go, and the merge of boxes across them
     tiled.py     a Predictor run over tiles (one batch per image where the model allows)
+    checks.py    the bounds every position, height, angle and time is checked against
     geo.py       EXIF GPS and DJI XMP, and the projection of a pixel to the ground
     telemetry.py DJI SRT, GPX and CSV tracks, interpolated per video frame
     inputs.py    the files to read, and video frames sampled every N seconds

@@ -12,6 +12,10 @@ The ground projection is for a nadir camera (gimbal pitch within NADIR_TOLERANCE
 
 and the metres are added to the image position on the WGS84 ellipsoid with the local
 radii of curvature (a flat-earth step, exact to millimetres over a photo's footprint).
+
+Every value read is checked (checks.py): one that is not a finite number within its
+bounds is dropped and named in `ImageGeo.problems`, and a projection that leaves the
+globe or lands over MAX_GROUND_OFFSET away gives the image position instead.
 """
 
 from __future__ import annotations
@@ -22,6 +26,20 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from .checks import (
+    ALTITUDE,
+    FOCAL_LENGTH_35MM,
+    MAX_GROUND_OFFSET,
+    PITCH,
+    ROLL,
+    YAW,
+    Bound,
+    moment_problem,
+    number,
+    position_problem,
+    wrap_longitude,
+)
 
 NADIR_TOLERANCE = 10.0  # degrees from straight down
 WGS84_A = 6378137.0
@@ -42,12 +60,16 @@ class ImageGeo:
     pitch: float | None = None  # gimbal pitch, -90 is straight down
     yaw: float | None = None  # degrees clockwise from north
     f35: float | None = None  # focal length in 35 mm film terms
+    roll: float | None = None  # gimbal roll (read and checked; the nadir projection ignores it)
+    problems: tuple[str, ...] = ()  # values found but dropped: not finite, or out of range
 
     @property
     def projectable(self) -> bool:
-        return (self.relative_alt is not None and self.relative_alt > 0 and self.pitch is not None
-                and abs(self.pitch + 90.0) <= NADIR_TOLERANCE and self.yaw is not None
-                and self.f35 is not None and self.f35 > 0)
+        values = (self.relative_alt, self.pitch, self.yaw, self.f35)
+        if any(v is None or not math.isfinite(v) for v in values):
+            return False
+        assert self.relative_alt is not None and self.pitch is not None and self.f35 is not None
+        return self.relative_alt > 0 and abs(self.pitch + 90.0) <= NADIR_TOLERANCE and self.f35 > 0
 
 
 def offset(lat: float, lon: float, east: float, north: float) -> tuple[float, float]:
@@ -69,15 +91,21 @@ def ground_offset(geo: ImageGeo, x: float, y: float, width: int, height: int) ->
 
 
 def locate(geo: ImageGeo, x: float, y: float, width: int, height: int) -> tuple[float, float, str]:
-    """(lat, lon, method) of pixel (x, y): projected to the ground when the image allows it."""
+    """(lat, lon, method) of pixel (x, y): projected to the ground when the image allows it
+    and the result is a position on the globe within MAX_GROUND_OFFSET of the image's;
+    the image position otherwise (`geo.projectable` and "image" together: it failed)."""
     if not geo.projectable:
         return geo.lat, geo.lon, "image"
     east, north = ground_offset(geo, x, y, width, height)
+    if not math.hypot(east, north) <= MAX_GROUND_OFFSET:  # NaN fails too
+        return geo.lat, geo.lon, "image"
     lat, lon = offset(geo.lat, geo.lon, east, north)
+    if not math.isfinite(lon) or position_problem(lat, lon := wrap_longitude(lon)):
+        return geo.lat, geo.lon, "image"
     return lat, lon, "ground"
 
 
-def _ratio(value: Any) -> float:
+def _ratio(value: Any) -> float:  # PIL gives NaN for a zero denominator
     if isinstance(value, tuple) and len(value) == 2:  # (numerator, denominator)
         return float(value[0]) / float(value[1]) if value[1] else 0.0
     return float(value)
@@ -90,33 +118,36 @@ def _dms(value: Any, ref: Any, negative: str) -> float:
     return -degrees if ref.strip().upper().startswith(negative) else degrees
 
 
-def _exif_time(gps: dict[int, Any], exif: dict[int, Any]) -> str | None:
+def _exif_time(gps: dict[int, Any], exif: dict[int, Any]) -> dt.datetime | None:
+    """GPS date and time (UTC), else DateTimeOriginal (camera local time: no zone is stated)."""
     date, stamp = gps.get(29), gps.get(7)
     if date and stamp:
         try:
             h, m, s = (_ratio(v) for v in stamp)
             day = dt.datetime.strptime(str(date).strip("\x00"), "%Y:%m:%d")
-            moment = day.replace(tzinfo=dt.timezone.utc) + dt.timedelta(hours=h, minutes=m, seconds=s)
-            return moment.isoformat().replace("+00:00", "Z")
-        except (ValueError, TypeError):
+            return day.replace(tzinfo=dt.timezone.utc) + dt.timedelta(hours=h, minutes=m, seconds=s)
+        except (ValueError, TypeError, OverflowError, ZeroDivisionError):  # NaN or huge stamps
             pass
     original = exif.get(DATETIME_ORIGINAL)
     if original:
-        try:  # camera local time: no zone is stated
-            return dt.datetime.strptime(str(original).strip("\x00"), "%Y:%m:%d %H:%M:%S").isoformat()
+        try:
+            return dt.datetime.strptime(str(original).strip("\x00"), "%Y:%m:%d %H:%M:%S")
         except ValueError:
             return None
     return None
 
 
-def _xmp_value(packet: str, name: str) -> float | None:
+def _xmp_text(packet: str, name: str) -> str | None:
     """`drone-dji:NAME="+1.5"` (attribute) or `<drone-dji:NAME>1.5</...>` (element)."""
     match = re.search(rf'drone-dji:{name}\s*=\s*"([^"]*)"', packet) or \
         re.search(rf"<drone-dji:{name}>([^<]*)<", packet)
-    if not match:
-        return None
+    return match[1] if match else None
+
+
+def _xmp_value(packet: str, name: str) -> float | None:
+    text = _xmp_text(packet, name)
     try:
-        return float(match[1])
+        return None if text is None else float(text)
     except ValueError:
         return None
 
@@ -129,8 +160,21 @@ def read_xmp(data: bytes) -> str:
     return head[start:end + len(XMP_END)].decode("utf-8", "replace") if start >= 0 and end > start else ""
 
 
+NO_GPS = "no GPS position in its EXIF"
+
+
 def read_geo(data: bytes) -> ImageGeo | None:
     """The position and camera attitude in an image file's metadata; None without GPS."""
+    geo = geotags(data)
+    return geo if isinstance(geo, ImageGeo) else None
+
+
+def geotags(data: bytes) -> ImageGeo | str:
+    """The position and camera attitude in an image file's metadata, or why it has no position.
+
+    A value other than the position that is not a finite number within its bounds is
+    dropped and named in `problems`; the photo then keeps its image position.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -139,24 +183,59 @@ def read_geo(data: bytes) -> ImageGeo | None:
             gps = dict(exif.get_ifd(GPS_IFD))
             camera = dict(exif.get_ifd(EXIF_IFD))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
+        return NO_GPS
     if 2 not in gps or 4 not in gps:
-        return None
+        return NO_GPS
     try:
         lat = _dms(gps[2], gps.get(1), "S")
         lon = _dms(gps[4], gps.get(3), "W")
-        alt = _ratio(gps[6]) * (-1 if gps.get(5) in (1, b"\x01") else 1) if 6 in gps else None
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or (lat == 0 and lon == 0):
-        return None
-    packet = read_xmp(data)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return NO_GPS
+    if lat == 0 and lon == 0:
+        return NO_GPS  # no fix: cameras write zeros
+    if why := position_problem(lat, lon):
+        return f"GPS {why}"
+    problems: list[str] = []
+
+    def checked(value: Any, bound: Bound, name: str) -> float | None:
+        if value is None:
+            return None
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            problems.append(f"{name} {str(value)[:40]!r} is not a number")
+            return None
+        if why := bound.check(as_float, name):
+            problems.append(why)
+            return None
+        return as_float
+
+    def xmp(name: str, bound: Bound) -> float | None:
+        value, why = number(_xmp_text(packet, name), bound, name)
+        if why:
+            problems.append(why)
+        return value
+
+    try:
+        raw_alt: Any = _ratio(gps[6]) * (-1 if gps.get(5) in (1, b"\x01") else 1) if 6 in gps else None
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        raw_alt = "unreadable"
+    alt = checked(raw_alt, ALTITUDE, "GPS altitude")
     f35 = camera.get(FOCAL_35MM)
+    packet = read_xmp(data)
+    gimbal_yaw = _xmp_text(packet, "GimbalYawDegree")
+    # A gimbal yaw that is there but bad is not replaced by the aircraft's: the two can differ.
+    yaw = xmp("GimbalYawDegree", YAW) if gimbal_yaw and gimbal_yaw.strip() else xmp("FlightYawDegree", YAW)
+    moment = _exif_time(gps, camera)
+    if moment is not None and (why := moment_problem(moment)):
+        problems.append(why)
+        moment = None
     return ImageGeo(
-        lat=lat, lon=lon, alt=alt, time=_exif_time(gps, camera),
-        relative_alt=_xmp_value(packet, "RelativeAltitude"),
-        pitch=_xmp_value(packet, "GimbalPitchDegree"),
-        yaw=_xmp_value(packet, "GimbalYawDegree") if _xmp_value(packet, "GimbalYawDegree") is not None
-        else _xmp_value(packet, "FlightYawDegree"),
-        f35=float(f35) if f35 else None,
+        lat=lat, lon=lon, alt=alt, time=moment.isoformat().replace("+00:00", "Z") if moment else None,
+        relative_alt=xmp("RelativeAltitude", ALTITUDE),
+        pitch=xmp("GimbalPitchDegree", PITCH),
+        yaw=yaw,
+        f35=checked(f35, FOCAL_LENGTH_35MM, "FocalLengthIn35mmFilm") if f35 else None,  # 0: unknown
+        roll=xmp("GimbalRollDegree", ROLL),
+        problems=tuple(problems),
     )

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -56,14 +57,20 @@ def collect(paths: Sequence[Path]) -> tuple[list[Input], list[Path]]:
     return inputs, missing
 
 
+def _fps(capture: cv2.VideoCapture) -> float:
+    """The container's frame rate, or 30 where it says none, zero, NaN or infinity."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return fps if math.isfinite(fps) and fps > 0 else 30.0
+
+
 def video_info(path: Path) -> tuple[float, int] | None:
     """(frames per second, frame count) of a readable video, else None."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             return None
-        fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-        return (fps if fps > 0 else 30.0), int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        return _fps(capture), int(count) if math.isfinite(count) and count > 0 else 0
     finally:
         capture.release()
 
@@ -86,7 +93,7 @@ def sample_frames(path: Path, every: float) -> Iterator[tuple[float, np.ndarray]
     try:
         if not capture.isOpened():
             raise OSError("cannot open the video")
-        fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+        fps = _fps(capture)
         index, next_t = 0, 0.0
         while capture.grab():
             t = index / fps

@@ -47,7 +47,9 @@ def geojson(units: list[UnitRecord]) -> dict[str, Any]:
 
 
 def write_outputs(out_dir: Path, units: list[UnitRecord]) -> None:
-    (out_dir / "findings.geojson").write_text(json.dumps(geojson(units), indent=1))
+    # allow_nan=False: every number was checked where it entered (checks.py); one that slips
+    # through stops the run instead of writing a file that is not JSON.
+    (out_dir / "findings.geojson").write_text(json.dumps(geojson(units), indent=1, allow_nan=False))
     with (out_dir / "findings.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
@@ -57,4 +59,4 @@ def write_outputs(out_dir: Path, units: list[UnitRecord]) -> None:
                              row["position"], row["time"] or "", row["tile"],
                              box["left"], box["top"], box["width"], box["height"]])
     predictions = {unit.name: unit.prediction for unit in units}
-    (out_dir / "predictions.json").write_text(json.dumps(predictions, indent=1))
+    (out_dir / "predictions.json").write_text(json.dumps(predictions, indent=1, allow_nan=False))

@@ -14,7 +14,7 @@ from typing import Any
 
 import cv2
 
-from .records import BadRecord, UnitRecord
+from .records import BadRecord, NoteRecord, UnitRecord
 
 TEMPLATE = Path(__file__).with_name("report.html")
 PLACEHOLDER = "/*SURVEY_DATA*/null"
@@ -34,7 +34,7 @@ def thumbnail(path: Path) -> str | None:
 
 
 def report_data(out_dir: Path, units: list[UnitRecord], bad: list[BadRecord],
-                settings: dict[str, Any]) -> dict[str, Any]:
+                settings: dict[str, Any], notes: list[NoteRecord] | None = None) -> dict[str, Any]:
     images = []
     for unit in units:
         images.append({
@@ -42,16 +42,19 @@ def report_data(out_dir: Path, units: list[UnitRecord], bad: list[BadRecord],
             "thumb": thumbnail(out_dir / unit.annotated) if unit.annotated else None,
             "findings": [asdict(f) for f in unit.findings],
         })
-    return {"settings": settings, "images": images, "bad": [asdict(b) for b in bad]}
+    return {"settings": settings, "images": images, "bad": [asdict(b) for b in bad],
+            "notes": [{"input": n.input, "reason": n.reason} for n in notes or []]}
 
 
 def render(data: dict[str, Any]) -> str:
     # "</" inside a script element would end it early; JSON allows the escaped form.
-    payload = json.dumps(data).replace("</", "<\\/")
+    # allow_nan=False: a NaN would make the page's JSON.parse fail and the report blank.
+    payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
     return TEMPLATE.read_text(encoding="utf-8").replace(PLACEHOLDER, payload)
 
 
-def write_report(out_dir: Path, units: list[UnitRecord], bad: list[BadRecord], settings: dict[str, Any]) -> Path:
+def write_report(out_dir: Path, units: list[UnitRecord], bad: list[BadRecord], settings: dict[str, Any],
+                 notes: list[NoteRecord] | None = None) -> Path:
     path = out_dir / "report.html"
-    path.write_text(render(report_data(out_dir, units, bad, settings)), encoding="utf-8")
+    path.write_text(render(report_data(out_dir, units, bad, settings, notes)), encoding="utf-8")
     return path

@@ -30,15 +30,17 @@ import numpy as np
 
 from ..errors import ConfigError, EdgeRuntimeError, first_line
 from ..model.annotate import annotate
+from ..model.hashing import file_sha1
 from ..model.imageio import decode_image
 from ..model.predictor import Predictor
 from ..types import PredictionResult
 from ..workers.plan import Split, split_cores
 from . import require
-from .geo import ImageGeo, locate, read_geo
+from .checks import MAX_GROUND_OFFSET, position_problem
+from .geo import ImageGeo, geotags, locate
 from .inputs import Input, collect, sample_frames, samples_expected
 from .outputs import write_outputs
-from .records import ANNOTATED, BadRecord, FindingRecord, Journal, UnitRecord
+from .records import ANNOTATED, BadRecord, FindingRecord, Journal, NoteRecord, UnitRecord
 from .report import write_report
 from .telemetry import Track, beside, read_track
 from .tiled import Found, PreparedImage, TiledPredictor
@@ -87,6 +89,7 @@ class Summary:
     findings: int
     skipped: int
     report: Path
+    problems: int = 0  # values dropped, track points and journal lines skipped: listed in the report
 
 
 _END = object()  # an input is finished: everything for it has been queued
@@ -130,9 +133,9 @@ class Survey:
         try:
             data = item.path.read_bytes()
             image = decode_image(data)
-            geo = read_geo(data)
-            if geo is None:
-                return BadRecord(str(item.path), "no GPS position in its EXIF", item.key)
+            geo = geotags(data)
+            if isinstance(geo, str):  # no position, or one off the globe
+                return BadRecord(str(item.path), geo, item.key)
             return Loaded(item, item.name, image, self.tiled.prepare(image), geo)
         except OSError as exc:
             return BadRecord(str(item.path), exc.strerror or str(exc), item.key)
@@ -142,6 +145,8 @@ class Survey:
     def _load_frame(self, item: Input, seconds: float, frame: np.ndarray, track: Track) -> Loaded | BadRecord:
         name = f"{item.name}@{seconds:.{self.decimals}f}s"
         lat, lon, alt, when = track.at(seconds)
+        if why := position_problem(lat, lon):  # a track holds checked points only: a bug if this fires
+            return BadRecord(name, f"track position: {why}", item.key)
         try:
             return Loaded(item, name, frame, self.tiled.prepare(frame), ImageGeo(lat, lon, alt, when))
         except (EdgeRuntimeError, cv2.error) as exc:
@@ -175,6 +180,9 @@ class Survey:
                 else:
                     try:
                         track = self._track_for(item)
+                        if track is not self.track:  # the SRT beside it: its problems are this input's
+                            for problem in track.problems:
+                                put((item, _done(NoteRecord(item.name, problem, item.key))))
                         for seconds, frame in sample_frames(item.path, self.options.every):
                             if stop.is_set():
                                 break
@@ -189,17 +197,28 @@ class Survey:
             put(None)
 
     # -- the calling thread -----------------------------------------------------------
-    def _unit(self, loaded: Loaded, pool: ThreadPoolExecutor) -> tuple[UnitRecord, Future[None] | None]:
-        found = self.tiled.run(loaded.prepared)
+    def _unit(self, loaded: Loaded, pool: ThreadPoolExecutor) -> tuple[UnitRecord, list[str], Future[None] | None]:
+        """The record of one image or frame, its problems (one line each), and its annotated copy."""
+        everything = self.tiled.run(loaded.prepared)
+        found = [f for f in everything if _finite(f)]
+        problems = list(loaded.geo.problems)
+        if len(found) < len(everything):
+            problems.append(f"{len(everything) - len(found)} findings dropped: the model gave a box or "
+                            "probability that is not a finite number")
         width, height = loaded.prepared.width, loaded.prepared.height
-        findings = []
+        findings, unplaced = [], 0
         for f in found:
             box = f.prediction.bounding_box
             assert box is not None
             lat, lon, how = locate(loaded.geo, (box.left + box.width / 2) * width,
                                    (box.top + box.height / 2) * height, width, height)
+            if loaded.geo.projectable and how == "image":
+                unplaced += 1
             findings.append(FindingRecord(f.prediction.tag_name, round(f.prediction.probability, 6),
                                           box.to_json(), f.tile, lat, lon, how))
+        if unplaced:
+            problems.append(f"{unplaced} findings projected off the globe or over {MAX_GROUND_OFFSET / 1000:g} km "
+                            "away: they take the image position")
         result = PredictionResult(tuple(f.prediction for f in found), width, height)
         annotated, job = None, None
         if found:
@@ -208,14 +227,27 @@ class Survey:
         geo = loaded.geo
         unit = UnitRecord(loaded.input.key, loaded.name, width, height, geo.lat, geo.lon, geo.alt, geo.time,
                           result.to_json(iteration=self.predictor.iteration), findings, annotated)
-        return unit, job
+        return unit, problems, job
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the results, recorded in the journal (--resume refuses others) and the report."""
+        opts, bundle = self.options, self.predictor.bundle
+        sha1 = str(bundle.manifest.get("ModelFileSHA1") or "").lower() or file_sha1(bundle.model_path)
+        labels = "\n".join(self.predictor.spec.labels or ())
+        return {"model": str(bundle.source.name), "model_sha1": sha1,
+                "labels_sha1": hashlib.sha1(labels.encode()).hexdigest(),
+                "variant": self.predictor.spec.variant.value, "tiles": str(opts.tiles), "overlap": opts.overlap,
+                "threshold": self.tiled.threshold, "every": opts.every,
+                "telemetry": opts.telemetry.name if opts.telemetry else None,
+                "telemetry_sha1": file_sha1(opts.telemetry) if opts.telemetry else None}
 
     def run(self, paths: list[Path]) -> Summary:
         opts = self.options
-        settings = {"model": str(self.predictor.bundle.source.name), "variant": self.predictor.spec.variant.value,
-                    "tiles": str(opts.tiles), "overlap": opts.overlap, "threshold": self.tiled.threshold,
-                    "every": opts.every}
+        settings = self.settings()
         journal = Journal.open(opts.out, opts.resume, settings)
+        if self.track is not None and opts.telemetry is not None:  # read again by every run: not journaled
+            for problem in self.track.problems:
+                journal.add_note(NoteRecord(str(opts.telemetry), problem, ""), journaled=False)
         inputs, missing = collect(paths)
         for path in missing:
             key = str(path.resolve())
@@ -230,8 +262,9 @@ class Survey:
         finally:
             journal.close()
         write_outputs(opts.out, journal.units)
-        report = write_report(opts.out, journal.units, journal.bad, settings)
-        return Summary(len(journal.units), sum(len(u.findings) for u in journal.units), len(journal.bad), report)
+        report = write_report(opts.out, journal.units, journal.bad, settings, journal.notes)
+        return Summary(len(journal.units), sum(len(u.findings) for u in journal.units), len(journal.bad), report,
+                       len(journal.notes))
 
     def _process(self, todo: list[Input], journal: Journal, total: int) -> None:
         from tqdm import tqdm
@@ -251,17 +284,22 @@ class Survey:
                         journal.finish(item.key)
                         continue
                     loaded = outcome.result()
+                    if isinstance(loaded, NoteRecord):  # about the input, not one of its images
+                        journal.add_note(loaded)
+                        continue
                     if isinstance(loaded, BadRecord):
                         journal.add_bad(loaded)
                     else:
                         try:
-                            unit, job = self._unit(loaded, pool)
+                            unit, problems, job = self._unit(loaded, pool)
                         except (EdgeRuntimeError, MemoryError) as exc:  # listed like a bad file; the run goes on
                             name = loaded.name if loaded.input.video else str(loaded.input.path)
                             reason = first_line(exc, "out of memory")
                             journal.add_bad(BadRecord(name, reason, loaded.input.key))
                         else:
                             journal.add_unit(unit)
+                            if problems:
+                                journal.add_note(NoteRecord(loaded.name, "; ".join(problems), loaded.input.key))
                             if job is not None:
                                 writes.append(job)
                     bar.update(1)
@@ -270,6 +308,12 @@ class Survey:
                 reader.join()
                 for job in writes:
                     job.result()
+
+
+def _finite(found: Found) -> bool:
+    box = found.prediction.bounding_box
+    values = (found.prediction.probability, *((box.left, box.top, box.width, box.height) if box else ()))
+    return all(math.isfinite(v) for v in values)
 
 
 def _done(value: Any) -> Future[Any]:

@@ -17,7 +17,9 @@ from .capture.sources import SourceError, check_source
 from .capture.view import CameraRunner, CameraView
 from .config import DEMO, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError
-from .events.setup import open_store, store_wanted
+from .events.retention import Janitor
+from .events.setup import open_store
+from .events.store import EventStore
 from .metrics import Metrics
 from .model import limits
 from .model.predictor import Predictor
@@ -60,6 +62,23 @@ def log_choices(settings: Settings, token: str | None, predictor: Predictor) -> 
         log.info("results list at most %d of the model's %d tags (model.top_k, --top-k)", top_k, tags)
 
 
+def store_wanted(settings: Settings) -> bool:
+    """Whether anything records into or reads from the store: rules, forwarders or samplers."""
+    return bool(settings.events.rules or settings.forwarders or settings.samples.samplers)
+
+
+def forwarding(settings: Settings) -> forwarders.Plan:
+    return forwarders.Plan(settings.forwarders, device=settings.events.device)
+
+
+def janitor(settings: Settings, store: EventStore) -> Janitor:
+    """The store's one janitor: its budget and ages, and outbox rows kept until every
+    configured forwarder passed them or they outlived the longest TTL (a forwarder no
+    longer configured holds none, whatever its old cursor)."""
+    consumers, max_ttl_s = forwarding(settings).retention()
+    return Janitor(store, consumers=consumers, max_ttl_s=max_ttl_s)
+
+
 def server_process() -> dict[str, int | None]:
     return {"server": os.getpid()}
 
@@ -72,16 +91,17 @@ def build_services(
     token = resolve_token(settings, env)
     check_access(settings, token)
     check_sources(settings)
-    forwarders.check(settings)  # their files are read again when the app starts them
+    forwarders.check(forwarding(settings))  # their files are read again when the app starts them
     plan = cores_plan(settings)  # with workers, the server's own session serves uploads alone
     predictor = load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads) \
         if predictor is None else predictor.with_options(settings.model.postprocess_options())
     log_choices(settings, token, predictor)
     metrics = Metrics()
-    store = open_store(settings) if store_wanted(settings) else None
+    store = open_store(settings.events.store) if store_wanted(settings) else None
+    sweeper = janitor(settings, store) if store is not None else None
     try:
         sinks = build_sinks(settings, predictor.iteration,
-                            on_error=lambda name: metrics.sink_errors.labels(name).inc(), store=store)
+                            on_error=lambda name: metrics.sink_errors.labels(name).inc(), store=store, janitor=sweeper)
     except Exception:
         if store is not None:
             store.close()
@@ -110,7 +130,7 @@ def build_services(
     metrics.registry.register(MemoryCollector(processes))
     return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=runner,
                     latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,
-                    sinks=sinks.all, store=store)
+                    sinks=sinks.all, store=store, janitor=sweeper, forwarding=forwarding(settings))
 
 
 def serve(settings: Settings) -> None:

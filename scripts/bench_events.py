@@ -32,12 +32,13 @@ from edge_runtime.capture.sources import open_source
 from edge_runtime.config import Settings, load_settings
 from edge_runtime.events.media import evidence
 from edge_runtime.events.recorder import Recorder
-from edge_runtime.events.setup import open_store, store_wanted
+from edge_runtime.events.setup import open_store
 from edge_runtime.events.store import EventRecord, EventStore, new_id
 from edge_runtime.model.bench import machine
 from edge_runtime.model.postprocess import PostprocessOptions
 from edge_runtime.model.predictor import Predictor
 from edge_runtime.pipeline import Pipeline
+from edge_runtime.serve import forwarding, store_wanted
 from edge_runtime.sinks import build_sinks
 from edge_runtime.types import Frame, FrameResult
 
@@ -57,9 +58,9 @@ def settings_for(kind: str, data: Path, hook_port: int, secret: Path) -> Setting
 
 def loop_run(predictor: Predictor, clip: Path, settings: Settings) -> tuple[float, int]:
     """Frames per second through the pipeline and the sinks; and the events recorded."""
-    store = open_store(settings) if store_wanted(settings) else None
+    store = open_store(settings.events.store) if store_wanted(settings) else None
     sinks = build_sinks(settings, predictor.iteration, store=store)
-    running = forwarders.start_all(settings, store) if store else None
+    running = forwarders.start_all(forwarding(settings), store) if store else None
     camera = Camera("bench", lambda: open_source(str(clip)))
     count = [0]
 
@@ -99,7 +100,7 @@ def recorder_cpu(predictor: Predictor, clip: Path, folder: Path, clips: bool) ->
     if clips:
         events["clip"] = {"enabled": True, "pre_s": 1, "post_s": 1}
     settings = load_settings(env={}, overrides={"events": events})
-    store = open_store(settings)
+    store = open_store(settings.events.store)
     recorder = Recorder(settings.events, store)
     t0 = time.process_time()
     for result in results:

@@ -25,6 +25,7 @@ from edge_runtime import forwarders
 from edge_runtime.config import load_settings
 from edge_runtime.events.store import EventStore
 from edge_runtime.model.bench import machine
+from edge_runtime.serve import forwarding
 
 
 def event(i: int) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def drain(folder: Path, items: int, forwarder: dict[str, Any]) -> float:
     settings = load_settings(overrides={"events": {"device": "bench"},
                                         "forwarders": [{"name": "bench", "poll_s": 0.01, **forwarder}]})
     started = time.perf_counter()
-    running = forwarders.start_all(settings, store)
+    running = forwarders.start_all(forwarding(settings), store)
     try:
         while store.cursor("bench") < store.outbox_head():
             time.sleep(0.05)

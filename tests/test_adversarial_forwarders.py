@@ -34,13 +34,13 @@ import yaml
 from edge_runtime import forwarders
 from edge_runtime.config import Settings, load_settings
 from edge_runtime.errors import ConfigError
-from edge_runtime.events.setup import janitor
 from edge_runtime.events.store import DB_NAME, EventRecord, EventStore, new_id
 from edge_runtime.forwarders.base import Backoff, DeliveryError, Forwarder, read_secret
 from edge_runtime.forwarders.config import DEFAULT_TTL_S
 from edge_runtime.forwarders.memory import MemoryOutbox
 from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
+from edge_runtime.serve import forwarding, janitor
 from tests.conftest import wait_for
 from tests.server_util import free_port
 from tests.test_forwarders import Receiver, event
@@ -183,7 +183,7 @@ def test_a_stuck_delivery_is_a_failure_counted_retried_and_shown(raw, tmp_path):
     store.add_outbox("event-start", "a", event("a"))
     metrics = Metrics()
     settings = load_settings(overrides={"forwarders": [webhook_config(server.url, timeout_s=0.5, ttl_s=2.0)]})
-    running = forwarders.start_all(settings, store, metrics)
+    running = forwarders.start_all(forwarding(settings), store, metrics.registry)
     try:
         assert wait_for(lambda: running.status()[0]["retried"] >= 2, timeout=10), running.status()
         status = running.status()[0]
@@ -204,7 +204,7 @@ def test_stopping_cuts_short_a_delivery_stuck_on_the_receiver(raw, tmp_path):
     store.add_outbox("event-start", "a", event("a"))
     settings = load_settings(overrides={"forwarders": [webhook_config(server.url, timeout_s=60)]})
     before = set(forwarder_threads())
-    running = forwarders.start_all(settings, store)
+    running = forwarders.start_all(forwarding(settings), store)
     try:
         assert wait_for(lambda: server.connections == 1, timeout=5)
         time.sleep(0.3)  # the delivery is now inside the drip
@@ -418,7 +418,7 @@ def test_a_stalled_broker_shows_as_a_failing_forwarder(raw, tmp_path):
     settings = load_settings(overrides={"events": {"device": "kiosk-3"}, "forwarders": [
         {"type": "mqtt", "name": "up", "host": "127.0.0.1", "port": broker.port, "timeout_s": 0.5,
          "keepalive_s": 60, "poll_s": 0.05, "backoff": {"initial_s": 0.05, "max_s": 0.1}}]})
-    running = forwarders.start_all(settings, store)
+    running = forwarders.start_all(forwarding(settings), store)
     try:
         def stalled() -> bool:
             status = running.status()[0]
@@ -470,7 +470,7 @@ def test_secret_files_that_are_not_small_text_files_are_refused_in_one_line(tmp_
     for forwarder in ({"type": "webhook", "url": "http://127.0.0.1:9/", "secret_file": str(path)},
                       {"type": "mqtt", "host": "127.0.0.1", "username": "u", "password_file": str(path)}):
         with pytest.raises(ConfigError, match=message):  # what serve runs before it starts
-            forwarders.check(load_settings(overrides={"forwarders": [forwarder]}))
+            forwarders.check(forwarding(load_settings(overrides={"forwarders": [forwarder]})))
 
 
 def test_a_symlinked_secret_works_and_a_world_readable_one_is_warned_about(tmp_path, caplog):
@@ -498,7 +498,7 @@ def test_bad_certificate_files_are_refused_before_any_delivery(tmp_path):
                       {"type": "mqtt", "host": "127.0.0.1", "tls": {"ca_file": str(tmp_path / "none.pem")}}):
         settings = load_settings(overrides={"forwarders": [forwarder]})
         with pytest.raises(ConfigError) as caught:
-            forwarders.check(settings)
+            forwarders.check(forwarding(settings))
         assert "\n" not in str(caught.value) and "forwarder " in str(caught.value)
 
 
@@ -563,7 +563,7 @@ def test_serve_without_forwarders_keeps_the_outbox_for_one_added_later(tmp_path)
         ids = record_events(store, 3)
         janitor(rules_only(tmp_path), store).run()  # a serve with rules and no forwarder
         assert store.outbox_count(0) == 6
-        running = forwarders.start_all(with_forwarders(tmp_path, webhook_config(hook.url)), store)
+        running = forwarders.start_all(forwarding(with_forwarders(tmp_path, webhook_config(hook.url))), store)
         try:
             assert wait_for(lambda: len(hook.got) == 6, timeout=10), len(hook.got)
             assert wait_for(lambda: running.status()[0]["queueDepth"] == 0, timeout=5)
@@ -657,7 +657,7 @@ def test_every_row_removed_before_a_forwarder_reached_it_is_counted_once(tmp_pat
         store.delete(ids[3])  # seqs 7-8 go with their event
         link = Flaky(failures=3)
         f = Forwarder("up", "webhook", link, store, ttl_s=DEFAULT_TTL_S, backoff=Backoff(0.01, 0.01))
-        running = forwarders.Running([f], metrics)
+        running = forwarders.Running([f], metrics.registry)
         while f.run_once() != f.poll_s:
             pass
         text = metrics.render().decode()
@@ -675,11 +675,11 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     from edge_runtime import forwarders
     from edge_runtime.config import Settings, load_settings
-    from edge_runtime.events.setup import janitor
+    from edge_runtime.serve import forwarding, janitor
     from edge_runtime.events.store import EventStore
     settings = load_settings(Path(sys.argv[1]))
     store = EventStore.open(settings.events.store.path)
-    running = forwarders.start_all(settings, store)
+    running = forwarders.start_all(forwarding(settings), store)
     sweeper = janitor(settings, store)
     print("up", flush=True)
     while True:

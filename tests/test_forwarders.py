@@ -30,6 +30,7 @@ from edge_runtime.forwarders.memory import MemoryOutbox
 from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
 from edge_runtime.model.predictor import Predictor
+from edge_runtime.serve import forwarding
 from edge_runtime.sinks import EventBroadcaster, results
 from edge_runtime.sinks.context import SinkContext
 from edge_runtime.types import Frame, FrameResult
@@ -221,7 +222,7 @@ def test_config_fails_loudly_and_names_the_key(tmp_path: Path):
     settings = load_settings(overrides={"forwarders": [
         {"type": "webhook", "url": "http://127.0.0.1:9", "secret_file": str(tmp_path / "missing")}]})
     with pytest.raises(ConfigError, match="secret_file .*missing"):
-        forwarders.start_all(settings, MemoryOutbox())
+        forwarders.start_all(forwarding(settings), MemoryOutbox())
 
 
 # --- the webhook, against a real HTTP receiver on loopback ---------------------------------------
@@ -290,7 +291,7 @@ def test_webhook_gets_every_event_in_order_through_five_500s_and_signed(tmp_path
     for i in ids:
         store.add_outbox("event-start", i, event(i))
     metrics = Metrics()
-    running = forwarders.start_all(webhook_settings(hook.url, secret), store, metrics)
+    running = forwarders.start_all(forwarding(webhook_settings(hook.url, secret)), store, metrics.registry)
     try:
         assert wait_for(lambda: len(hook.got) == 4, timeout=30)
         store.add_outbox("event-end", ids[0], event(ids[0], end="2026-11-28T07:00:09.000Z"))
@@ -329,7 +330,8 @@ def test_webhook_queue_shows_in_metrics_while_the_receiver_is_gone(tmp_path: Pat
     store.add_outbox("event-start", "b", event("b"))
     metrics = Metrics()
     # port 9 (discard) on loopback: nothing listens, every POST is refused
-    running = forwarders.start_all(webhook_settings("http://user:hunter2@127.0.0.1:9/", secret), store, metrics)
+    settings = webhook_settings("http://user:hunter2@127.0.0.1:9/", secret)
+    running = forwarders.start_all(forwarding(settings), store, metrics.registry)
     try:
         assert wait_for(lambda: running.status()[0]["retried"] >= 2, timeout=10)
         status = running.status()[0]
@@ -416,7 +418,7 @@ def test_a_link_down_past_the_ttl_drops_items_and_reports_unhealthy(tmp_path: Pa
     settings = load_settings(overrides={"forwarders": [
         {"type": "webhook", "name": "hook", "url": "http://127.0.0.1:9/", "ttl_s": 0.5, "poll_s": 0.05,
          "backoff": {"initial_s": 0.05, "max_s": 0.1}}]})
-    running = forwarders.start_all(settings, store, metrics)
+    running = forwarders.start_all(forwarding(settings), store, metrics.registry)
     try:
         assert wait_for(lambda: running.status()[0]["dropped"] == 2, timeout=10)
         assert wait_for(lambda: not running.healthy, timeout=5)

@@ -25,10 +25,11 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from edge_runtime import forwarders
+    from edge_runtime.serve import forwarding
     from edge_runtime.config import load_settings
     from edge_runtime.events.store import DB_NAME, EventStore
     settings = load_settings(Path(sys.argv[1]))
-    running = forwarders.start_all(settings, EventStore.open(settings.events.store.path))
+    running = forwarders.start_all(forwarding(settings), EventStore.open(settings.events.store.path))
     time.sleep(600)
     """)
 

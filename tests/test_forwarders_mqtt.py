@@ -32,6 +32,7 @@ from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
 from edge_runtime.events.store import EventStore
 from edge_runtime.forwarders.memory import MemoryOutbox
+from edge_runtime.serve import forwarding
 from tests.conftest import wait_for
 from tests.test_forwarders import SCHEMA, event
 
@@ -147,7 +148,7 @@ def test_every_event_arrives_after_the_broker_was_down(tmp_path: Path, broker: B
     during = [f"01JDURING{i}" for i in range(3)]
     for i in before:
         store.add_outbox("event-start", i, event(i, camera="door"))
-    running = forwarders.start_all(mqtt_settings(tmp_path, broker.port), store)
+    running = forwarders.start_all(forwarding(mqtt_settings(tmp_path, broker.port)), store)
     try:
         assert wait_for(lambda: len(sub.events()) >= 3, timeout=15)
         assert wait_for(lambda: "online" in sub.status(), timeout=5)
@@ -180,7 +181,7 @@ def test_every_event_arrives_after_the_broker_was_down(tmp_path: Path, broker: B
 @pytest.mark.timeout(60)
 def test_status_is_retained_online_then_offline_and_the_will_says_offline(tmp_path: Path, broker: Broker):
     store = EventStore.open(tmp_path / "data")
-    running = forwarders.start_all(mqtt_settings(tmp_path, broker.port), store)
+    running = forwarders.start_all(forwarding(mqtt_settings(tmp_path, broker.port)), store)
     late = None
     try:
         assert wait_for(lambda: running.forwarders[0].transport._connected.is_set(), timeout=10)  # type: ignore[attr-defined]
@@ -201,10 +202,11 @@ def test_status_is_retained_online_then_offline_and_the_will_says_offline(tmp_pa
         import time
         from pathlib import Path
         from edge_runtime import forwarders
+        from edge_runtime.serve import forwarding
         from edge_runtime.config import load_settings
         from edge_runtime.events.store import EventStore
         settings = load_settings(Path({str(tmp_path / 'child.yaml')!r}))
-        running = forwarders.start_all(settings, EventStore.open(Path({str(tmp_path / 'child')!r})))
+        running = forwarders.start_all(forwarding(settings), EventStore.open(Path({str(tmp_path / 'child')!r})))
         while not running.forwarders[0].transport._connected.is_set():
             time.sleep(0.05)
         print("connected", flush=True)
@@ -231,7 +233,7 @@ def test_status_is_retained_online_then_offline_and_the_will_says_offline(tmp_pa
 def test_a_wrong_password_shows_as_the_last_error(tmp_path: Path, broker: Broker):
     store = EventStore.open(tmp_path / "data")
     store.add_outbox("event-start", "e0", event("e0"))
-    running = forwarders.start_all(mqtt_settings(tmp_path, broker.port, password="wrong"), store)
+    running = forwarders.start_all(forwarding(mqtt_settings(tmp_path, broker.port, password="wrong")), store)
     try:
         assert wait_for(lambda: "refused" in running.status()[0]["lastError"], timeout=15)
         status = running.status()[0]
@@ -269,7 +271,7 @@ def test_events_go_over_mutual_tls(tmp_path: Path):
     store.add_outbox("event-start", "01JTLS", event("01JTLS"))
     tls = {"ca_file": str(certs / "ca.pem"), "cert_file": str(certs / "client.pem"),
            "key_file": str(certs / "client.key")}
-    running = forwarders.start_all(mqtt_settings(tmp_path, broker.port, tls=tls), store)
+    running = forwarders.start_all(forwarding(mqtt_settings(tmp_path, broker.port, tls=tls)), store)
     try:
         assert wait_for(lambda: running.status()[0]["delivered"] == 1, timeout=15), running.status()
     finally:
@@ -284,4 +286,4 @@ def test_a_device_name_that_cannot_be_a_topic_level_is_one_line(tmp_path: Path):
     settings = mqtt_settings(tmp_path, 1883).model_copy(update={"events": load_settings(
         overrides={"events": {"device": "kiosk/+"}}).events})
     with pytest.raises(ConfigError, match=r"events.device 'kiosk/\+' cannot name an MQTT topic level"):
-        forwarders.start_all(settings, MemoryOutbox())
+        forwarders.start_all(forwarding(settings), MemoryOutbox())

@@ -1,7 +1,9 @@
 """Retention: keep the store inside its budget, oldest first.
 
     janitor = Janitor(store, consumers=["uplink"], max_ttl_s=86400)
-    janitor.run()                    # after each event, and every minute or so
+    janitor.run()                    # after each event (the recorder), and when the store fills
+    loop = RetentionLoop(janitor).start()   # every minute, whoever writes: events, samples, results
+    loop.stop()
 
 In order: events and samples older than max_age_days go; then, while the store is over
 max_mb or the disk has less than min_free_mb free, the oldest media go (the event records
@@ -16,9 +18,11 @@ forwarder. Freed database pages are given back to the disk.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
+from ..errors import first_line
 from .store import EventStore
 
 log = logging.getLogger(__name__)
@@ -38,13 +42,17 @@ class Janitor:
         self.store = store
         self.consumers = consumers or []
         self.max_ttl_s = max_ttl_s
+        self._lock = threading.Lock()  # one sweep at a time: the recorder's and the loop's
 
     def over(self, extra: int = 0) -> bool:
         return not self.store.room_for(extra)
 
     def run(self, now: float | None = None, extra: int = 0) -> Sweep:
         """One sweep; `extra` bytes are about to be written and need room too."""
-        now = time.time() if now is None else now
+        with self._lock:
+            return self._sweep(time.time() if now is None else now, extra)
+
+    def _sweep(self, now: float, extra: int) -> Sweep:
         store, budget, sweep = self.store, self.store.budget, Sweep()
         sweep.outbox = store.prune_outbox(self.consumers, self.max_ttl_s, now)
         if budget.max_age_s is not None:
@@ -72,3 +80,34 @@ class Janitor:
             store.compact()
             log.debug("retention: %s", sweep)
         return sweep
+
+
+class RetentionLoop:
+    """The janitor every `every_s` seconds on a thread of its own, so that the budget, the
+    age limit and the outbox's retention hold whatever writes to the store: the recorder
+    (which also sweeps after each event), the samplers, or results forwarding alone. A sweep
+    that fails is counted in the store's errors ("retention") and tried again next time."""
+
+    def __init__(self, janitor: Janitor, every_s: float = 60.0) -> None:
+        self.janitor, self.every_s = janitor, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> RetentionLoop:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.janitor.run()
+            except Exception as exc:  # a store that cannot be swept now may be sweepable later
+                stats = self.janitor.store.stats
+                stats.errors["retention"] = stats.errors.get("retention", 0) + 1
+                log.warning("retention: %s", first_line(exc))
+            self._stop.wait(self.every_s)

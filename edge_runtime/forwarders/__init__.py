@@ -1,9 +1,11 @@
 """Store-and-forward: each configured forwarder sends the event store's outbox upstream.
 
-    check(settings)                                 # at start-up: bad settings fail in one line
-    running = start_all(settings, store, metrics)   # one thread per forwarder
-    running.status()                                # for /readyz: [{"name": ..., "healthy": ...}]
+    plan = Plan(settings.forwarders, device="kiosk-3")   # serve.forwarding(settings) makes it
+    check(plan)                                 # at start-up: bad settings fail in one line
+    running = start_all(plan, store, registry)  # one thread per forwarder
+    running.status()                            # for /readyz: [{"name": ..., "healthy": ...}]
     running.stop(timeout=5.0)
+    consumers, max_ttl_s = plan.retention()     # what the store's janitor must keep
 
 Adding a forwarder is one file with a transport (see base.py), one config model in
 config.py and one line in TRANSPORTS. Transports are imported only when configured, so
@@ -13,28 +15,41 @@ paho-mqtt is needed only by those who use MQTT.
 from __future__ import annotations
 
 import importlib
-import socket
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .base import Backoff, Forwarder
+from .config import DEFAULT_TTL_S
 from .protocols import Outbox, Transport
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..metrics import Metrics
+    from prometheus_client import CollectorRegistry
+
     from .config import ForwarderConfig
     from .metrics import ForwarderCollector
 
-__all__ = ["Forwarder", "Running", "build", "check", "start_all"]
+__all__ = ["Forwarder", "Plan", "Running", "build", "check", "start_all"]
 
 # type -> (module, transport class); the class has from_config(cfg, device, connect=True)
 TRANSPORTS = {"mqtt": ("mqtt", "MqttTransport"), "webhook": ("webhook", "WebhookTransport")}
 
 
-def device_name(settings: Settings) -> str:
-    return settings.events.device or socket.gethostname()
+@dataclass(frozen=True)
+class Plan:
+    """The configured forwarders and the device name they send."""
+
+    configs: Sequence[ForwarderConfig]
+    device: str
+
+    def retention(self) -> tuple[list[str], float]:
+        """The store's outbox consumers, and how long a row waits for them at most: the
+        longest TTL configured, or with none configured the default TTL, so that a forwarder
+        added back within it still gets the rows."""
+        ttls = [c.ttl_s for c in self.configs]
+        return [c.key for c in self.configs], max(ttls) if ttls else DEFAULT_TTL_S
 
 
 def make_transport(cfg: ForwarderConfig, device: str, connect: bool = True) -> Transport:
@@ -48,13 +63,12 @@ def make_transport(cfg: ForwarderConfig, device: str, connect: bool = True) -> T
     return transport_cls.from_config(cfg, device, connect=connect)  # type: ignore[no-any-return]
 
 
-def check(settings: Settings) -> None:
+def check(plan: Plan) -> None:
     """Build every forwarder's transport without touching the network, and close it: a
     missing, empty or unreadable secret or certificate file, or a missing extra, is a
     ConfigError (one line) before the server starts rather than a failed start-up."""
-    device = device_name(settings)
-    for cfg in settings.forwarders:
-        make_transport(cfg, device, connect=False).close()
+    for cfg in plan.configs:
+        make_transport(cfg, plan.device, connect=False).close()
 
 
 def build(cfg: ForwarderConfig, outbox: Outbox, device: str) -> Forwarder:
@@ -67,15 +81,15 @@ def build(cfg: ForwarderConfig, outbox: Outbox, device: str) -> Forwarder:
 class Running:
     """The started forwarders; stop() ends their threads and unregisters their metrics."""
 
-    def __init__(self, forwarders: list[Forwarder], metrics: Metrics | None = None) -> None:
+    def __init__(self, forwarders: list[Forwarder], registry: CollectorRegistry | None = None) -> None:
         self.forwarders = forwarders
-        self._metrics = metrics
+        self._registry = registry
         self._collector: ForwarderCollector | None = None
-        if metrics is not None and forwarders:
+        if registry is not None and forwarders:
             from .metrics import ForwarderCollector
 
             self._collector = ForwarderCollector(forwarders)
-            metrics.registry.register(self._collector)
+            registry.register(self._collector)
 
     def status(self) -> list[dict[str, Any]]:
         out = []
@@ -97,23 +111,22 @@ class Running:
         deadline = time.monotonic() + timeout
         for f in self.forwarders:
             f.join(max(0.0, deadline - time.monotonic()))
-        if self._collector is not None and self._metrics is not None:
-            self._metrics.registry.unregister(self._collector)
+        if self._collector is not None and self._registry is not None:
+            self._registry.unregister(self._collector)
             self._collector = None
 
 
-def start_all(settings: Settings, store: Outbox, metrics: Metrics | None = None) -> Running:
-    """Build and start every configured forwarder; ConfigError (one line) if one cannot be built."""
-    device = device_name(settings)
-    configs = settings.forwarders
+def start_all(plan: Plan, store: Outbox, registry: CollectorRegistry | None = None) -> Running:
+    """Build and start every configured forwarder, their figures in `registry`; ConfigError
+    (one line) if one cannot be built."""
     built: list[Forwarder] = []
     try:
-        for cfg in configs:
-            built.append(build(cfg, store, device))
+        for cfg in plan.configs:
+            built.append(build(cfg, store, plan.device))
     except Exception:
         for f in built:
             f.stop(0)
         raise
     for f in built:
         f.start()
-    return Running(built, metrics)
+    return Running(built, registry)

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__, forwarders
 from ..config import Settings
 from ..events.metrics import StoreCollector
+from ..events.retention import RetentionLoop
 from ..metrics import Metrics
 from ..service import systemd
 from ..sinks import samples
@@ -113,7 +114,9 @@ def create_app(svc: Services) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.forwarders = forwarders.start_all(svc.settings, svc.store, svc.metrics) if svc.store else None
+        app.state.forwarders = forwarders.start_all(svc.forwarding, svc.store, svc.metrics.registry) \
+            if svc.store is not None and svc.forwarding is not None else None
+        retention = RetentionLoop(svc.janitor).start() if svc.janitor is not None else None
         if svc.pipeline is not None:
             svc.pipeline.start()
         watchdog = asyncio.create_task(_feed_watchdog(svc))
@@ -132,6 +135,8 @@ def create_app(svc: Services) -> FastAPI:
                 svc.sinks.close()
             if app.state.forwarders is not None:
                 app.state.forwarders.stop(STOP_TIMEOUT_S)
+            if retention is not None:
+                retention.stop(STOP_TIMEOUT_S)
             if svc.store is not None:
                 svc.store.close()
 

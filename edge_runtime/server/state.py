@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from .. import forwarders
 from ..capture.view import CameraRunner, CameraView
 from ..config import Settings
+from ..events.retention import Janitor
 from ..events.store import EventStore
 from ..metrics import Metrics
 from ..model.predictor import Predictor
@@ -31,6 +33,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     sinks: MultiSink | None = None  # closed at shutdown, after the pipeline stops
     store: EventStore | None = None  # the event store; closed at shutdown, after the sinks
+    janitor: Janitor | None = None  # the store's retention, swept every minute while the app runs
+    forwarding: forwarders.Plan | None = None  # the forwarders the app starts over the store
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

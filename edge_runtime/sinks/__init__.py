@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Settings
+from ..events.retention import Janitor
 from ..events.store import EventStore
 from . import events, jsonl, results, samples
 from .base import MultiSink, Sink
@@ -47,10 +48,11 @@ class Sinks:
 
 
 def build_sinks(settings: Settings, iteration: str = "", on_error: Callable[[str], None] | None = None,
-                store: EventStore | None = None) -> Sinks:
+                store: EventStore | None = None, janitor: Janitor | None = None) -> Sinks:
     """The server's sinks, in publishing order; ConfigError (one line) if one cannot start."""
     ctx = SinkContext(settings=settings, project=settings.server.project, iteration=iteration,
-                      broadcaster=EventBroadcaster(settings.server.project, iteration), store=store)
+                      broadcaster=EventBroadcaster(settings.server.project, iteration), store=store,
+                      janitor=janitor)
     latest, frames = LatestResults(), AnnotatedFrames()
     chosen: dict[str, Sink] = {"latest": latest, "events": ctx.broadcaster, "frames": frames}
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import Settings
+from ..events.retention import Janitor
 from ..events.store import EventStore
 from .broadcast import EventBroadcaster
 
@@ -16,3 +17,4 @@ class SinkContext:
     iteration: str
     broadcaster: EventBroadcaster  # sinks may publish their own SSE messages through it
     store: EventStore | None = None  # the opened event store (closed by its owner, not by sinks)
+    janitor: Janitor | None = None  # the store's one janitor, shared with the retention loop

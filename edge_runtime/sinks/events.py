@@ -8,7 +8,6 @@ thread of its own behind a bounded queue (events.store.queue): a slow disk drops
 from __future__ import annotations
 
 from ..events.recorder import Recorder
-from ..events.setup import janitor
 from .context import SinkContext
 
 
@@ -16,6 +15,6 @@ def build(ctx: SinkContext) -> Recorder | None:
     if not ctx.settings.events.rules or ctx.store is None:
         return None
     recorder = Recorder(ctx.settings.events, ctx.store, publish=ctx.broadcaster.publish,
-                        janitor=janitor(ctx.settings, ctx.store))
+                        janitor=ctx.janitor)
     recorder.start()
     return recorder

@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .model import limits
 from .model.predictor import Predictor
 from .server import GracefulServer, Services, create_app, server_config
+from .server.auth import Auth
 from .sinks import build_sinks
 from .workers.memory import MemoryCollector
 from .workers.plan import Split, WorkerPlan, plan_workers
@@ -128,9 +129,10 @@ def build_services(
         if on_cpu and (warning := loaded.oversubscribed()):
             log.warning("%s", warning)
     metrics.registry.register(MemoryCollector(processes))
-    return Services(predictor=predictor, settings=settings, token=token, cameras=cameras, pipeline=runner,
-                    latest=sinks.latest, events=sinks.broadcaster, frames=sinks.frames, metrics=metrics,
-                    sinks=sinks.all, store=store, janitor=sweeper, forwarding=forwarding(settings))
+    return Services(predictor=predictor, settings=settings, auth=Auth(token, settings.server.session_ttl_s),
+                    cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,
+                    frames=sinks.frames, metrics=metrics, sinks=sinks.all, store=store, janitor=sweeper,
+                    forwarding=forwarding(settings))
 
 
 def serve(settings: Settings) -> None:

@@ -2,14 +2,13 @@
 
 Importing this module skips the importing test module where Debian's chromium and
 chromium-driver are absent, unless EDGE_RUNTIME_REQUIRE_BROWSER is set (as CI sets it),
-which makes their absence an error.
+which makes their absence an error. The `browser` fixture (conftest.py) is one of these.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-__all__ = ["Select", "WebDriverWait", "browser", "chromium"]
+__all__ = ["Select", "WebDriverWait", "chromium"]
 
 
 def chromium(profile: Path, window: str = "1280,900", logs: bool = False) -> Any:
@@ -43,10 +42,3 @@ def chromium(profile: Path, window: str = "1280,900", logs: bool = False) -> Any
     if logs:
         options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-@pytest.fixture()
-def browser(tmp_path: Path) -> Iterator[Any]:
-    driver = chromium(tmp_path / "profile")
-    yield driver
-    driver.quit()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -71,3 +72,32 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool: 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+@pytest.fixture()
+def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A headless Chromium, offline (tests/browser.py); skips where it is not installed."""
+    from tests.browser import chromium
+
+    driver = chromium(tmp_path / "profile")
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def colours(exports):  # type: ignore[no-untyped-def]
+    """The colour classifier export (red, green, blue...), loaded once a module."""
+    from edge_runtime.model.predictor import Predictor
+
+    return Predictor.load(exports["modern"])
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):  # type: ignore[no-untyped-def]
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

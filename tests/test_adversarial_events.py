@@ -30,10 +30,8 @@ from edge_runtime.events.recorder import Recorder
 from edge_runtime.events.store import DB_NAME, Budget, EventRecord, EventStore, iso, new_id
 from edge_runtime.model.predictor import Predictor
 from tests.conftest import wait_for, write_video
-from tests.server_util import running
-from tests.test_events import Feeder, colour_frames
-from tests.test_events_server import AUTH, GREY, RED, TOKEN, colour_video, events_app, tiny_disk  # noqa: F401
-from tests.test_server import make_app
+from tests.events_util import AUTH, GREY, RED, TOKEN, Feeder, colour_frames, colour_video, events_app
+from tests.server_util import make_app, running
 
 T0 = 1_790_000_000.0
 EVENTS = 300
@@ -293,7 +291,7 @@ def fill(disk: Path) -> Path:
 
 
 @pytest.mark.timeout(120)
-def test_an_event_open_when_the_disk_fills_ends_once_space_returns(colours, tiny_disk):  # noqa: F811
+def test_an_event_open_when_the_disk_fills_ends_once_space_returns(colours, tiny_disk):
     now = [0.0]
     published: list[tuple[str, dict]] = []  # type: ignore[type-arg]
     cfg = EventsConfig(rules=[RuleConfig(name="all", tags=["red"], min_frames=1, end_after_s=0.2)],

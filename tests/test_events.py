@@ -27,40 +27,12 @@ from edge_runtime.events.times import parse_time
 from edge_runtime.model.predictor import Predictor
 from edge_runtime.types import Frame, FrameResult
 from tests.conftest import solid
-
-RED, GREEN, GREY = (0, 0, 255), (0, 255, 0), (128, 128, 128)
-T0 = 1_790_000_000.0
-
-
-@pytest.fixture(scope="module")
-def colours(exports) -> Predictor:
-    return Predictor.load(exports["modern"])
+from tests.events_util import GREY, RED, T0, Feeder, colour_frames
 
 
 @pytest.fixture(scope="module")
 def detector(exports) -> Predictor:
     return Predictor.load(exports["yolo"])
-
-
-class Feeder:
-    """Runs frames through a real predictor and stamps them with synthetic times."""
-
-    def __init__(self, predictor: Predictor, camera: str = "door", fps: float = 10.0) -> None:
-        self.predictor, self.camera, self.dt = predictor, camera, 1.0 / fps
-        self.seq, self.now = 0, T0
-        self._cache: dict[bytes, object] = {}
-
-    def result(self, image: np.ndarray) -> FrameResult:
-        self.seq += 1
-        self.now += self.dt
-        frame = Frame(self.camera, self.seq, self.now, time.monotonic(), image)
-        return FrameResult(frame, self.predictor.predict(image), 1.0, time.monotonic())
-
-
-def colour_frames(feeder: Feeder, pattern: str, size: tuple[int, int] = (160, 120)) -> list[FrameResult]:
-    """One frame per letter: r red, g green, . grey."""
-    images = {"r": solid(RED, *size), "g": solid(GREEN, *size), ".": solid(GREY, *size)}
-    return [feeder.result(images[c]) for c in pattern]
 
 
 def run(engine: RuleEngine, results: list[FrameResult]) -> list[tuple[str, str, int, float]]:

@@ -16,7 +16,7 @@ from edge_runtime.events.config import EventsConfig, RuleConfig
 from edge_runtime.events.recorder import Recorder
 from edge_runtime.events.store import Budget, EventStore
 from exporter.dataset import load_dataset
-from tests.test_events import Feeder
+from tests.events_util import Feeder
 
 
 @pytest.fixture(scope="module")

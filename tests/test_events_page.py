@@ -9,12 +9,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.browser import WebDriverWait, browser  # skips this module where Chromium is absent
+from tests.browser import WebDriverWait  # skips this module where Chromium is absent
 from tests.conftest import wait_for
+from tests.events_util import AUTH, GREY, RED, TOKEN, colour_video, ended, events_app
 from tests.server_util import running
-from tests.test_events_server import AUTH, GREY, RED, TOKEN, colour_video, colours, ended, events_app
 
-__all__ = ["browser", "colours"]  # fixtures used below
 GREEN = (0, 255, 0)
 
 CARDS_JS = """

@@ -23,38 +23,9 @@ import pytest
 import yaml
 
 from edge_runtime.events.store import EventStore
-from edge_runtime.model.predictor import Predictor
 from tests.conftest import wait_for
-from tests.server_util import free_port, make_app, running
-
-TOKEN = "s3cret-events-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-RED, GREY = (0, 0, 255), (128, 128, 128)
-RULE = {"name": "kiosk", "tags": ["red"], "min_probability": 0.8, "min_frames": 3, "end_after_s": 0.5}
-
-
-def colour_video(path: Path, pattern: list[tuple[tuple[int, int, int], int]], fps: float = 15,
-                 size: tuple[int, int] = (320, 240)) -> Path:
-    """A real MJPG video: (colour, frames) runs in order."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
-    assert writer.isOpened()
-    for colour, count in pattern:
-        for _ in range(count):
-            writer.write(np.full((size[1], size[0], 3), colour, np.uint8))
-    writer.release()
-    return path
-
-
-@pytest.fixture(scope="module")
-def colours(exports) -> Predictor:
-    return Predictor.load(exports["modern"])
-
-
-def events_app(predictor: Predictor, video: Path, data: Path, loop: bool = False,  # type: ignore[no-untyped-def]
-               **events):
-    settings = {"device": "kiosk-1", "rules": [RULE], "store": {"path": str(data), "min_free_mb": 0}, **events}
-    return make_app(predictor, token=TOKEN, events=settings,
-                    cameras=[{"id": "door", "source": str(video), "realtime": True, "loop": loop}])
+from tests.events_util import AUTH, GREY, RED, RULE, TOKEN, colour_video, ended, events_app
+from tests.server_util import free_port, running
 
 
 class SseReader(threading.Thread):
@@ -77,12 +48,6 @@ class SseReader(threading.Thread):
                         self.messages.append((kind, json.loads(line[6:])))
         except httpx.HTTPError:
             pass
-
-
-def ended(url: str) -> list[dict]:  # type: ignore[type-arg]
-    r = httpx.get(f"{url}/api/events", headers=AUTH, timeout=5)
-    assert r.status_code == 200
-    return [e for e in r.json()["events"] if e["end"]]
 
 
 @pytest.mark.timeout(120)
@@ -210,17 +175,6 @@ def test_kill_9_while_recording_loses_no_ended_event(exports, tmp_path):
     assert store.integrity_check() == "ok"
     assert all(e.end is not None for e in store.events(limit=1000))
     store.close()
-
-
-@pytest.fixture()
-def tiny_disk(tmp_path):  # type: ignore[no-untyped-def]
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.timeout(120)

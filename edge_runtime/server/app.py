@@ -28,7 +28,6 @@ from ..metrics import Metrics
 from ..service import systemd
 from ..sinks import samples
 from . import auth, cloud, docs, errors, events_api, health, live, predict
-from .auth import Auth
 from .body import BodyGuard
 from .browsers import BrowserGuard, allowed_hosts
 from .connections import ACCEPT_BACKLOG, Limits, connection_cap, guarded_protocol
@@ -145,7 +144,7 @@ def create_app(svc: Services) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None,  # served by docs.router, behind the token
                   description="Custom Vision compatible predictions from local cameras and uploads.")
     app.state.services = svc
-    app.state.auth = Auth(svc.token, server.session_ttl_s)
+    app.state.auth = svc.auth
     app.state.url_fetcher = fetcher
     errors.install(app)
     app.include_router(auth.router)

@@ -52,6 +52,9 @@ class Auth:
         return self.token is not None
 
     def token_ok(self, supplied: str | None) -> bool:
+        """The one comparison of a supplied token with ours: exact and in constant time (an
+        empty one, a prefix, or one with blanks around it is not ours); any is fine when the
+        server has no token."""
         if self.token is None:
             return True
         return bool(supplied) and hmac.compare_digest(str(supplied).encode(), self.token.encode())
@@ -96,6 +99,20 @@ def bearer_token(request: Request) -> str | None:
 def auth_of(request: Request) -> Auth:
     auth: Auth = request.app.state.auth
     return auth
+
+
+PREDICTION_KEY_HEADER = "Prediction-Key"
+
+
+def require_prediction_key(request: Request) -> None:
+    """Dependency for the cloud Prediction API routes: the token as the service's SDKs send
+    their key (a `Prediction-Key` header), or as a bearer token. Only then may the route read
+    the request's body (server/body.py)."""
+    auth = auth_of(request)
+    key = request.headers.get(PREDICTION_KEY_HEADER)
+    if auth.required and not ((key is not None and auth.token_ok(key)) or auth.bearer_ok(request)):
+        raise Unauthorized(f"a valid {PREDICTION_KEY_HEADER} header or bearer token is required")
+    body.admit(request)
 
 
 def require_token(request: Request) -> None:

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from . import predict
+from .auth import require_prediction_key
 from .errors import NotSupported
-from .state import Services, require_prediction_key, services
+from .state import Services, services
 
 router = APIRouter(dependencies=[Depends(require_prediction_key)], tags=["Custom Vision Prediction API"])
 VERSIONS = ("v3.1", "v3.0")  # v3.1 is what current SDKs call; v3.0 for older ones

@@ -24,9 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import StoreError
 from ..events.store import EventRecord, EventStore
 from ..events.times import parse_time
-from .auth import auth_of, signin_page
+from .auth import auth_of, require_token, signin_page
 from .errors import BadRequest, NotFound
-from .state import Services, require_token, services
+from .state import Services, services
 
 router = APIRouter(tags=["events"])
 protected = APIRouter(prefix="/api/events", dependencies=[Depends(require_token)], tags=["events"])

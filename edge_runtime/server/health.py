@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..capture.camera import CameraState
-from .auth import auth_of
-from .state import Services, require_token, services
+from .auth import auth_of, require_token
+from .state import Services, services
 
 open_router = APIRouter(tags=["health"])
 router = APIRouter(dependencies=[Depends(require_token)], tags=["health"])

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .auth import auth_of, signed_in, signin_page
+from .auth import auth_of, require_token, signed_in, signin_page
 from .errors import NotFound
-from .state import Services, require_token, services
+from .state import Services, services
 
 router = APIRouter(tags=["live"])
 protected = APIRouter(dependencies=[Depends(require_token)], tags=["live"])

@@ -12,9 +12,10 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from ..model.imageio import decoded
+from .auth import require_token
 from .body import read_capped
 from .errors import BadRequest, Forbidden, PayloadTooLarge
-from .state import Services, require_token, services
+from .state import Services, services
 from .urlfetch import MAX_URL_LENGTH, check_url, url_fetcher
 
 router = APIRouter(dependencies=[Depends(require_token)], tags=["predict"])

@@ -35,7 +35,7 @@ from edge_runtime.model.predictor import Predictor
 from edge_runtime.survey.run import SurveyOptions, inference_split, survey
 from edge_runtime.survey.tiled import TiledPredictor
 from edge_runtime.survey.tiling import TileMode
-from tests.test_survey_model import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
+from tests.survey_util import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
 
 BIG = (5472, 3648)  # a 20-megapixel drone camera
 RECALL_SIZE = (2048, 1536)

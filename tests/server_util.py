@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+import resource
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -15,6 +23,7 @@ from edge_runtime.config import Settings, load_settings
 from edge_runtime.model.predictor import Predictor
 from edge_runtime.serve import build_services
 from edge_runtime.server import GracefulServer, create_app, server_config
+from tests.conftest import wait_for
 
 
 def make_app(predictor: Predictor, token: str | None = None, **overrides: object) -> FastAPI:
@@ -53,3 +62,54 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def serve_process(model: Path, tmp_path: Path, nofile: int | None = None, **env: str) -> Iterator[Served]:
+    """`edge-runtime serve MODEL` as a process of its own on a free loopback port, with a
+    private TMPDIR and cache, its log in a file, and at most `nofile` open files."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    full_env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "XDG_CACHE_HOME": str(tmp_path / "cache"), **env}
+    full_env.pop("EDGE_RUNTIME_TOKEN", None)
+
+    def limit_files() -> None:
+        if nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", str(model), "--port", str(port)],
+                                env=full_env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit_files)
+    served = Served(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        assert wait_for(lambda: healthz_ms(served.url) is not None, timeout=60), served.log_text()
+        yield served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def healthz_ms(url: str, timeout: float = 2.0) -> float | None:
+    began = time.monotonic()
+    try:
+        ok = httpx.get(f"{url}/healthz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return None
+    return (time.monotonic() - began) * 1000 if ok else None

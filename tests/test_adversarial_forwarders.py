@@ -42,8 +42,8 @@ from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
 from edge_runtime.serve import forwarding, janitor
 from tests.conftest import wait_for
+from tests.receivers import Receiver, event
 from tests.server_util import free_port
-from tests.test_forwarders import Receiver, event
 
 pytestmark = pytest.mark.timeout(60)
 MB = 1 << 20

@@ -13,18 +13,15 @@ import concurrent.futures
 import http.server
 import importlib.util
 import logging
-import os
 import re
 import resource
-import signal
 import socket
 import socketserver
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from types import ModuleType
 
@@ -39,7 +36,7 @@ from edge_runtime.server.auth import SESSION_COOKIE, Auth
 from edge_runtime.server.connections import FD_RESERVE
 from edge_runtime.service import logs
 from tests.conftest import DEMO, wait_for
-from tests.server_util import free_port, running
+from tests.server_util import free_port, healthz_ms, running, serve_process
 
 COFFEE = (DEMO / "samples" / "coffee.jpg").read_bytes()
 TOKEN = "adversarial-test-token-0123456789"
@@ -70,55 +67,6 @@ def one_line_error(r: httpx.Response, status: int) -> str:
 
 
 # --- the server as a process -------------------------------------------------------------------
-
-
-class Served:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.proc, self.url, self.log = proc, url, log
-
-    def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextmanager
-def serve_process(model: Path, tmp_path: Path, nofile: int | None = None, **env: str) -> Iterator[Served]:
-    port = free_port()
-    log = tmp_path / "serve.log"
-    (tmp_path / "tmp").mkdir(exist_ok=True)
-    full_env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "XDG_CACHE_HOME": str(tmp_path / "cache"), **env}
-    full_env.pop("EDGE_RUNTIME_TOKEN", None)
-
-    def limit_files() -> None:
-        if nofile:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", str(model), "--port", str(port)],
-                                env=full_env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit_files)
-    served = Served(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        assert wait_for(lambda: healthz_ms(served.url) is not None, timeout=60), served.log_text()
-        yield served
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def healthz_ms(url: str, timeout: float = 2.0) -> float | None:
-    began = time.monotonic()
-    try:
-        ok = httpx.get(f"{url}/healthz", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return None
-    return (time.monotonic() - began) * 1000 if ok else None
 
 
 def open_slow(url: str, count: int, request: bytes) -> list[socket.socket]:
@@ -358,7 +306,8 @@ def test_url_fetches_have_one_deadline_and_cannot_starve_uploads(predictor, upst
         with concurrent.futures.ThreadPoolExecutor(45) as pool:
             slow = [pool.submit(httpx.post, f"{url}/url", json={"url": f"http://{upstream}/slow.jpg"}, timeout=30)
                     for _ in range(45)]
-            time.sleep(0.5)
+            fetcher = app.state.url_fetcher
+            assert wait_for(lambda: fetcher.in_flight == fetcher.workers, timeout=10)  # both slots held
             began = time.monotonic()
             upload = httpx.post(f"{url}/image", content=COFFEE, timeout=30)
             upload_s = time.monotonic() - began

@@ -40,8 +40,7 @@ from edge_runtime.server import create_app
 from edge_runtime.server.auth import SESSION_COOKIE, SIGNIN_FORM_LIMIT, Auth, require_token
 from edge_runtime.server.body import BEFORE_AUTH
 from tests.conftest import DEMO
-from tests.server_util import free_port, running
-from tests.test_adversarial_http import serve_process
+from tests.server_util import free_port, running, serve_process
 
 COFFEE = (DEMO / "samples" / "coffee.jpg").read_bytes()
 TOKEN = "adversarial-server-token-0123456789"

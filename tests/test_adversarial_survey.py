@@ -27,8 +27,19 @@ from edge_runtime.survey.outputs import write_outputs
 from edge_runtime.survey.records import Journal, UnitRecord
 from edge_runtime.survey.report import PLACEHOLDER, render
 from edge_runtime.survey.telemetry import parse_gpx, parse_srt, read_track
-from tests.test_survey import BASE, SRT_NEW, metres_apart, srt_time, track, write_flight_video
-from tests.test_survey_model import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
+from tests.survey_util import (
+    BASE,
+    SRT_NEW,
+    dji_xmp,
+    geotagged_jpeg,
+    metres_apart,
+    place_squares,
+    srt_time,
+    terrain,
+    track,
+    write_detector,
+    write_flight_video,
+)
 
 pytestmark = pytest.mark.timeout(180)  # a stuck pipeline fails instead of hanging
 

@@ -19,7 +19,7 @@ from edge_runtime.config import load_settings
 from edge_runtime.events.store import DB_NAME, EventStore
 from edge_runtime.forwarders.base import BATCH
 from tests.conftest import wait_for
-from tests.test_forwarders import Receiver, event
+from tests.receivers import Receiver, event
 
 CHILD = textwrap.dedent("""
     import sys, time

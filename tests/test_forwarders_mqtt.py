@@ -34,7 +34,7 @@ from edge_runtime.events.store import EventStore
 from edge_runtime.forwarders.memory import MemoryOutbox
 from edge_runtime.serve import forwarding
 from tests.conftest import wait_for
-from tests.test_forwarders import SCHEMA, event
+from tests.receivers import SCHEMA, event
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto (apt-get install mosquitto)")
 USER, PASSWORD = "kiosk", "p4ss-word"

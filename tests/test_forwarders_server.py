@@ -19,8 +19,8 @@ from edge_runtime.config import load_settings
 from edge_runtime.serve import build_services
 from edge_runtime.server import create_app
 from tests.conftest import wait_for
+from tests.receivers import SCHEMA, Receiver
 from tests.server_util import running
-from tests.test_forwarders import SCHEMA, Receiver
 
 
 def red_twice(path: Path, fps: float = 20.0) -> Path:

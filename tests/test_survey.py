@@ -23,7 +23,21 @@ from edge_runtime.model.predictor import Predictor
 from edge_runtime.survey.tiled import TiledPredictor
 from edge_runtime.survey.tiling import TileMode
 from tests.conftest import wait_for
-from tests.test_survey_model import SQUARE, dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
+from tests.survey_util import (
+    BASE,
+    EARTH,
+    SQUARE,
+    SRT_NEW,
+    dji_xmp,
+    geotagged_jpeg,
+    metres_apart,
+    place_squares,
+    srt_time,
+    terrain,
+    track,
+    write_detector,
+    write_flight_video,
+)
 
 pytestmark = pytest.mark.timeout(180)  # a stuck pipeline fails instead of hanging
 
@@ -31,8 +45,6 @@ W, H = 2048, 1536
 # Tiles of 512 with 20% overlap start at x = 0, 384, 768, 1152, 1536 and y = 0, 341, 683, 1024:
 # these squares lie in overlaps (seen whole by two or four tiles) or are cut by a tile's edge.
 SQUARES = [(460, 300), (511, 700), (770, 345), (1300, 450), (1230, 1027), (1800, 1200), (100, 1450)]
-BASE = (47.3769, 8.5417)
-EARTH = 6371008.8  # mean radius: the check below is spherical, the runtime's ellipsoidal
 XMP = {"relative_alt": 60.0, "yaw": 30.0}
 F35 = 24
 
@@ -107,14 +119,6 @@ def expected_position(lat0: float, lon0: float, x: float, y: float) -> tuple[flo
     return east, north
 
 
-def metres_apart(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Haversine distance between two (lat, lon)."""
-    p1, p2 = math.radians(a[0]), math.radians(b[0])
-    dp, dl = p2 - p1, math.radians(b[1] - a[1])
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH * math.asin(math.sqrt(h))
-
-
 def test_each_finding_lies_where_the_nadir_projection_puts_it(detector_export, photos, tmp_path):
     assert run(detector_export, photos, "--out", tmp_path) == 0
     features = json.loads((tmp_path / "findings.geojson").read_text())["features"]
@@ -156,35 +160,6 @@ def test_images_without_dji_attitude_use_the_image_position(detector_export, tmp
     lon, lat = by_image["flight-yaw.jpg"]["geometry"]["coordinates"]
     assert by_image["flight-yaw.jpg"]["properties"]["position"] == "ground"
     assert lon > BASE[1] and lat > BASE[0]  # up (east) and left (north) of the centre
-
-
-SRT_NEW = """{n}
-{start} --> {end}
-<font size="28">FrameCnt: {n}, DiffTime: 700ms
-2026-11-28 10:20:{sec:06.3f}
-[iso: 100] [shutter: 1/1000.0] [fnum: 1.7] [ev: 0] [focal_len: 24.00] [latitude: {lat:.7f}] \
-[longitude: {lon:.7f}] [rel_alt: 50.000 abs_alt: 460.000] [ct: 5500] </font>
-"""
-
-
-def srt_time(t: float) -> str:
-    return f"00:00:{int(t):02d},{round((t % 1) * 1000):03d}"
-
-
-def track(t: float) -> tuple[float, float]:
-    return BASE[0] + 0.0001 * t, BASE[1] + 0.0002 * t
-
-
-def write_flight_video(video: Path) -> Path:
-    """3.5 s at 10 fps; the frames sampled at 1, 2 and 3 s hold a square."""
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (640, 480))
-    for i in range(35):
-        frame = terrain(640, 480, seed=3)
-        if i in (10, 20, 30):
-            place_squares(frame, [(320, 240)])
-        writer.write(frame)
-    writer.release()
-    return video
 
 
 def test_video_frames_are_sampled_and_placed_on_the_srt_track(detector_export, tmp_path):

@@ -15,7 +15,7 @@ from edge_runtime.survey.inputs import collect
 from edge_runtime.survey.telemetry import parse_srt, read_track
 from edge_runtime.survey.tiling import Tile, TileMode, merge_boxes, tile_plan
 from tests.conftest import jpeg_bytes
-from tests.test_survey_model import dji_xmp, geotagged_jpeg, terrain
+from tests.survey_util import dji_xmp, geotagged_jpeg, terrain
 
 # -- tiling -------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from edge_runtime.cli import main
 from edge_runtime.survey.records import BadRecord, FindingRecord, UnitRecord
 from edge_runtime.survey.report import write_report
 from tests.browser import Select, WebDriverWait, chromium  # skips this module where Chromium is absent
-from tests.test_survey_model import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
+from tests.survey_util import dji_xmp, geotagged_jpeg, place_squares, terrain, write_detector
 
 pytestmark = pytest.mark.timeout(120)  # a stuck browser fails instead of hanging
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .capture.camera import Backoff, Camera
+from .capture.camera import Camera
 from .capture.gate import SceneGate
 from .capture.sources import describe_uri, open_source
 from .config import DEMO, CameraConfig, Settings
@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .model.predictor import Predictor
 from .paths import DEMO_MODEL, graph_cache_dir
 from .pipeline import Pipeline
+from .service.backoff import Backoff
 from .sinks import Sink
 
 

@@ -5,6 +5,10 @@ export zips, optimised graphs); and how a file that a setting names is read.
     cache_dir()         EDGE_RUNTIME_CACHE_DIR, else systemd's CACHE_DIRECTORY (CacheDirectory=,
                         for a DynamicUser), else $XDG_CACHE_HOME/edge-runtime or
                         ~/.cache/edge-runtime, else a private folder in the temporary directory
+    state_dir()         what the service keeps (the event store; the model store): systemd's
+                        STATE_DIRECTORY (StateDirectory=), else /var/lib/edge-runtime when
+                        systemd started us, else None (the caller's folder in the working
+                        directory: ./data for events)
     read_setting_file() a config, token, secret or password file: a regular file (a symlink to
                         one is fine, as Kubernetes secret mounts are) within a size cap
 """
@@ -26,6 +30,7 @@ CACHE_ENV = "EDGE_RUNTIME_CACHE_DIR"
 DEMO_MODEL = Path(__file__).resolve().parent / "demo"
 DEMO_SAMPLES = DEMO_MODEL / "samples"
 
+SYSTEMD_STATE_DIR = Path("/var/lib/edge-runtime")
 KiB = 1024
 CONFIG_FILE_BYTES = 1024 * KiB  # a config file of hundreds of cameras is a few tens of KB
 SECRET_FILE_BYTES = 4 * KiB  # a token, a password, an HMAC key
@@ -97,6 +102,16 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
         if base.is_absolute() and _usable(base):
             return base
     return _private_tmp()
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """The service's state folder under systemd, or None outside it (see the module docstring)."""
+    env = os.environ if env is None else env
+    if env.get("STATE_DIRECTORY"):  # may list several folders; the first is ours
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    if env.get("INVOCATION_ID"):  # started by systemd without StateDirectory=
+        return SYSTEMD_STATE_DIR
+    return None
 
 
 def graph_cache_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -35,12 +35,13 @@ from edge_runtime import forwarders
 from edge_runtime.config import Settings, load_settings
 from edge_runtime.errors import ConfigError
 from edge_runtime.events.store import DB_NAME, EventRecord, EventStore, new_id
-from edge_runtime.forwarders.base import Backoff, DeliveryError, Forwarder, read_secret
+from edge_runtime.forwarders.base import DeliveryError, Forwarder, read_secret
 from edge_runtime.forwarders.config import DEFAULT_TTL_S
 from edge_runtime.forwarders.memory import MemoryOutbox
 from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
 from edge_runtime.serve import forwarding, janitor
+from edge_runtime.service.backoff import Backoff
 from tests.conftest import wait_for
 from tests.receivers import Receiver, event
 from tests.server_util import free_port

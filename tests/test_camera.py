@@ -8,12 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.capture.camera import Backoff, Camera, CameraState
+from edge_runtime.capture.camera import Camera, CameraState
 from edge_runtime.capture.sources import SourceError, open_source
 from edge_runtime.capture.sources.fake import ScriptedSource, factory_sequence
+from edge_runtime.service.backoff import Backoff
 from tests.conftest import wait_for, write_video
 
-FAST = Backoff(initial_s=0.01, max_s=0.05, offline_after=3)
+FAST = Backoff(initial_s=0.01, max_s=0.05)
 
 
 def frame(value: int) -> np.ndarray:
@@ -229,3 +230,13 @@ def test_rtsp_to_a_closed_port_is_reported_not_raised():
 def test_missing_devices_are_a_clean_error(uri):
     with pytest.raises(SourceError):
         open_source(uri)
+
+
+def test_every_retrier_shares_one_backoff():
+    import edge_runtime.capture.camera as camera
+    import edge_runtime.forwarders.base as forwarder
+    import edge_runtime.workers.supervisor as supervisor
+
+    assert camera.Backoff is forwarder.Backoff is supervisor.Backoff is Backoff
+    jittered = Backoff(initial_s=1.0, max_s=8.0, jitter=0.5, rng=lambda: 1.0)
+    assert [jittered.delay(n) for n in range(6)] == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0]  # shortened by half at most

@@ -303,3 +303,13 @@ def test_times_no_calendar_can_show_are_refused_in_one_line(text):
     with pytest.raises(ValueError, match="not a time") as err:
         parse_time(text)
     assert "\n" not in str(err.value)
+
+
+def test_the_state_folder_has_one_resolver():
+    from edge_runtime.paths import state_dir
+
+    assert state_dir({}) is None
+    assert state_dir({"INVOCATION_ID": "x"}) == Path("/var/lib/edge-runtime")
+    assert state_dir({"STATE_DIRECTORY": "/srv/a:/srv/b", "INVOCATION_ID": "x"}) == Path("/srv/a")
+    for env in ({}, {"INVOCATION_ID": "x"}, {"STATE_DIRECTORY": "/srv/a"}):
+        assert default_data_dir(env) == (state_dir(env) or Path("data"))

@@ -23,12 +23,13 @@ from edge_runtime import forwarders
 from edge_runtime.config import load_settings
 from edge_runtime.errors import ConfigError
 from edge_runtime.events.store import EventRecord, EventStore, new_id
-from edge_runtime.forwarders.base import Backoff, DeliveryError, Forwarder
+from edge_runtime.forwarders.base import DeliveryError, Forwarder
 from edge_runtime.forwarders.memory import MemoryOutbox
 from edge_runtime.forwarders.webhook import WebhookTransport
 from edge_runtime.metrics import Metrics
 from edge_runtime.model.predictor import Predictor
 from edge_runtime.serve import forwarding
+from edge_runtime.service.backoff import Backoff
 from edge_runtime.sinks import EventBroadcaster, results
 from edge_runtime.sinks.context import SinkContext
 from edge_runtime.types import Frame, FrameResult
@@ -122,11 +123,11 @@ def test_a_failed_send_keeps_the_cursor_and_backs_off_exponentially():
     assert f.run_once() == 0.0
     assert [m["id"] for m in link.sent] == ["e0", "e1"]
     assert (f.retried, f.delivered, box.cursor("up")) == (4, 2, 2)
-    assert f.backoff.failures == 0  # a success starts the backoff again
+    assert f.failures == 0  # a success starts the backoff again
 
 
 def test_jitter_shortens_each_wait_by_at_most_its_fraction():
-    waits = [Backoff(2.0, 60.0, jitter=0.5).next() for _ in range(200)]
+    waits = [Backoff(2.0, 60.0, jitter=0.5).delay(1) for _ in range(200)]
     assert all(1.0 <= w <= 2.0 for w in waits)
     assert len({round(w, 6) for w in waits}) > 100  # really random: retries don't march in step
 

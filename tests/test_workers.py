@@ -242,6 +242,8 @@ def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, video
             return {cid: r.frame.seq for cid, r in svc.latest.all().items()}
 
         assert wait_for(lambda: len(seqs()) == 2, timeout=60)
+        # results can come before a worker's first status: wait until both say online
+        assert wait_for(lambda: all(c["state"] == "online" for c in httpx.get(f"{url}/cameras").json()), timeout=30)
         cams = {c["id"]: c for c in httpx.get(f"{url}/cameras").json()}
         pids = {cid: c["worker"]["pid"] for cid, c in cams.items()}
         assert pids["a"] != pids["b"] and os.getpid() not in pids.values()

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EdgeRuntimeError
+from ..service.backoff import Backoff
 from ..types import Frame
 from .sources.base import Source, SourceEnded
 
@@ -53,16 +54,6 @@ class CameraStats:
     last_frame_mono: float = 0.0
 
 
-@dataclass(frozen=True)
-class Backoff:
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    offline_after: int = 3  # failed attempts in a row before the state says offline
-
-    def delay(self, failures: int) -> float:
-        return 0.0 if failures <= 0 else min(self.max_s, self.initial_s * 2 ** (failures - 1))
-
-
 class Camera:
     def __init__(
         self,
@@ -70,6 +61,7 @@ class Camera:
         opener: Callable[[], Source],
         watchdog_s: float = 5.0,
         backoff: Backoff | None = None,
+        offline_after: int = 3,
         name: str = "",
         prepare: Callable[[np.ndarray], Any] | None = None,
     ) -> None:
@@ -79,6 +71,7 @@ class Camera:
         self.name = name or camera_id
         self.watchdog_s = watchdog_s
         self.backoff = backoff or Backoff()
+        self.offline_after = offline_after  # failed attempts in a row before the state says offline
         self.stats = CameraStats()
         self._opener = opener
         self._source: Source | None = None
@@ -191,10 +184,10 @@ class Camera:
         except Exception as exc:
             self._failures += 1
             self.stats.last_error = str(exc)
-            offline = self._failures >= self.backoff.offline_after
+            offline = self._failures >= self.offline_after
             self._state = CameraState.OFFLINE if offline else CameraState.RECONNECTING
             # the first failure and going offline are news; each retry after that is not
-            level = logging.WARNING if self._failures in (1, self.backoff.offline_after) else logging.DEBUG
+            level = logging.WARNING if self._failures in (1, self.offline_after) else logging.DEBUG
             log.log(level, "camera %s: cannot open (%s); %s, retry in %.1f s", self.id, exc,
                     "offline" if offline else "reconnecting", self.backoff.delay(self._failures))
             return False

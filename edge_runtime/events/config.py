@@ -19,27 +19,22 @@
 
 from __future__ import annotations
 
-import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ..paths import state_dir
 from ..settings_base import Strict, require_unique
 
-SYSTEMD_STATE_DIR = Path("/var/lib/edge-runtime")
 Point = tuple[float, float]
 
 
-def default_data_dir(env: dict[str, str] | None = None) -> Path:
-    """/var/lib/edge-runtime under systemd (its STATE_DIRECTORY when set), ./data otherwise."""
-    env = dict(os.environ) if env is None else env
-    if env.get("STATE_DIRECTORY"):
-        return Path(env["STATE_DIRECTORY"].split(":")[0])
-    if env.get("INVOCATION_ID"):
-        return SYSTEMD_STATE_DIR
-    return Path("data")
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The service's state folder under systemd (paths.state_dir), ./data otherwise."""
+    return state_dir(env) or Path("data")
 
 
 class RuleConfig(Strict):

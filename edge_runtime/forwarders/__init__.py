@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import Backoff, Forwarder
+from ..service.backoff import Backoff
+from .base import Forwarder
 from .config import DEFAULT_TTL_S
 from .protocols import Outbox, Transport
 

@@ -22,7 +22,6 @@ tests. The protocols are in protocols.py.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any
 
 from ..errors import ConfigError, EdgeRuntimeError
 from ..paths import SECRET_FILE_BYTES, read_setting_file
+from ..service.backoff import Backoff
 from . import payload
 from .protocols import Item, Outbox, Transport
 
@@ -43,25 +43,6 @@ class DeliveryError(EdgeRuntimeError):
     """The item was not acknowledged (link down, timeout, refused); it will be sent again."""
 
 
-class Backoff:
-    """Exponential backoff with jitter: initial, 2x, 4x ... up to max, each shortened by a
-    random fraction up to `jitter`, so devices that lost the same link don't retry in step."""
-
-    def __init__(self, initial_s: float, max_s: float, jitter: float = 0.5,
-                 rng: Callable[[], float] = random.random) -> None:
-        self.initial_s, self.max_s, self.jitter = initial_s, max_s, jitter
-        self._rng = rng
-        self.failures = 0
-
-    def next(self) -> float:
-        base = min(self.max_s, self.initial_s * 2 ** min(self.failures, 62))
-        self.failures += 1
-        return float(base * (1.0 - self.jitter * self._rng()))
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 class Forwarder:
     """Sends the outbox's items through one transport, in order, from its own cursor."""
 
@@ -71,6 +52,7 @@ class Forwarder:
         self.name, self.kind = name, kind
         self.transport, self.outbox = transport, outbox
         self.ttl_s, self.backoff, self.poll_s = ttl_s, backoff, poll_s
+        self.failures = 0  # deliveries failed in a row; a success sets it back to 0
         self.thumbnail, self.results_every_s = thumbnail, results_every_s
         self.clock = clock
         self.delivered = self.retried = self.dropped = self.skipped = 0
@@ -147,7 +129,7 @@ class Forwarder:
             log.info("forwarder %s: delivering again after %.0f s", self.name, self.clock() - self.failing_since)
         self.failing_since = None
         self.last_error = ""
-        self.backoff.reset()
+        self.failures = 0
 
     def _failed(self, exc: Exception) -> float:
         self.retried += 1
@@ -156,7 +138,8 @@ class Forwarder:
             self.failing_since = self.clock()
             log.warning("forwarder %s: delivery failed, retrying with backoff: %s", self.name, self.last_error,
                         exc_info=not isinstance(exc, DeliveryError))  # a traceback only for the unexpected
-        return self.backoff.next()
+        self.failures += 1
+        return self.backoff.delay(self.failures)
 
     def _save(self, force: bool) -> None:
         """Write the cursor to the store: at the end of each batch, and at most every SAVE_EVERY_S

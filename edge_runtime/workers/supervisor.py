@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.camera import Backoff, CameraState, CameraStats
+from ..capture.camera import CameraState, CameraStats
+from ..service.backoff import Backoff
 from ..capture.sources import describe_uri
 from ..capture.view import WorkerState
 from ..config import Settings

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from ..capture.camera import CameraState, CameraStats
-from ..service.backoff import Backoff
 from ..capture.sources import describe_uri
 from ..capture.view import WorkerState
 from ..config import Settings
 from ..metrics import Metrics
 from ..model.bundle import Bundle
+from ..service.backoff import Backoff
 from ..sinks import Sink
 from .codec import RESULT, STATUS, CameraReport, ResultCodec, decode_status
 from .memory import rss_bytes

@@ -30,7 +30,7 @@ from ..sinks import samples
 from . import auth, cloud, docs, errors, events_api, health, live, predict
 from .body import BodyGuard
 from .browsers import BrowserGuard, allowed_hosts
-from .connections import ACCEPT_BACKLOG, Limits, connection_cap, guarded_protocol
+from .connections import ACCEPT_BACKLOG, ConnectionLimits, connection_cap, guarded_protocol
 from .state import Services
 from .urlfetch import UrlFetcher
 
@@ -168,7 +168,7 @@ def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.C
     connection cap (server/connections.py), and logging through the process's own handler
     (edge_runtime/service/logs.py), so every line uvicorn writes is escaped and rate-limited."""
     s = settings.server
-    limits = Limits(s.header_timeout_s, s.body_timeout_s, connection_cap(s.max_connections))
+    limits = ConnectionLimits(s.header_timeout_s, s.body_timeout_s, connection_cap(s.max_connections))
     options = {"host": s.host, "port": s.port, "log_level": settings.log.level, **options}
     return uvicorn.Config(app, http=guarded_protocol(limits), backlog=ACCEPT_BACKLOG, log_config=None,
                           access_log=False, server_header=False, **options)

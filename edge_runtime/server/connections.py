@@ -15,7 +15,7 @@ protocol with three additions:
 
 Late clients get a short 408 and the connection is closed.
 
-    config = uvicorn.Config(app, http=guarded_protocol(Limits(10, 60, 256)))
+    config = uvicorn.Config(app, http=guarded_protocol(ConnectionLimits(10, 60, 256)))
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ ACCEPT_BACKLOG = 64  # asyncio accepts up to this many sockets before any of the
 
 
 @dataclass(frozen=True)
-class Limits:
+class ConnectionLimits:
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
@@ -54,7 +54,7 @@ BUSY = _canned(503, "Service Unavailable", "too many connections")
 
 
 class GuardedH11Protocol(H11Protocol):
-    limits: Limits = Limits(10.0, 60.0, 256)
+    limits: ConnectionLimits = ConnectionLimits(10.0, 60.0, 256)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,7 +132,7 @@ class GuardedH11Protocol(H11Protocol):
         return f"{self.client[0]}:{self.client[1]}" if self.client else "?"
 
 
-def guarded_protocol(limits: Limits) -> type[H11Protocol]:
+def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
     """uvicorn's h11 protocol bound to these limits (pass it as uvicorn.Config(http=...))."""
     return type("GuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits})
 

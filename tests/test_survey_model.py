@@ -1,13 +1,5 @@
-"""The small-object detector of tests/survey_util.py, tested on its own.
-
-The detector finds solid red squares of at least SMALLEST pixels, and only at the scale
-it is fed: it erodes a redness mask with a 7x7 minimum filter, so a 14-pixel square that
-preprocessing shrinks to 4 pixels (a 2048x1536 photo fed whole at 512x512) vanishes,
-while a 512x512 tile keeps it. Each 32-pixel cell looks at a 64-pixel window around
-itself and fires only when the mask's centroid lies in the cell, so a square across a
-cell border is found once; the box is centred on the centroid and sized from the mask's
-area, so tiles that see the same square report the same box.
-"""
+"""The small-object detector of tests/survey_util.py, tested on its own: it finds red squares
+only at the scale it is fed, once each, with a tight box."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ base.py (the loop) and payload.py (what is sent) both use these, and neither imp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +36,7 @@ class Outbox(Protocol):
     retention, or with their event). A name without a saved cursor starts just before the
     oldest row still stored: a forwarder added later gets every row that is still there."""
 
-    def outbox_after(self, seq: int, limit: int = 100) -> list[Any]: ...
+    def outbox_after(self, seq: int, limit: int = 100) -> Sequence[Item]: ...
     def outbox_count(self, after: int) -> int: ...
     def cursor(self, name: str) -> int: ...
     def set_cursor(self, name: str, seq: int) -> None: ...

@@ -400,3 +400,20 @@ def test_an_unknown_camera_is_404_and_a_retired_one_keeps_its_events(colours, tm
                 assert attic.status_code == 200 and [e["camera"] for e in attic.json()["events"]] == ["attic"]
             else:
                 assert attic.status_code == 404
+
+
+@pytest.mark.timeout(120)
+def test_a_store_damaged_while_serving_is_a_503_in_one_line_and_the_server_goes_on(colours, data, tmp_path):
+    """The API has no salvage: a damaged page is one line (503), and the other routes keep working."""
+    video = write_video(tmp_path / "grey.avi", frames=30)
+    with running(events_app(colours, video, data)) as url:
+        assert httpx.get(f"{url}/api/events", headers=AUTH, timeout=10).status_code == 200
+        _, leaves = pages(data / DB_NAME, "events")
+        damage(data / DB_NAME, leaves[1][0])  # a page of rows, as a failing SD card would leave it
+        broken = httpx.get(f"{url}/api/events", params={"limit": 500}, headers=AUTH, timeout=10)
+        assert broken.status_code == 503, broken.text
+        message = broken.json()["message"]
+        assert "event store cannot be read" in message and "\n" not in message and "Traceback" not in message
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+        up = httpx.post(f"{url}/image", content=JPEG, headers=AUTH, timeout=30)
+        assert up.status_code == 200, up.text

@@ -7,6 +7,7 @@ proper status (the exported container answers errors with 200 and a string: not 
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,7 @@ from ..errors import (
     ImageTooLargeError,
     InferenceError,
     LabelsError,
+    first_line,
 )
 
 log = logging.getLogger(__name__)
@@ -116,12 +118,20 @@ def install(app: FastAPI) -> None:
         # nobody reads this answer, and it is not the server's failure.
         return error_response(408, "RequestTimeout", "the connection closed before the whole request arrived")
 
+    async def store_damaged(request: Request, exc: Exception) -> JSONResponse:
+        # A damaged events.db: its routes answer in one line and the server goes on serving;
+        # `edge-runtime events export` salvages what can still be read.
+        log.error("%s %s: the event store cannot be read: %s", request.method, request.url.path, first_line(exc))
+        return error_response(503, "ServiceUnavailable", f"the event store cannot be read ({first_line(exc)}); "
+                              "`edge-runtime events export` copies what can still be read")
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_response(500, "InternalServerError", "internal error; the server log has the details")
 
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ClientDisconnect, client_gone)
+    app.add_exception_handler(sqlite3.DatabaseError, store_damaged)
     app.add_exception_handler(EdgeRuntimeError, project_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

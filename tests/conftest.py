@@ -101,3 +101,12 @@ def tiny_disk(tmp_path):  # type: ignore[no-untyped-def]
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture(autouse=True)
+def _limits_of_this_test_only():  # type: ignore[no-untyped-def]
+    """serve installs its settings' limits for the process: no test leaves them to the next."""
+    yield
+    from edge_runtime.model import limits
+
+    limits.reset()

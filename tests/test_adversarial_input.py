@@ -285,14 +285,14 @@ def test_decodes_wait_for_the_budget_then_give_up_but_camera_frames_go_on(demo, 
     assert budget.in_use == 0
 
 
-def test_a_full_budget_is_a_503_and_the_server_keeps_serving(demo, set_limits):
+def test_a_full_budget_is_a_503_and_the_server_keeps_serving(demo):
     from edge_runtime.config import load_settings
     from edge_runtime.serve import build_services
     from edge_runtime.server import create_app
     from tests.server_util import running
 
-    set_limits(decode_wait_s=0)
-    app = create_app(build_services(load_settings(env={}, overrides={}), predictor=demo, env={}))
+    settings = load_settings(env={}, overrides={"limits": {"decode_wait_s": 0}})  # serve installs its limits
+    app = create_app(build_services(settings, predictor=demo, env={}))
     coffee = (DEMO / "samples" / "coffee.jpg").read_bytes()
     with running(app) as url:
         budget = limits.decode_budget()

@@ -127,7 +127,68 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--image", type=Path, help="picture to use (default: a bundled sample)")
     _survey_parser(sub)
     _events_args(sub)
+    _models_args(sub)
     return parser
+
+
+# ---- the model store: publish by name, list, roll back, unpublish ----
+def _models_args(sub: Any) -> None:
+    def store_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--models", type=Path, help="the model store (default: models.path: ./models, or models/ "
+                       "in the state folder under systemd)")
+
+    publish = sub.add_parser("publish", help="copy an export into the model store under a name and make it active")
+    publish.add_argument("export", type=Path, help="an export zip, folder or .onnx (with labels.txt beside it)")
+    publish.add_argument("--name", required=True, help="the published name clients ask for")
+    publish.add_argument("--project", help="the project id it answers for (default: any)")
+    models = sub.add_parser("models", help="list the published models")
+    models.add_argument("--json", action="store_true", help="one JSON array")
+    for name, text in (("rollback", "make the version before the active one active again"),
+                       ("unpublish", "remove a published name and its versions")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name", help="the published name")
+        store_flag(p)
+    store_flag(publish)
+    store_flag(models)
+
+
+def _model_store(args: argparse.Namespace) -> Any:
+    from .publish.store import ModelStore
+
+    settings = load_settings().models
+    return ModelStore.open(args.models or settings.path, keep=settings.keep)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    published = _model_store(args).publish(args.export, args.name, args.project)
+    print(f"published {published.name} v{published.active} (iteration {published.iteration or '-'}, "
+          f"{len(published.tags)} tags)" + (f" for project {published.project}" if published.project else ""))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    models = _model_store(args).models()
+    if args.json:
+        print(json.dumps([m.to_json() for m in models], indent=2))
+        return 0
+    for m in models:
+        print(f"{m.name:<20} v{m.active}  {m.project or '(any project)':<38} {m.iteration or '-':<38} "
+              f"{len(m.tags):>5} tags  since {m.activated_at}  previous: {f'v{m.previous}' if m.previous else '-'}")
+    if not models:
+        print("no models published")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    m = _model_store(args).rollback(args.name)
+    print(f"{m.name}: v{m.active} is active again")
+    return 0
+
+
+def cmd_unpublish(args: argparse.Namespace) -> int:
+    _model_store(args).unpublish(args.name)
+    print(f"{args.name}: unpublished")
+    return 0
 
 
 # ---- events: read a store (safe while the server records) ----
@@ -378,7 +439,8 @@ def cmd_survey(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench,
-            "quantize": cmd_quantize, "survey": cmd_survey, "events": cmd_events}
+            "quantize": cmd_quantize, "survey": cmd_survey, "events": cmd_events, "publish": cmd_publish,
+            "models": cmd_models, "rollback": cmd_rollback, "unpublish": cmd_unpublish}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

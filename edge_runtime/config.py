@@ -46,6 +46,7 @@ from .model.limits import LimitsConfig
 from .model.limits import from_env as limits_from_env
 from .model.postprocess import CLASSIFICATION_THRESHOLD, DETECTION_THRESHOLD, MAX_DETECTIONS, PostprocessOptions
 from .paths import CONFIG_FILE_BYTES, SECRET_FILE_BYTES, read_setting_file
+from .publish.config import ModelsConfig
 from .settings_base import ENV_PREFIX, Strict, require_unique
 
 TOKEN_ENV = "EDGE_RUNTIME_TOKEN"
@@ -214,6 +215,7 @@ class Settings(Strict):
     events: EventsConfig = EventsConfig()
     forwarders: list[ForwarderConfig] = Field(default_factory=list, description="send events upstream")
     samples: SamplesConfig = SamplesConfig()
+    models: ModelsConfig = ModelsConfig()
     limits: LimitsConfig = Field(LimitsConfig(), description="what one input may cost (docs/limits.md); each "
                                  "also reads EDGE_RUNTIME_<KEY IN CAPITALS>, e.g. EDGE_RUNTIME_MAX_WORK_PIXELS")
 

@@ -17,8 +17,9 @@
     ├── ProviderError                an execution provider was asked for but is absent
     ├── InferenceError               onnxruntime failed while running a model
     ├── ConfigError                  a setting is wrong (the key is named)
-    └── StoreError                   the event store cannot be used
-        └── DiskFullError            no room on its disk or in its budget
+    ├── StoreError                   the event store cannot be used
+    │   └── DiskFullError            no room on its disk or in its budget
+    └── ModelStoreError              the model store cannot do what was asked
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
 with `raise ... from exc`, so callers catch only this tree. Both commands (`edge-runtime`,
@@ -133,3 +134,7 @@ class StoreError(EdgeRuntimeError):
 
 class DiskFullError(StoreError):
     """The store's disk (or its budget) has no room; recording resumes when space returns."""
+
+
+class ModelStoreError(EdgeRuntimeError):
+    pass

@@ -104,6 +104,15 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return _private_tmp()
 
 
+def fsync_dir(path: Path) -> None:
+    """A folder's entries on the disk: after a rename into it, a power cut keeps the new name."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def state_dir(env: Mapping[str, str] | None = None) -> Path | None:
     """The service's state folder under systemd, or None outside it (see the module docstring)."""
     env = os.environ if env is None else env

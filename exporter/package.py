@@ -6,6 +6,10 @@ This is the one contract between exporter and runtime: what `write_export` write
     out/shelf/v3/
       model.onnx  labels.txt  metadata_properties.json  cvexport.manifest
       bundle.json              source, iteration, domain, metrics, labels, file hashes
+
+The vN folders are the model store's layout (edge_runtime/publish/versions.py): train with
+`--out` pointing at the store and `edge-runtime publish STORE/shelf/v3 --name shelf` makes
+that version active without a copy.
 """
 
 from __future__ import annotations
@@ -13,24 +17,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import re
 import shutil
-import tempfile
 import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.model.archive import safe_extract
 from edge_runtime.model.bundle import BUNDLE_INFO, MANIFEST
 from edge_runtime.model.hashing import file_sha1
+from edge_runtime.publish.versions import (
+    claim_next_version,
+    make_world_readable,
+    new_staging,
+    stage,
+)
 
 from .verify import Verified, verify_export
-
-DIR_MODE = 0o755
-FILE_MODE = 0o644
 
 
 def write_export(
@@ -65,43 +68,15 @@ def zip_export(folder: Path, zip_path: Path) -> Path:
     return zip_path
 
 
-def next_version(root: Path) -> Path:
-    taken = [int(m.group(1)) for p in root.glob("v*") if (m := re.fullmatch(r"v(\d+)", p.name))]
-    return root / f"v{max(taken, default=0) + 1}"
-
-
-def make_dirs(path: Path) -> None:
-    """Create the missing folders of `path` as 0755, whatever the umask; leave existing ones alone."""
-    for folder in [*reversed(path.parents), path]:
-        if not folder.exists():
-            folder.mkdir(exist_ok=True)
-            folder.chmod(DIR_MODE)
-
-
-def make_world_readable(folder: Path) -> None:
-    """Folders 0755, files 0644. The staging folder comes from mkdtemp (0700), and the runtime's
-    service usually runs as its own user (systemd DynamicUser), which must be able to read it."""
-    for current, _, files in os.walk(folder):
-        os.chmod(current, DIR_MODE)
-        for file in files:
-            os.chmod(os.path.join(current, file), FILE_MODE)
-
-
 def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
                  tag_ids: Mapping[str, str] | None = None) -> tuple[Path, Verified]:
     """Copy (or safely unzip) an export into out/name/vN, add bundle.json, and verify it
     loads and runs through the runtime before it is declared good. A bundle that fails
     verification is removed. Bundles are readable by every user."""
     root = out / name
-    make_dirs(root)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    staging = new_staging(root)
     try:
-        if export.is_dir():
-            for path in export.iterdir():
-                if path.is_file():
-                    shutil.copy2(path, staging / path.name)
-        else:
-            safe_extract(export, staging)
+        stage(export, staging)
         files = {p.name: file_sha1(p) for p in sorted(staging.iterdir()) if p.is_file()}
         labels = (staging / "labels.txt").read_text().splitlines() if (staging / "labels.txt").is_file() else []
         bundle_info = {"name": name, "created": dt.datetime.now(dt.timezone.utc).isoformat(), **info,
@@ -111,9 +86,7 @@ def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
         (staging / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2, default=str) + "\n")
         verified = verify_export(staging)
         make_world_readable(staging)
-        target = next_version(root)
-        staging.rename(target)
-        return target, verified
+        return claim_next_version(root, staging), verified
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ..paths import fsync_dir
 from .db import StoreCore
-from .records import DB_NAME, fsync_dir, new_id
+from .records import DB_NAME, new_id
 
 
 class MediaFiles(StoreCore):

@@ -11,7 +11,6 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..types import iso_ms
@@ -197,10 +196,3 @@ def samples_of(rows: list[tuple[Any, ...]], damage: Damage | None = None) -> lis
                 log.warning("event store: a samples row is left out: %s", exc)
     return samples
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,335 @@
+"""The model store: published models on the device, by name, with their versions.
+
+    models/                   models.path: under systemd models/ in the state folder
+      shelf/                  a published name
+        v1/ v2/ v3/           verified exports (versions.py: the layout `edge-export train` writes)
+        state.json            which version is active, the project it answers for, the history
+      .lock                   held while the store changes (a CLI publish beside a running server)
+
+    store = ModelStore.open(Path("models"), keep=3)
+    store.publish(Path("export.zip"), "shelf", project="2d50...")   # copied, verified, active
+    store.rollback("shelf")                                          # the version before it
+    store.unpublish("shelf")
+    [m.name for m in store.models()]
+
+Every change is crash-safe: a version is staged beside the others and renamed whole, and
+`state.json` is replaced atomically (written beside, fsynced, renamed) only after the
+version it names is on the disk. After kill -9 at any instant, a name is at its old version
+or its new one; what a killed publish left (a staging folder, a version never made active)
+is removed at the next open. `keep` versions per name stay on disk; the active and the
+previous one are never removed. The state is plain JSON, readable by hand.
+
+A model named on the command line or in model.path is served without being copied here
+(a read-only root filesystem keeps working); see serve.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, EdgeRuntimeError, ModelStoreError
+from ..model.bundle import Bundle, open_bundle
+from ..model.predictor import Predictor
+from ..paths import fsync_dir
+from . import versions as v
+
+log = logging.getLogger(__name__)
+STATE = "state.json"
+LOCK = ".lock"
+REMOVED_PREFIX = ".removed-"
+STATE_SCHEMA = 1
+MAX_STATE_BYTES = 1 << 20
+STALE_STAGING_S = 600.0  # a staging folder untouched this long belongs to a killed publish
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+HISTORY = 50  # activations remembered per name
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not NAME.fullmatch(name or "") or name in (".", ".."):
+        raise ConfigError(f"{what} {name!r}: use 1 to 64 letters, digits, '_', '-' or '.', starting with a "
+                          "letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class Activation:
+    version: int
+    at: str  # ISO 8601, UTC
+    reason: str  # "publish", "rollback"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "at": self.at, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    project: str | None
+    history: tuple[Activation, ...] = ()  # oldest first; the last is the active version
+
+    @property
+    def active(self) -> int | None:
+        return self.history[-1].version if self.history else None
+
+    @property
+    def previous(self) -> int | None:
+        """What rollback goes back to: the activation before the current one."""
+        return self.history[-2].version if len(self.history) > 1 else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": STATE_SCHEMA, "name": self.name, "project": self.project, "active": self.active,
+                "previous": self.previous, "history": [a.to_json() for a in self.history]}
+
+    @classmethod
+    def from_json(cls, data: Any, name: str) -> State:
+        if not isinstance(data, dict) or data.get("schema") != STATE_SCHEMA or data.get("name") != name:
+            raise ValueError("not a state file of this store")
+        project = data.get("project")
+        if project is not None and not (isinstance(project, str) and PROJECT.fullmatch(project)):
+            raise ValueError(f"project {project!r} is not a project id")
+        history = []
+        for item in data.get("history", []):
+            version = item.get("version") if isinstance(item, dict) else None
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise ValueError(f"history entry {item!r} is not a version")
+            history.append(Activation(version, str(item.get("at", "")), str(item.get("reason", ""))))
+        return cls(name, project, tuple(history))
+
+
+@dataclass(frozen=True)
+class Published:
+    """One name as `edge-runtime models` shows it."""
+
+    name: str
+    project: str | None
+    active: int | None
+    path: Path | None  # the active version's folder
+    iteration: str
+    sha1: str
+    tags: tuple[str, ...]
+    activated_at: str
+    previous: int | None
+    versions: tuple[int, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "project": self.project, "activeVersion": self.active,
+                "path": str(self.path) if self.path else None, "iteration": self.iteration, "sha1": self.sha1,
+                "tags": list(self.tags), "activatedAt": self.activated_at, "previousVersion": self.previous,
+                "versions": list(self.versions)}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ModelStore:
+    def __init__(self, root: Path, keep: int = 3) -> None:
+        self.root, self.keep = root, keep
+
+    @classmethod
+    def open(cls, root: Path, keep: int = 3) -> ModelStore:
+        """The store at `root` (created if need be), with what killed writers left removed."""
+        if keep < 2:
+            raise ConfigError("models.keep must be at least 2 (the active and the previous version)")
+        store = cls(Path(root), keep)
+        try:
+            v.make_dirs(store.root)
+        except OSError as exc:
+            raise ModelStoreError(f"model store {root}: {exc.strerror or exc}") from None
+        with store._locked():
+            store._tidy()
+        return store
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.fullmatch(p.name)
+                      and (p / STATE).is_file())
+
+    def state(self, name: str) -> State | None:
+        path = self.root / check_name(name) / STATE
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ModelStoreError(f"{path}: {exc.strerror or exc}") from None
+        try:
+            if len(raw) > MAX_STATE_BYTES:
+                raise ValueError("too large")
+            return State.from_json(json.loads(raw), name)
+        except ValueError as exc:  # json.JSONDecodeError included
+            raise ModelStoreError(f"{path}: damaged ({exc}); fix or remove it by hand") from None
+
+    def version_path(self, name: str, version: int) -> Path:
+        return self.root / check_name(name) / f"v{version}"
+
+    def active_path(self, name: str) -> Path | None:
+        state = self.state(name)
+        return self.version_path(name, state.active) if state and state.active else None
+
+    def models(self) -> list[Published]:
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.describe(name))
+            except EdgeRuntimeError as exc:  # one damaged name does not hide the others
+                log.warning("model %s: %s", name, exc)
+        return out
+
+    def describe(self, name: str) -> Published:
+        state = self.state(name)
+        if state is None:
+            raise ModelStoreError(f"no model published as {name!r}")
+        path = self.version_path(name, state.active) if state.active else None
+        bundle: Bundle | None = open_bundle(path) if path else None
+        manifest = bundle.manifest if bundle else {}
+        return Published(name=name, project=state.project, active=state.active, path=path,
+                         iteration=str(manifest.get("IterationId") or ""),
+                         sha1=str(manifest.get("ModelFileSHA1") or ""),
+                         tags=tuple(bundle.labels or ()) if bundle else (),
+                         activated_at=state.history[-1].at if state.history else "", previous=state.previous,
+                         versions=tuple(v.versions(self.root / name)))
+
+    # ---- changing --------------------------------------------------------------------------
+
+    def publish(self, export: Path, name: str, project: str | None = None) -> Published:
+        """Copy `export` in as the next version of `name`, verify it (it loads and predicts
+        through the runtime), and make it active. The old version stays active on any error."""
+        check_name(name)
+        if project is not None and not PROJECT.fullmatch(project):
+            raise ConfigError(f"project {project!r}: use 1 to 64 letters, digits, '_', '-' or '.'")
+        folder = self.root / name
+        if export.is_dir() and export.resolve().parent == folder.resolve() and v.version_of(export):
+            return self._activate_in_place(name, export, project)  # `edge-export train --out` wrote it here
+        staging = v.new_staging(folder)
+        try:
+            v.stage(export, staging)
+            Predictor.load(staging, warm_up=True)  # SHA-1, labels, metadata, one prediction
+            v.make_world_readable(staging)
+            v.fsync_tree(staging)
+            with self._locked():
+                target = v.claim_next_version(folder, staging)
+                old = self.state(name)
+                state = State(name, project if project is not None else (old.project if old else None),
+                              (*(old.history if old else ())[-(HISTORY - 1):],
+                               Activation(v.version_of(target) or 0, _now(), "publish")))
+                self._write_state(state)
+                self._prune(name, state)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):  # a first publish that failed leaves no empty name behind
+                folder.rmdir()
+        log.info("published %s v%d%s", name, state.active, f" for project {state.project}" if state.project else "")
+        return self.describe(name)
+
+    def _activate_in_place(self, name: str, version_dir: Path, project: str | None) -> Published:
+        Predictor.load(version_dir, warm_up=True)
+        number = v.version_of(version_dir) or 0
+        with self._locked():
+            old = self.state(name)
+            self._write_state(State(name, project if project is not None else (old.project if old else None),
+                                    (*(old.history if old else ())[-(HISTORY - 1):],
+                                     Activation(number, _now(), "publish"))))
+        return self.describe(name)
+
+    def rollback(self, name: str) -> Published:
+        """Make the version before the active one active again."""
+        with self._locked():
+            state = self.state(name)
+            if state is None:
+                raise ModelStoreError(f"no model published as {name!r}")
+            if state.previous is None:
+                raise ModelStoreError(f"{name} has no earlier version to go back to")
+            if not self.version_path(name, state.previous).is_dir():
+                raise ModelStoreError(f"{name} v{state.previous} is no longer on the disk")
+            back = State(name, state.project, (*state.history[:-2],
+                                               Activation(state.previous, _now(), "rollback")))
+            self._write_state(back)
+        log.info("rolled %s back from v%s to v%s", name, state.active, state.previous)
+        return self.describe(name)
+
+    def unpublish(self, name: str) -> None:
+        """Remove `name` and all its versions (renamed away first, so it goes at once)."""
+        with self._locked():
+            folder = self.root / check_name(name)
+            if not (folder / STATE).is_file():
+                raise ModelStoreError(f"no model published as {name!r}")
+            gone = self.root / f"{REMOVED_PREFIX}{name}-{os.getpid()}-{time.monotonic_ns()}"
+            os.rename(folder, gone)
+            fsync_dir(self.root)
+        shutil.rmtree(gone, ignore_errors=True)
+        log.info("unpublished %s", name)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / LOCK, "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write_state(self, state: State) -> None:
+        folder = self.root / state.name
+        tmp = folder / f".{STATE}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state.to_json(), f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, v.FILE_MODE)
+        os.replace(tmp, folder / STATE)
+        fsync_dir(folder)
+
+    def _prune(self, name: str, state: State) -> None:
+        """Keep `keep` versions: the newest, and never the active or the previous one."""
+        protected = {state.active, state.previous}
+        numbers = v.versions(self.root / name)
+        spare = [n for n in numbers if n not in protected]
+        excess = len(numbers) - self.keep
+        for number in spare[:max(0, excess)]:
+            shutil.rmtree(self.version_path(name, number), ignore_errors=True)
+
+    def _tidy(self) -> None:
+        """What killed writers left: removed names, stale staging folders, stray state temps,
+        and versions newer than the active one that never became active."""
+        now = time.time()
+        for path in self.root.iterdir():
+            if path.name.startswith(REMOVED_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            if not (path.is_dir() and NAME.fullmatch(path.name)):
+                continue
+            for item in path.iterdir():
+                stale = now - item.stat().st_mtime > STALE_STAGING_S
+                if item.name.startswith(v.STAGING_PREFIX) and stale:
+                    shutil.rmtree(item, ignore_errors=True)
+                elif item.name.startswith(f".{STATE}.") and item.name.endswith(".tmp"):
+                    item.unlink(missing_ok=True)
+            try:
+                state = self.state(path.name)
+            except ModelStoreError as exc:
+                log.warning("%s", exc)
+                continue
+            if state is not None and state.active is not None:
+                for number in v.versions(path):
+                    if number > state.active and all(a.version != number for a in state.history):
+                        shutil.rmtree(path / f"v{number}", ignore_errors=True)  # claimed, never made active

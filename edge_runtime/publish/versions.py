@@ -98,7 +98,6 @@ def fsync_tree(folder: Path) -> None:
     fsync_dir(folder)
 
 
-
 def claim_next_version(root: Path, staging: Path) -> Path:
     """Rename `staging` to the next free vN of `root` (a racing writer takes the one after)."""
     for _ in range(100):

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from . import forwarders
 from .assembly import load_predictor, local_pipeline
@@ -23,6 +24,9 @@ from .events.store import EventStore
 from .metrics import Metrics
 from .model import limits
 from .model.predictor import Predictor
+from .publish.registry import Registry, Served
+from .publish.store import NAME, ModelStore
+from .publish.versions import version_of
 from .server import GracefulServer, Services, create_app, server_config
 from .server.auth import Auth
 from .sinks import build_sinks
@@ -80,6 +84,36 @@ def janitor(settings: Settings, store: EventStore) -> Janitor:
     return Janitor(store, consumers=consumers, max_ttl_s=max_ttl_s)
 
 
+def model_name(settings: Settings) -> str:
+    """The name a model given on the command line (or in model.path) is served under: its
+    folder's, or the name above a vN version folder; "demo" for the built-in one."""
+    if settings.model.path == DEMO:
+        return "demo"
+    path = Path(settings.model.path)
+    stem = path.parent.name if version_of(path) else path.stem
+    return stem if NAME.fullmatch(stem) else "default"
+
+
+def load_published(settings: Settings, split: Split) -> list[Served]:
+    """Every name published in the model store, at its active version, loaded as the
+    server's own session is (the store is only read: a read-only root filesystem works)."""
+    root = settings.models.path
+    if not root.is_dir():
+        return []
+    store = ModelStore(root, keep=settings.models.keep)
+    out = []
+    for name in store.names():
+        state = store.state(name)
+        if state is None or state.active is None:
+            continue
+        predictor = load_predictor(settings, runs=split.runs, threads=split.threads,
+                                   path=store.version_path(name, state.active))
+        out.append(Served(name, state.project, predictor, state.active))
+        log.info("published model %s v%d%s", name, state.active,
+                 f" for project {state.project}" if state.project else " (any project)")
+    return out
+
+
 def server_process() -> dict[str, int | None]:
     return {"server": os.getpid()}
 
@@ -94,8 +128,16 @@ def build_services(
     check_sources(settings)
     forwarders.check(forwarding(settings))  # their files are read again when the app starts them
     plan = cores_plan(settings)  # with workers, the server's own session serves uploads alone
-    predictor = load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads) \
-        if predictor is None else predictor.with_options(settings.model.postprocess_options())
+    published = load_published(settings, plan.server)
+    if predictor is not None:
+        predictor = predictor.with_options(settings.model.postprocess_options())
+    elif published and settings.model.path == DEMO:  # the store's models, not the demo
+        predictor = published[0].predictor
+    else:
+        predictor = load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads)
+    default = next((p for p in published if p.predictor is predictor), None) or Served(
+        model_name(settings), None, predictor)
+    registry = Registry(default, [p for p in published if p is not default])
     log_choices(settings, token, predictor)
     metrics = Metrics()
     store = open_store(settings.events.store) if store_wanted(settings) else None
@@ -132,7 +174,7 @@ def build_services(
     return Services(predictor=predictor, settings=settings, auth=Auth(token, settings.server.session_ttl_s),
                     cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,
                     frames=sinks.frames, metrics=metrics, sinks=sinks.all, store=store, janitor=sweeper,
-                    forwarding=forwarding(settings))
+                    forwarding=forwarding(settings), registry=registry)
 
 
 def serve(settings: Settings) -> None:

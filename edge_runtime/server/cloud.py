@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from ..model.predictor import Predictor
 from . import predict
 from .auth import require_prediction_key
 from .errors import NotSupported
@@ -28,14 +29,15 @@ router = APIRouter(dependencies=[Depends(require_prediction_key)], tags=["Custom
 VERSIONS = ("v3.1", "v3.0")  # v3.1 is what current SDKs call; v3.0 for older ones
 APPLICATION = Query(None, description="the calling application's name; accepted and ignored")
 PROJECT_ID = Path(alias="projectId", description="the project's id; echoed as `project`")
-PUBLISHED_NAME = Path(alias="publishedName", description="the published iteration's name; any name is accepted")
+PUBLISHED_NAME = Path(alias="publishedName", description="the published name (`edge-runtime models`); while one "
+                      "model is served, any name reaches it")
 
 Handler = Callable[..., Awaitable[Response]]
 
 
-def _check_kind(svc: Services, detect: bool) -> None:
+def _check_kind(predictor: Predictor, detect: bool) -> None:
     """The service refuses classify on a detection project and detect on a classifier."""
-    if svc.predictor.spec.variant.is_detection != detect:
+    if predictor.spec.variant.is_detection != detect:
         what, right = ("a classifier", "classify") if detect else ("an object detector", "detect")
         raise NotSupported(f"{'detect' if detect else 'classify'} is not supported: the model is {what}; "
                            f"call {right}")
@@ -55,9 +57,10 @@ def _image_route(detect: bool) -> Handler:
         application: str | None = APPLICATION, svc: Services = Depends(services),
     ) -> Response:
         """An image as multipart field `imageData` or as the raw body (application/octet-stream)."""
-        _check_kind(svc, detect)
+        model = svc.resolve(project_id, published_name).predictor
+        _check_kind(model, detect)
         data = await predict._image_bytes(request, svc.settings.server.max_upload_bytes)
-        return await predict._predict(svc, data, project_id)
+        return await predict._predict(svc, data, project_id, predictor=model)
 
     return predict_image
 
@@ -68,8 +71,9 @@ def _url_route(detect: bool) -> Handler:
         application: str | None = APPLICATION, svc: Services = Depends(services),
     ) -> Response:
         """JSON {"url": ...}; off unless server.url.enabled, and only allow-listed hosts."""
-        _check_kind(svc, detect)
-        return _echo_project(await predict.predict_url(request, svc), project_id)
+        model = svc.resolve(project_id, published_name).predictor
+        _check_kind(model, detect)
+        return _echo_project(await predict.fetch_and_predict(request, svc, model), project_id)
 
     return predict_url
 

@@ -25,6 +25,7 @@ from ..errors import (
     LabelsError,
     first_line,
 )
+from ..publish.registry import UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
 
 
 def status_for(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, UnknownModel):  # the service's own codes: NotFoundProject, NotFoundIteration
+        return 404, exc.code
     for kind in type(exc).__mro__:
         if kind in STATUS:
             return STATUS[kind]

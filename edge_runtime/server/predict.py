@@ -12,6 +12,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from ..model.imageio import decoded
+from ..model.predictor import Predictor
 from .auth import require_token
 from .body import read_capped
 from .errors import BadRequest, Forbidden, PayloadTooLarge
@@ -70,31 +71,44 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     return data
 
 
-async def _predict(svc: Services, data: bytes, project: str = "") -> Response:
+async def _predict(svc: Services, data: bytes, project: str = "", predictor: Predictor | None = None) -> Response:
+    model = predictor or svc.predictor
+
     def work() -> bytes:
         # the image's share of the decode budget is held until its prediction is done
-        with decoded(data, svc.settings.server.max_image_pixels, svc.predictor.spec.input) as frame:
-            result = svc.predictor.predict(frame)
+        with decoded(data, svc.settings.server.max_image_pixels, model.spec.input) as frame:
+            result = model.predict(frame)
         # serialised here, off the event loop, and without FastAPI's generic encoder (slow for 1000 tags)
-        return result.json_text(project or svc.settings.server.project, svc.predictor.iteration).encode()
+        return result.json_text(project or svc.settings.server.project, model.iteration).encode()
 
     return Response(await run_in_threadpool(work), media_type="application/json")
 
 
+def _served(request: Request, svc: Services) -> Predictor:
+    """The container's routes name a project and a published name; /image names neither."""
+    params = request.path_params
+    return svc.resolve(params.get("project"), params.get("published_name")).predictor
+
+
 async def predict_image(request: Request, svc: Services = Depends(services)) -> Response:
     """Predict on an image sent as the raw body or as the multipart field `imageData`."""
-    return await _predict(svc, await _image_bytes(request, svc.settings.server.max_upload_bytes))
+    model = _served(request, svc)  # an unknown name is refused before the body is read
+    return await _predict(svc, await _image_bytes(request, svc.settings.server.max_upload_bytes), predictor=model)
 
 
 async def predict_url(request: Request, svc: Services = Depends(services)) -> Response:
     """Fetch an image from an allow-listed host:port and predict on it (off unless enabled).
     The body, JSON {"url": ...}, is read only when it is on."""
+    return await fetch_and_predict(request, svc, _served(request, svc))
+
+
+async def fetch_and_predict(request: Request, svc: Services, predictor: Predictor) -> Response:
     cfg = svc.settings.server.url
     if not cfg.enabled:
         raise Forbidden("POST /url is disabled: set server.url.enabled and server.url.allow_hosts to use it")
     target = check_url((await url_body(request)).url, cfg.allow_hosts)
     data = await url_fetcher(request).get(target, svc.settings.server.max_upload_bytes, cfg.timeout_s)
-    return await _predict(svc, data)
+    return await _predict(svc, data, predictor=predictor)
 
 
 for prefix in ("", "/{project}/classify/iterations/{published_name}", "/{project}/detect/iterations/{published_name}"):

@@ -14,6 +14,7 @@ from ..events.retention import Janitor
 from ..events.store import EventStore
 from ..metrics import Metrics
 from ..model.predictor import Predictor
+from ..publish.registry import Registry, Served
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
 from .auth import Auth
 
@@ -33,6 +34,7 @@ class Services:
     store: EventStore | None = None  # the event store; closed at shutdown, after the sinks
     janitor: Janitor | None = None  # the store's retention, swept every minute while the app runs
     forwarding: forwarders.Plan | None = None  # the forwarders the app starts over the store
+    registry: Registry | None = None  # the published models by name; None: the predictor alone
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -41,6 +43,12 @@ class Services:
         or a camera's in-process) stuck in the model; workers watch their own sessions."""
         pipeline_ok = self.pipeline is None or self.pipeline.healthy
         return pipeline_ok and not self.predictor.model.stuck
+
+    def resolve(self, project: str | None, name: str | None) -> Served:
+        """The model that answers this project id and published name (publish/registry.py);
+        the default model when the route names none (POST /image)."""
+        registry = self.registry or Registry(Served("default", None, self.predictor))
+        return registry.default if name is None else registry.resolve(project or "", name)
 
     def camera(self, camera_id: str | None) -> CameraView | None:
         if camera_id is None:

@@ -105,3 +105,12 @@ def test_hostile_names_in_the_path_are_only_not_found(two_models, name):
         assert r.status_code == 404 and r.json()["code"].startswith("NotFound"), r.text  # no route, or no model
         assert len(r.json()["message"]) < 300 and "\n" not in r.json()["message"]
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def test_api_models_lists_what_answers_and_needs_the_token(two_models):
+    with running(serve(two_models)) as url:
+        assert httpx.get(f"{url}/api/models", timeout=10).status_code == 401
+        models = httpx.get(f"{url}/api/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+        assert [(m["name"], m["project"], m["version"], m["default"]) for m in models] == [
+            ("door", None, 1, True), ("shelf", SHELF_PROJECT, 1, False)]
+        assert models[1]["tags"] and len(models[1]["sha1"]) == 40 and models[0]["variant"] != models[1]["variant"]

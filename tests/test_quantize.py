@@ -167,6 +167,35 @@ def test_a_separable_network_keeps_its_first_block_in_float_and_8_bit_depthwise_
     assert "dw1" not in levels and "pw1" not in levels  # the first block stays in float
 
 
+@pytest.mark.parametrize(("target", "bits", "pointwise"), [(None, 7, 64), ("x86-avx2", 7, 64), ("x86-vnni", 8, 127),
+                                                       ("arm64", 8, 127)])
+def test_the_target_decides_the_weights_range_in_the_written_model(tmp_path, target, bits, pointwise):
+    import onnx
+
+    from edge_runtime.int8.target import Target
+
+    parent = models.write_export(tmp_path / "separable", models.separable_classifier(), tuple(models.COLOR_TAGS))
+    chosen = {} if target is None else {"target": Target(target)}
+    report = quantize_export(parent, colour_frames(tmp_path / "frames", count=8), tmp_path / "int8", force=True,
+                             **chosen)
+    quantized = onnx.load(str(open_bundle(report.out).model_path)).graph
+    levels = {i.name.split("_")[0]: int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
+              for i in quantized.initializer if i.name.endswith("_quantized")}
+    assert levels["pw2"] == pointwise and levels["dw2"] == 127  # depthwise weights take 8 bits everywhere
+    info = json.loads((tmp_path / "int8" / "bundle.json").read_text())
+    assert info["int8"] == {"target": target or "x86-avx2", "weightBits": bits}
+
+
+def test_a_bad_target_is_a_one_line_usage_error(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["quantize", "m.zip", "--calibrate", str(tmp_path), "--out", str(tmp_path / "o"), "--target", "x86"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err
+    assert "--target: invalid choice: 'x86'" in err and "x86-avx2" in err and "arm64" in err
+
+
 def test_an_int8_export_loads_predicts_and_agrees_with_its_parent(exports, tmp_path):
     frames = colour_frames(tmp_path / "frames")
     report = quantize_export(exports["modern"], frames, tmp_path / "int8", eval_dir=None, max_drop=1.0)

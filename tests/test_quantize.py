@@ -275,7 +275,8 @@ def test_max_drop_refuses_a_model_that_int8_cannot_represent(tmp_path):
     assert refused.figures.clear_decisions == 0 and refused.figures.clear_agreement is None
     assert refused.figures.judged_on == "all" and refused.figures.drop_points == 100 * (1 - refused.figures.agreement)
     text = format_report(refused, 1.0)
-    assert "none clear" in text and "as FP32 made none clearly (--eval LABELLED_DIR gives a fair figure)" in text
+    assert "none clear" in text and "points of agreement on every decision lost, more than --max-drop 1" in text
+    assert "FP32 made no decision clearly, so all of them counted; --eval LABELLED_DIR gives a fair figure" in text
     forced = quantize_export(parent, frames, tmp_path / "int8", max_drop=1.0, force=True)
     assert forced.written and open_bundle(tmp_path / "int8").manifest["Flavor"] == FLAVOR
 

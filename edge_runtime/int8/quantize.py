@@ -599,8 +599,9 @@ def _agreement_rows(f: Figures) -> list[tuple[str, str, str, str]]:
 JUDGED_ON = {
     "eval": "top-1 accuracy on --eval",
     "clear": "agreement where FP32 is clear",
-    "all": "agreement on every decision, as FP32 made none clearly (--eval LABELLED_DIR gives a fair figure)",
+    "all": "agreement on every decision",
 }
+NONE_CLEAR = "FP32 made no decision clearly, so all of them counted; --eval LABELLED_DIR gives a fair figure"
 
 
 def format_report(report: Report, max_drop: float) -> str:
@@ -620,6 +621,8 @@ def format_report(report: Report, max_drop: float) -> str:
     lost = f"{f.drop_points:.2f} points of {JUDGED_ON[f.judged_on]} lost"
     verdict = (f"written to {report.out} ({lost})" if report.written
                else f"not written: {lost}, more than --max-drop {max_drop:g} (--force writes it anyway)")
+    if f.judged_on == "all":
+        verdict += f"; {NONE_CLEAR}"
     if f.skipped:
         verdict += f"; {f.skipped} images could not be read"
     return "\n".join([*lines, verdict])

@@ -21,9 +21,9 @@ re-chosen by GPTQ to keep the layer's output on the calibration frames (rounding
 graph, same speed, output KL divergence to FP32 on photos not used for calibration 2.7x
 lower on the demo model.
 
-The recipe (see _quantize, float_nodes, depthwise_overrides) was measured on the demo model
-(EfficientNet-Lite0) on a 2-core AVX2 x86 machine without VNNI (target x86-avx2), against FP32 on 500 crops,
-flips and rescalings of 20 real photographs. Tried and not taken: u8 weights (U8U8: exact,
+The recipe (see _quantize, float_nodes, depthwise_overrides) was measured for target
+x86-avx2 on the demo model (EfficientNet-Lite0) on a 2-core AVX2 x86 machine without VNNI,
+against FP32 on 500 crops, flips and rescalings of 20 real photographs. Tried and not taken: u8 weights (U8U8: exact,
 but 7x slower than FP32 through the depthwise convs, and no faster than FP32 on the
 pointwise ones alone); 8-bit weights everywhere (the x86 u8 x s8 kernels saturate: same
 agreement as 7-bit, and exact only with onnxruntime's `session.x64quantprecision`, which is

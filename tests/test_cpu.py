@@ -66,6 +66,10 @@ def test_loading_an_arm64_export_on_x86_without_vnni_logs_one_warning(exports, t
     (record,) = caplog.records
     assert record.getMessage().startswith(f"{arm}: INT8 export quantised for arm64 (8-bit weights)")
     caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.int8.quantize"):  # its figures are measured here
+        quantize_export(exports["modern"], frames, tmp_path / "vnni", target=Target.X86_VNNI)
+    assert "quantising for x86-vnni on an x86 processor without VNNI: its 8-bit weights saturate here" in caplog.text
+    caplog.clear()
     monkeypatch.setattr(cpu, "read_cpu_flags", lambda: AVX2 + " avx512_vnni")
     with caplog.at_level(logging.WARNING, logger="edge_runtime.model.predictor"):
         Predictor.load(arm)

@@ -58,6 +58,7 @@ from ..capture.sources.images import IMAGE_SUFFIXES
 from ..errors import ConfigError, EdgeRuntimeError, ImageError, first_line
 from ..model.bench import elapsed_ms
 from ..model.bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
+from ..model.cpu import saturates_8_bit_weights
 from ..model.hashing import file_sha1
 from ..model.imageio import read_image
 from ..model.postprocess import DETECTION_THRESHOLD
@@ -536,6 +537,9 @@ def quantize_export(
     if max_frames < MIN_FRAMES:
         raise ConfigError(f"--max-frames must be at least {MIN_FRAMES}")
     _check_quantizer()
+    if target.weight_bits == 8 and saturates_8_bit_weights():
+        log.warning("quantising for %s on an x86 processor without VNNI: its 8-bit weights saturate here, so the "
+                    "agreement measured here can be lower than on the target", target.value)
     parent = Predictor.load(model, providers=["cpu"])
     if parent.spec.input.dtype != "float32":
         raise QuantizeError(f"{model}: a {parent.spec.input.dtype} export; quantise the float32 (ONNX) flavor")

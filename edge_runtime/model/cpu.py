@@ -38,17 +38,21 @@ def has_vnni(flags: str) -> bool:
     return not VNNI_FLAGS.isdisjoint(flags.split())
 
 
+def saturates_8_bit_weights(machine: str | None = None, flags: Callable[[], str | None] | None = None) -> bool:
+    """Whether this processor (or `machine` with `flags`) is x86 without VNNI; False when unknown,
+    so that no warning may be wrong."""
+    if (machine or platform.machine()).lower() not in X86_MACHINES:
+        return False
+    found = (flags or read_cpu_flags)()
+    return found is not None and not has_vnni(found)
+
+
 def int8_warning(info: Mapping[str, Any], machine: str | None = None,
                  flags: Callable[[], str | None] | None = None) -> str | None:
     """One line when an 8-bit INT8 export (bundle.json `info`) is loaded on an x86 processor
     without VNNI, else None. `machine` and `flags` default to this one's."""
     int8 = info.get("int8")
-    if not isinstance(int8, Mapping) or int8.get("weightBits") != 8:
-        return None
-    if (machine or platform.machine()).lower() not in X86_MACHINES:
-        return None
-    found = (flags or read_cpu_flags)()
-    if found is None or has_vnni(found):  # unknown: no warning that may be wrong
+    if not isinstance(int8, Mapping) or int8.get("weightBits") != 8 or not saturates_8_bit_weights(machine, flags):
         return None
     return (f"INT8 export quantised for {int8.get('target')} (8-bit weights) on an x86 processor without VNNI: "
             "its u8 x s8 products can saturate and its answers drift from the float model's; "

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_runtime import __version__
+from edge_runtime.cli import Parser
 from edge_runtime.errors import EXIT_ERROR, ConfigError, run_command
+from edge_runtime.int8.target import TARGETS, Target
 
 from .dataset import WHAT_A_DATASET_IS, Dataset, load_dataset
 from .training_client import Flavor
@@ -57,7 +59,7 @@ def _cloud_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-export", description=__doc__.splitlines()[0])
+    parser = Parser(prog="edge-export", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--int8", action="store_true",
                        help="also write a static INT8 export (OUT/PROJECT/vN-int8) calibrated on the training images")
     local.add_argument("--int8-max-drop", type=float, default=1.0, metavar="POINTS",
-                       help="refuse the INT8 export when it loses more top-1 agreement than this")
+                       help="refuse the INT8 export when it loses more agreement on the decisions FP32 makes "
+                       "clearly than this")
+    local.add_argument("--int8-target", choices=TARGETS, default=Target.X86_AVX2.value,
+                       help="the processor the INT8 export will run on (edge-runtime quantize --target)")
     cloud = train.add_argument_group("customvision backend")
     cloud.add_argument("--domain", default="General (compact)", help="compact domain name (exportable ones only)")
     cloud.add_argument("--training-type", choices=["Regular", "Advanced"], default="Regular")
@@ -143,15 +148,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "metrics": result.metrics.to_json()}
         bundle, verified = write_bundle(args.out, project, export, info)
     print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, verified)")
-    return _int8(bundle, dataset.root, args.int8_max_drop) if args.int8 else 0
+    return _int8(bundle, dataset.root, args.int8_max_drop, Target(args.int8_target)) if args.int8 else 0
 
 
-def _int8(bundle: Path, images: Path, max_drop: float) -> int:
+def _int8(bundle: Path, images: Path, max_drop: float, target: Target) -> int:
     """The INT8 sibling of a fresh bundle, calibrated on the images it was trained on."""
     from edge_runtime.int8.quantize import format_report, quantize_export
 
     print("\nquantising to INT8 ...")
-    report = quantize_export(bundle, images, bundle.with_name(f"{bundle.name}-int8"), max_drop=max_drop)
+    report = quantize_export(bundle, images, bundle.with_name(f"{bundle.name}-int8"), max_drop=max_drop,
+                             target=target)
     print(format_report(report, max_drop))
     return 0 if report.written else EXIT_ERROR
 

@@ -206,7 +206,8 @@ def test_detection_evaluation_gives_map50(exports, tmp_path):
 @pytest.mark.slow
 def test_train_int8_writes_a_quantised_sibling_calibrated_on_the_training_images(digits, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "exporter.cli", "train", str(digits), "--backend", "local",
-                           "--out", str(tmp_path), "--no-progress", "--int8", "--int8-max-drop", "100"],
+                           "--out", str(tmp_path), "--no-progress", "--int8", "--int8-max-drop", "100",
+                           "--int8-target", "arm64"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "top-1 agreement" in proc.stdout and "written to" in proc.stdout
@@ -214,8 +215,17 @@ def test_train_int8_writes_a_quantised_sibling_calibrated_on_the_training_images
     assert int8.manifest["Flavor"] == "ONNX-INT8" and int8.labels == open_bundle(tmp_path / "digits" / "v1").labels
     info = json.loads((tmp_path / "digits" / "v1-int8" / "bundle.json").read_text())
     assert info["calibration"] == str(digits.resolve()) and info["figures"]["frames"] == 200
+    assert info["int8"] == {"target": "arm64", "weightBits": 8}  # --int8-target reached quantize
     sample = next((digits / "digit3").iterdir())
     assert Predictor.load(tmp_path / "digits" / "v1-int8").predict(cv2.imread(str(sample))).predictions
+
+
+def test_a_bad_int8_target_is_a_one_line_usage_error(digits, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "train", str(digits), "--int8", "--int8-target",
+                           "sparc"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "--int8-target: invalid choice: 'sparc'" in proc.stderr and "x86-vnni" in proc.stderr
+    assert not (tmp_path / "bundles").exists()
 
 
 def test_int8_is_refused_for_the_cloud_backend_in_one_line(digits, tmp_path):

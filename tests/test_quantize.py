@@ -58,6 +58,89 @@ def near_tie_classifier() -> bytes:
                           models.MODERN_IR)
 
 
+def one_near_tie_classifier() -> bytes:
+    """Two tags, `b` for red scenes and `a` for green ones, clearly; on a grey scene only a
+    difference far below one INT8 step says `b` (a lead of about 0.04), and INT8 rounds it to
+    an exact tie, which the runtime reports as `a`. The first layer and the head stay in float."""
+    inits = [numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "first"),
+             numpy_helper.from_array(np.array([[10.0, -10.0, 0.0], [0.001, 0.001, 0.001]], np.float32)
+                                     .reshape(2, 3, 1, 1), "mix"),  # RGB: 10 (R - G), and a whisper
+             numpy_helper.from_array(np.array([[0.0, 1.0], [0.0, 60.0]], np.float32), "head"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "bias")]
+    nodes = [helper.make_node("Conv", ["data", "first"], ["c0"]), helper.make_node("Conv", ["c0", "mix"], ["c1"]),
+             helper.make_node("GlobalAveragePool", ["c1"], ["gap"]), helper.make_node("Flatten", ["gap"], ["f"]),
+             helper.make_node("Gemm", ["f", "head", "bias"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["model_output"], axis=1)]
+    graph = helper.make_graph(nodes, "one_tie", [helper.make_tensor_value_info("data", TensorProto.FLOAT,
+                                                                               [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("model_output", TensorProto.FLOAT, [1, 2])], inits)
+    return models._finish(graph, models.modern_metadata(), [helper.make_opsetid("", models.MODERN_OPSET)],
+                          models.MODERN_IR)
+
+
+def red_green_frames(folder, count, grey=0, seed=4):
+    """Noisy scenes, alternately red and green (BGR), and `grey` ones whose channels are equal."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        base = np.array([40, 200, 40] if i % 2 else [40, 40, 200], float)
+        image = np.clip(rng.normal(base, 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image)
+    for i in range(grey):
+        level = np.clip(rng.normal(120, 20, (64, 64, 1)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"grey{i}.png"), np.repeat(level, 3, axis=2))
+    return folder
+
+
+def test_one_flipped_near_tie_does_not_refuse_an_export_that_keeps_every_clear_answer(tmp_path):
+    parent = models.write_export(tmp_path / "tie", one_near_tie_classifier(), ("a", "b"))
+    frames = red_green_frames(tmp_path / "frames", 20, grey=1)
+    report = quantize_export(parent, frames, tmp_path / "int8", max_drop=1.0)
+    f = report.figures
+    assert f.frames == 21 and f.agreement == pytest.approx(20 / 21)  # the grey frame flipped: 4.76 points
+    assert f.clear_decisions == 20 and f.clear_agreement == 1.0
+    assert report.written and f.judged_on == "clear" and f.drop_points == 0.0
+    text = format_report(report, 1.0)
+    assert "top-1 agreement (21 frames)" in text and "95.2%" in text  # both figures printed
+    assert "where FP32 leads by 0.1+ (20)" in text and "100.0%" in text
+    assert "(0.00 points of agreement where FP32 is clear lost)" in text
+    info = json.loads((tmp_path / "int8" / "bundle.json").read_text())
+    assert info["figures"]["judgedOn"] == "clear" and info["figures"]["dropPoints"] == 0.0
+    assert info["figures"]["agreement"] == pytest.approx(20 / 21) and info["figures"]["clear_decisions"] == 20
+    # with labelled photos the verdict is their accuracy: 100% -> 100%
+    labelled = tmp_path / "eval"
+    for tag, bgr in (("a", (40, 200, 40)), ("b", (40, 40, 200))):
+        (labelled / tag).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(labelled / tag / f"{i}.png"), np.full((40, 40, 3), bgr, np.uint8) + i)
+    judged = quantize_export(parent, frames, tmp_path / "int8-eval", eval_dir=labelled, max_drop=1.0)
+    assert judged.written and judged.figures.judged_on == "eval" and judged.figures.int8_accuracy == 1.0
+    assert judged.figures.agreement < 1.0 and "points of top-1 accuracy on --eval lost" in format_report(judged, 1.0)
+
+
+def test_an_int8_model_whose_clear_answers_are_wrong_is_still_refused(exports, tmp_path, monkeypatch):
+    """Its integer weights reversed after quantisation: the colours it reads are swapped."""
+    import onnx
+
+    from edge_runtime.int8 import quantize
+
+    def scramble(float_model, qdq_model, *args):  # type: ignore[no-untyped-def]
+        model = onnx.load(str(qdq_model))
+        for weight in model.graph.initializer:
+            if weight.name.endswith("_quantized"):
+                weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight)[::-1].copy(), weight.name))
+        onnx.save(model, str(qdq_model))
+        return 1
+
+    monkeypatch.setattr(quantize, "improve_rounding", scramble)
+    report = quantize_export(exports["modern"], colour_frames(tmp_path / "frames"), tmp_path / "int8", max_drop=1.0)
+    f = report.figures
+    assert not report.written and not (tmp_path / "int8").exists()
+    assert f.judged_on == "clear" and f.clear_decisions > 0 and f.clear_agreement is not None
+    assert f.clear_agreement < 0.5 and f.drop_points > 50
+    assert "points of agreement where FP32 is clear lost, more than --max-drop 1" in format_report(report, 1.0)
+
+
 def test_the_first_layer_and_the_head_stay_in_float():
     import onnx
 
@@ -84,12 +167,41 @@ def test_a_separable_network_keeps_its_first_block_in_float_and_8_bit_depthwise_
     assert "dw1" not in levels and "pw1" not in levels  # the first block stays in float
 
 
+@pytest.mark.parametrize(("target", "bits", "pointwise"), [(None, 7, 64), ("x86-avx2", 7, 64), ("x86-vnni", 8, 127),
+                                                       ("arm64", 8, 127)])
+def test_the_target_decides_the_weights_range_in_the_written_model(tmp_path, target, bits, pointwise):
+    import onnx
+
+    from edge_runtime.int8.target import Target
+
+    parent = models.write_export(tmp_path / "separable", models.separable_classifier(), tuple(models.COLOR_TAGS))
+    chosen = {} if target is None else {"target": Target(target)}
+    report = quantize_export(parent, colour_frames(tmp_path / "frames", count=8), tmp_path / "int8", force=True,
+                             **chosen)
+    quantized = onnx.load(str(open_bundle(report.out).model_path)).graph
+    levels = {i.name.split("_")[0]: int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
+              for i in quantized.initializer if i.name.endswith("_quantized")}
+    assert levels["pw2"] == pointwise and levels["dw2"] == 127  # depthwise weights take 8 bits everywhere
+    info = json.loads((tmp_path / "int8" / "bundle.json").read_text())
+    assert info["int8"] == {"target": target or "x86-avx2", "weightBits": bits}
+
+
+def test_a_bad_target_is_a_one_line_usage_error(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["quantize", "m.zip", "--calibrate", str(tmp_path), "--out", str(tmp_path / "o"), "--target", "x86"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err
+    assert "--target: invalid choice: 'x86'" in err and "x86-avx2" in err and "arm64" in err
+
+
 def test_an_int8_export_loads_predicts_and_agrees_with_its_parent(exports, tmp_path):
     frames = colour_frames(tmp_path / "frames")
     report = quantize_export(exports["modern"], frames, tmp_path / "int8", eval_dir=None, max_drop=1.0)
     assert report.written and report.figures.agreement == 1.0 and report.figures.frames == 24
-    assert 0 < report.figures.clear_frames <= 24 and report.figures.clear_agreement == 1.0
-    assert f"where FP32 leads by 0.1+ ({report.figures.clear_frames})" in format_report(report, 1.0)
+    assert 0 < report.figures.clear_decisions <= 24 and report.figures.clear_agreement == 1.0
+    assert f"where FP32 leads by 0.1+ ({report.figures.clear_decisions})" in format_report(report, 1.0)
     bundle = open_bundle(tmp_path / "int8")  # the manifest's SHA-1 is checked here
     assert bundle.manifest["Flavor"] == FLAVOR and bundle.labels == models.COLOR_TAGS
     info = json.loads((tmp_path / "int8" / "bundle.json").read_text())
@@ -106,11 +218,39 @@ def test_an_int8_export_loads_predicts_and_agrees_with_its_parent(exports, tmp_p
         assert int8.predict(image).predictions[0].tag_name == parent.predict(image).predictions[0].tag_name
 
 
-def test_clear_answers_are_counted_only_where_tags_compete(exports, tmp_path):
-    """A lead over the second tag says nothing for independent (multilabel) tags or boxes."""
+def test_a_multilabel_export_is_judged_on_each_tag_decision_at_its_threshold(exports, tmp_path):
     report = quantize_export(exports["multilabel"], colour_frames(tmp_path / "frames"), tmp_path / "int8")
-    assert report.written and report.figures.clear_frames == 0 and report.figures.clear_agreement is None
-    assert "leads by" not in format_report(report, 1.0)
+    f = report.figures
+    assert report.written and f.variant == "multilabel" and f.threshold == 0.5
+    assert f.decisions == 24 * 3 and 0 < f.clear_decisions <= 72 and f.agreement == f.clear_agreement == 1.0
+    text = format_report(report, 1.0)
+    assert "tag agreement at 0.5 (72 tags x frames)" in text
+    assert f"where FP32 is 0.1+ from 0.5 ({f.clear_decisions})" in text
+    assert "leads by" not in text
+
+
+def red_cells(folder, count=8, seed=6):
+    """Dark noisy 256x256 scenes with a red 32x32 cell somewhere on the detector's grid."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = np.clip(rng.normal(30, 10, (256, 256, 3)), 0, 255).astype(np.uint8)
+        y, x = 32 * (i % 7), 32 * ((3 * i) % 7)
+        image[y:y + 32, x:x + 32] = (20, 20, 230)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image)
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["yolo", "s1"])
+def test_a_detector_is_judged_on_matched_boxes(exports, tmp_path, layout):
+    # the [S1] test model scores its two fixed boxes by the whole frame's mean red and green
+    frames = red_cells(tmp_path / "frames") if layout == "yolo" else colour_frames(tmp_path / "frames", count=8)
+    report = quantize_export(exports[layout], frames, tmp_path / "int8")
+    f = report.figures
+    assert report.written and f.variant == layout and f.threshold == 0.1 and f.frames == 8
+    assert f.decisions >= 8 and f.agreement == 1.0 and f.clear_decisions > 0 and f.clear_agreement == 1.0
+    text = format_report(report, 1.0)
+    assert f"box agreement ({f.decisions} boxes, 8 frames)" in text and "boxes 0.1+ above 0.1" in text
 
 
 def test_calibration_from_a_video_and_accuracy_on_a_labelled_folder(exports, tmp_path):
@@ -131,8 +271,12 @@ def test_max_drop_refuses_a_model_that_int8_cannot_represent(tmp_path):
     frames = colour_frames(tmp_path / "frames", count=8)
     refused = quantize_export(parent, frames, tmp_path / "int8", max_drop=1.0)
     assert not refused.written and refused.figures.drop_points > 1.0 and not (tmp_path / "int8").exists()
-    # every frame is a near-tie for the parent: no clear answers to agree on
-    assert refused.figures.clear_frames == 0 and refused.figures.clear_agreement is None
+    # every frame is a near-tie for the parent: no clear answers to agree on, so it is judged on all
+    assert refused.figures.clear_decisions == 0 and refused.figures.clear_agreement is None
+    assert refused.figures.judged_on == "all" and refused.figures.drop_points == 100 * (1 - refused.figures.agreement)
+    text = format_report(refused, 1.0)
+    assert "none clear" in text and "points of agreement on every decision lost, more than --max-drop 1" in text
+    assert "FP32 made no decision clearly, so all of them counted; --eval LABELLED_DIR gives a fair figure" in text
     forced = quantize_export(parent, frames, tmp_path / "int8", max_drop=1.0, force=True)
     assert forced.written and open_bundle(tmp_path / "int8").manifest["Flavor"] == FLAVOR
 

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 
 from edge_runtime.int8 import quantize, rounding
 from edge_runtime.int8.rounding import gptq
+from edge_runtime.int8.target import Target
 from tests import models
 
 LIMIT = 64  # 7-bit weights, as onnxruntime's reduce_range writes them
@@ -91,15 +92,41 @@ def smooth_tensors(count, seed):
             .transpose(2, 0, 1)[None].copy() for _ in range(count)]
 
 
-def quantized_pair(tmp_path, monkeypatch, frames):
+def quantized_pair(tmp_path, monkeypatch, frames, target=Target.X86_AVX2):
     """The separable test network quantised with and without GPTQ rounding, on the same frames."""
     parent = tmp_path / "parent.onnx"
     parent.write_bytes(models.separable_classifier())
     improved, plain = tmp_path / "gptq.onnx", tmp_path / "nearest.onnx"
-    quantize._quantize(parent, improved, "data", frames)
+    quantize._quantize(parent, improved, "data", frames, target)
     monkeypatch.setattr(quantize, "improve_rounding", lambda *args: 0)
-    quantize._quantize(parent, plain, "data", frames)
+    quantize._quantize(parent, plain, "data", frames, target)
     return parent, improved, plain
+
+
+def int8_weights(path):
+    return {i.name.split("_")[0]: numpy_helper.to_array(i).astype(np.int32)
+            for i in onnx.load(str(path)).graph.initializer if i.name.endswith("_quantized")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "limit"), [(Target.X86_AVX2, 64), (Target.ARM64, 127)])
+def test_gptq_rounds_within_the_targets_range(tmp_path, monkeypatch, target, limit):
+    _, improved, plain = quantized_pair(tmp_path, monkeypatch, smooth_tensors(16, seed=3), target)
+    gptq_weights, nearest = int8_weights(improved), int8_weights(plain)
+    assert np.abs(nearest["pw2"]).max() == limit and np.abs(gptq_weights["pw2"]).max() <= limit
+    assert np.abs(gptq_weights["dw2"]).max() <= 127  # depthwise: 8 bits on every target
+    assert any(not np.array_equal(gptq_weights[k], nearest[k]) for k in ("pw2", "dw2"))
+
+
+@pytest.mark.slow
+def test_weights_quantised_wider_than_the_target_allows_keep_the_quantisers_rounding(tmp_path, monkeypatch, caplog):
+    _, _, plain = quantized_pair(tmp_path, monkeypatch, smooth_tensors(16, seed=3), Target.ARM64)
+    before = int8_weights(plain)
+    with caplog.at_level("WARNING", logger="edge_runtime.int8.rounding"):
+        rounding.improve_rounding(tmp_path / "parent.onnx", plain, smooth_tensors(16, seed=3), "data", limit=64)
+    after = int8_weights(plain)
+    assert np.array_equal(after["pw2"], before["pw2"])  # 8-bit scales: clipping at 64 would wreck them
+    assert "layer pw2: the quantiser's weights reach 127, beyond the target's 64; its rounding kept" in caplog.text
 
 
 def run(path, tensors):

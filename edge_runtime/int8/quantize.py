@@ -6,18 +6,24 @@ preprocessing, and checked against their float32 parent before they are written.
 
 The result is a Custom Vision style folder (model.onnx, labels.txt, metadata, a manifest
 with Flavor "ONNX-INT8" and the true SHA-1) plus bundle.json recording the parent and the
-figures. It is not written when it agrees with the parent less well than `max_drop` allows,
-unless forced: the Report then says `written=False` and why (format_report), and the CLI
-exits 1. Needs the `onnx` package (the `quantize` extra).
+figures. It is not written when it loses more than `max_drop` points on the figure a user
+can act on (Figures.judged_on): accuracy on `--eval` when given; else agreement with the
+parent on the decisions it made clearly (agreement.py), since near-ties flip under any 8-bit
+model; else, when the parent made none clearly, agreement on all of them, and the report
+says so and asks for `--eval`. Unless forced, the Report then says `written=False` and why
+(format_report), and the CLI exits 1. Needs the `onnx` package (the `quantize` extra).
+
+The target decides the weights' range (Target): 7-bit for x86 without VNNI, whose u8 x s8
+kernels saturate 8-bit products; full 8 bits for x86 with VNNI and for arm64.
 
 After onnxruntime's quantiser has chosen the scales, each conv's integer weights are
 re-chosen by GPTQ to keep the layer's output on the calibration frames (rounding.py): same
 graph, same speed, output KL divergence to FP32 on photos not used for calibration 2.7x
 lower on the demo model.
 
-The recipe (see _quantize, float_nodes, depthwise_overrides) was measured on the demo model
-(EfficientNet-Lite0) on a 2-core AVX2 x86 machine without VNNI, against FP32 on 500 crops,
-flips and rescalings of 20 real photographs. Tried and not taken: u8 weights (U8U8: exact,
+The recipe (see _quantize, float_nodes, depthwise_overrides) was measured for target
+x86-avx2 on the demo model (EfficientNet-Lite0) on a 2-core AVX2 x86 machine without VNNI,
+against FP32 on 500 crops, flips and rescalings of 20 real photographs. Tried and not taken: u8 weights (U8U8: exact,
 but 7x slower than FP32 through the depthwise convs, and no faster than FP32 on the
 pointwise ones alone); 8-bit weights everywhere (the x86 u8 x s8 kernels saturate: same
 agreement as 7-bit, and exact only with onnxruntime's `session.x64quantprecision`, which is
@@ -52,11 +58,15 @@ from ..capture.sources.images import IMAGE_SUFFIXES
 from ..errors import ConfigError, EdgeRuntimeError, ImageError, first_line
 from ..model.bench import elapsed_ms
 from ..model.bundle import BUNDLE_INFO, DEFAULT_LABELS, DEFAULT_METADATA, MANIFEST
+from ..model.cpu import saturates_8_bit_weights
 from ..model.hashing import file_sha1
 from ..model.imageio import read_image
+from ..model.postprocess import DETECTION_THRESHOLD
 from ..model.predictor import Predictor
 from ..types import Variant
+from .agreement import CLEAR_LEAD, NOTHING, Agreement, agreement
 from .rounding import PARTIAL_SUFFIX, improve_rounding, is_depthwise
+from .target import Target
 
 log = logging.getLogger(__name__)
 FLAVOR = "ONNX-INT8"
@@ -64,7 +74,7 @@ MIN_FRAMES = 4
 MIN_FRAME_STD = 1.0  # grey levels: a calibration frame flatter than this shows no scene
 WORK_SUFFIX = ".work"  # beside the INT8 model: the quantiser's working files, its temporary ones too
 SPEED_RUNS = 50
-CLEAR_LEAD = 0.1  # the parent's top-1 this far ahead of its second: a clear answer, not a near-tie
+MULTILABEL_THRESHOLD = 0.5  # a multilabel tag's decision, unless bundle.json records the training's
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg"}
 
 
@@ -75,7 +85,7 @@ class QuantizeError(EdgeRuntimeError):
 @dataclass(frozen=True)
 class Figures:
     frames: int  # calibration frames
-    agreement: float  # top-1 agreement with the parent on the calibration frames, 0..1
+    agreement: float  # agreement with the parent on the calibration frames' decisions, 0..1 (agreement.py)
     fp32_run_ms: float  # bare session.run, median
     int8_run_ms: float
     fp32_predict_ms: float  # preprocess + run + postprocess, median
@@ -84,9 +94,12 @@ class Figures:
     fp32_accuracy: float | None = None  # top-1 on --eval, 0..1
     int8_accuracy: float | None = None
     skipped: int = 0  # calibration or evaluation images that could not be read
-    clear_frames: int = 0  # multiclass: calibration frames where the parent's top-1 leads its second by CLEAR_LEAD+
-    clear_agreement: float | None = None  # top-1 agreement on those (near-ties are coin tosses for INT8)
+    clear_decisions: int = 0  # of the decisions, those the parent made clearly (CLEAR_LEAD from flipping)
+    clear_agreement: float | None = None  # agreement on those (near-ties are coin tosses for INT8)
     rounded_layers: int | None = None  # layers whose weights GPTQ re-rounded; None: it failed, nearest kept
+    variant: str = Variant.MULTICLASS.value  # what a decision is: a frame's top tag, a (frame, tag), a box
+    decisions: int = 0  # what `agreement` counts
+    threshold: float | None = None  # multilabel and detection: the probability a decision is made at
 
     @property
     def speedup_run(self) -> float:
@@ -97,12 +110,19 @@ class Figures:
         return self.fp32_predict_ms / self.int8_predict_ms
 
     @property
-    def drop_points(self) -> float:
-        """The larger loss, in percentage points: agreement with the parent, or accuracy on --eval."""
-        drop = 100.0 * (1.0 - self.agreement)
+    def judged_on(self) -> str:
+        """The figure the verdict uses: "eval" accuracy, agreement on "clear" decisions, or on "all"
+        of them when the parent made none clearly."""
         if self.fp32_accuracy is not None and self.int8_accuracy is not None:
-            drop = max(drop, 100.0 * (self.fp32_accuracy - self.int8_accuracy))
-        return drop
+            return "eval"
+        return "clear" if self.clear_agreement is not None else "all"
+
+    @property
+    def drop_points(self) -> float:
+        """The loss the verdict weighs, in percentage points (see judged_on)."""
+        if self.fp32_accuracy is not None and self.int8_accuracy is not None:
+            return 100.0 * (self.fp32_accuracy - self.int8_accuracy)
+        return 100.0 * (1.0 - (self.clear_agreement if self.clear_agreement is not None else self.agreement))
 
 
 @dataclass(frozen=True)
@@ -195,7 +215,8 @@ def _check_quantizer() -> None:
                             f"(this is {onnxruntime.__version__}); the INT8 exports it writes load on older ones")
 
 
-def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndarray]) -> int | None:
+def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndarray],
+              target: Target = Target.X86_AVX2) -> int | None:
     """Writes the INT8 model to `out`; returns how many layers GPTQ re-rounded (None: it failed)."""
     try:
         import onnx
@@ -221,10 +242,10 @@ def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndar
             quantize_static(
                 str(prepared), str(out), _Reader(input_name, tensors),
                 quant_format=QuantFormat.QDQ, per_channel=True,
-                # 7-bit weights: x86 processors without VNNI saturate u8 x s8 products in
-                # matrix products otherwise; harmless on Arm. Depthwise convs do not go through
-                # those kernels and keep all 8 bits (see depthwise_overrides).
-                reduce_range=True,
+                # 7-bit weights for x86 without VNNI, whose u8 x s8 matrix products saturate
+                # otherwise; VNNI and arm64 kernels sum in 32 bits and take all 8. Depthwise convs
+                # do not go through those kernels and keep all 8 bits (see depthwise_overrides).
+                reduce_range=target.weight_bits == 7,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_exclude=float_nodes(graph.graph),
@@ -234,7 +255,7 @@ def _quantize(model: Path, out: Path, input_name: str, tensors: Sequence[np.ndar
             raise QuantizeError(f"{model.name}: quantisation failed: {first_line(exc)}") from exc
         layers: int | None
         try:  # an improvement, not a requirement: the quantiser's own rounding stands without it
-            layers = improve_rounding(prepared, out, list(tensors), input_name)
+            layers = improve_rounding(prepared, out, list(tensors), input_name, target.weight_limit)
             log.info("weights of %d layers rounded to keep their outputs on the calibration frames", layers)
         except OSError:  # a full disk fails the next write too: say it once, as what it is
             raise
@@ -382,15 +403,29 @@ def _paired_ms(first: Callable[[], object], second: Callable[[], object], runs: 
 
 
 def _top1(predictor: Predictor, frame: np.ndarray) -> str | None:
-    return _lead(predictor, frame)[0]
-
-
-def _lead(predictor: Predictor, frame: np.ndarray) -> tuple[str | None, float]:
-    """The top tag and how far its probability is ahead of the second's."""
     ranked = sorted(predictor.predict(frame).predictions, key=lambda p: -p.probability)
-    if not ranked:
-        return None, 0.0
-    return ranked[0].tag_name, ranked[0].probability - (ranked[1].probability if len(ranked) > 1 else 0.0)
+    return ranked[0].tag_name if ranked else None
+
+
+def decision_threshold(parent: Predictor) -> float | None:
+    """Where a multilabel tag or a box is decided: the threshold serving reports at (detection),
+    or the one the training was measured at (bundle.json), MULTILABEL_THRESHOLD when unknown."""
+    if parent.spec.variant.is_detection:
+        return DETECTION_THRESHOLD if parent.options.threshold is None else parent.options.threshold
+    if parent.spec.variant is Variant.MULTILABEL:
+        metrics = parent.bundle.info.get("metrics")
+        recorded = metrics.get("threshold") if isinstance(metrics, dict) else None
+        return float(recorded) if isinstance(recorded, (int, float)) and 0 < recorded < 1 else MULTILABEL_THRESHOLD
+    return None
+
+
+def _agreement(parent: Predictor, int8: Predictor, frames: Sequence[np.ndarray], threshold: float | None) -> Agreement:
+    tags = len(parent.spec.labels or ())
+    total = NOTHING
+    for frame in frames:
+        total += agreement(parent.spec.variant, parent.predict(frame).predictions, int8.predict(frame).predictions,
+                           tags, threshold or 0.0)
+    return total
 
 
 def _accuracy(
@@ -429,7 +464,7 @@ def _write_export(parent: Predictor, model: Path, folder: Path) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _write_info(parent: Predictor, folder: Path, figures: Figures, calibrate: Path) -> None:
+def _write_info(parent: Predictor, folder: Path, figures: Figures, calibrate: Path, target: Target) -> None:
     bundle = parent.bundle
     info: dict[str, Any] = {k: v for k, v in bundle.info.items() if k in ("tagIds", "project", "domain")}
     info.update({
@@ -437,7 +472,8 @@ def _write_info(parent: Predictor, folder: Path, figures: Figures, calibrate: Pa
         "parent": {"source": str(bundle.source.resolve()), "modelSha1": file_sha1(bundle.model_path),
                    "iteration": parent.iteration, "flavor": bundle.manifest.get("Flavor")},
         "calibration": str(calibrate.resolve()),
-        "figures": {**asdict(figures), "dropPoints": round(figures.drop_points, 3),
+        "int8": {"target": target.value, "weightBits": target.weight_bits},
+        "figures": {**asdict(figures), "judgedOn": figures.judged_on, "dropPoints": round(figures.drop_points, 3),
                     "speedupRun": round(figures.speedup_run, 3), "speedupPredict": round(figures.speedup_predict, 3)},
     })
     (folder / BUNDLE_INFO).write_text(json.dumps(info, indent=2) + "\n")
@@ -489,8 +525,9 @@ def quantize_export(
     max_drop: float = 1.0,
     force: bool = False,
     max_frames: int = 200,
+    target: Target = Target.X86_AVX2,
 ) -> Report:
-    """Quantise, measure against the parent, and write `out` unless the drop is too large."""
+    """Quantise for `target`, measure against the parent, and write `out` unless the drop is too large."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not an empty folder")
     if out.is_dir() and os.path.ismount(out):  # the export is renamed into place, which a mount refuses
@@ -500,6 +537,9 @@ def quantize_export(
     if max_frames < MIN_FRAMES:
         raise ConfigError(f"--max-frames must be at least {MIN_FRAMES}")
     _check_quantizer()
+    if target.weight_bits == 8 and saturates_8_bit_weights():
+        log.warning("quantising for %s on an x86 processor without VNNI: its 8-bit weights saturate here, so the "
+                    "agreement measured here can be lower than on the target", target.value)
     parent = Predictor.load(model, providers=["cpu"])
     if parent.spec.input.dtype != "float32":
         raise QuantizeError(f"{model}: a {parent.spec.input.dtype} export; quantise the float32 (ONNX) flavor")
@@ -515,22 +555,18 @@ def quantize_export(
     # staged beside `out`, so that it appears whole or not at all (one rename on one disk)
     with _staging(out.parent) as tmp:
         quantized, staging = tmp / STAGED_MODEL, tmp / STAGED_BUNDLE
-        rounded = _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors)
+        rounded = _quantize(parent.bundle.model_path, quantized, parent.spec.input.name, tensors, target)
         _write_export(parent, quantized, staging)
         int8 = Predictor.load(staging, providers=["cpu"])
-        leads = [_lead(parent, f) for f in frames]
-        same = [tag == _top1(int8, f) for (tag, _), f in zip(leads, frames, strict=True)]
-        # a lead over the second tag means a clear answer only where tags compete (softmax);
-        # boxes and independent tags have none
-        competing = parent.spec.variant is Variant.MULTICLASS
-        clear = [s for s, (_, lead) in zip(same, leads, strict=True) if lead >= CLEAR_LEAD] if competing else []
-        agree = sum(same) / len(frames)
+        threshold = decision_threshold(parent)
+        agreed = _agreement(parent, int8, frames, threshold)
         tensor, frame = tensors[0], frames[0]
         run_ms = _paired_ms(lambda: parent.infer(tensor), lambda: int8.infer(tensor), SPEED_RUNS)
         predict_ms = _paired_ms(lambda: parent.predict(frame), lambda: int8.predict(frame), SPEED_RUNS)
         figures = Figures(
-            frames=len(frames), agreement=agree, clear_frames=len(clear),
-            clear_agreement=sum(clear) / len(clear) if clear else None, rounded_layers=rounded,
+            frames=len(frames), agreement=agreed.rate, clear_decisions=agreed.clear,
+            clear_agreement=agreed.clear_rate, rounded_layers=rounded, variant=parent.spec.variant.value,
+            decisions=agreed.decisions, threshold=threshold,
             fp32_run_ms=run_ms[0], int8_run_ms=run_ms[1], fp32_predict_ms=predict_ms[0], int8_predict_ms=predict_ms[1],
             skipped=len(skipped),
         )
@@ -540,12 +576,36 @@ def quantize_export(
                                  "int8_accuracy": acc8, "skipped": len(skipped)})
         if figures.drop_points > max_drop and not force:
             return Report(None, figures, written=False)
-        _write_info(parent, staging, figures, calibrate)
+        _write_info(parent, staging, figures, calibrate, target)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
     Predictor.load(out, providers=["cpu"])  # what was written loads through the runtime
     return Report(out, figures, written=True)
+
+
+def _agreement_rows(f: Figures) -> list[tuple[str, str, str, str]]:
+    """Agreement on every decision and on the clear ones, named for what a decision is."""
+    threshold = f"{f.threshold:g}" if f.threshold is not None else ""
+    if f.variant == Variant.MULTILABEL.value:
+        every = f"tag agreement at {threshold} ({f.decisions} tags x frames)"
+        clear = f"  where FP32 is {CLEAR_LEAD:g}+ from {threshold} ({f.clear_decisions})"
+    elif f.variant in (Variant.YOLO.value, Variant.S1.value):
+        every = f"box agreement ({f.decisions} boxes, {f.frames} frames)"
+        clear = f"  boxes {CLEAR_LEAD:g}+ above {threshold} ({f.clear_decisions})"
+    else:
+        every = f"top-1 agreement ({f.frames} frames)"
+        clear = f"  where FP32 leads by {CLEAR_LEAD:g}+ ({f.clear_decisions})"
+    clear_value = f"{f.clear_agreement:.1%}" if f.clear_agreement is not None else "none clear"
+    return [(every, "", f"{f.agreement:.1%}", ""), (clear, "", clear_value, "")]
+
+
+JUDGED_ON = {
+    "eval": "top-1 accuracy on --eval",
+    "clear": "agreement where FP32 is clear",
+    "all": "agreement on every decision",
+}
+NONE_CLEAR = "FP32 made no decision clearly, so all of them counted; --eval LABELLED_DIR gives a fair figure"
 
 
 def format_report(report: Report, max_drop: float) -> str:
@@ -555,18 +615,18 @@ def format_report(report: Report, max_drop: float) -> str:
         ("bare run (ms, median)", f"{f.fp32_run_ms:.2f}", f"{f.int8_run_ms:.2f}", f"{f.speedup_run:.2f}x"),
         ("full predict (ms, median)", f"{f.fp32_predict_ms:.2f}", f"{f.int8_predict_ms:.2f}",
          f"{f.speedup_predict:.2f}x"),
-        (f"top-1 agreement ({f.frames} frames)", "", f"{f.agreement:.1%}", ""),
+        *_agreement_rows(f),
     ]
-    if f.clear_agreement is not None:
-        rows.append((f"  where FP32 leads by {CLEAR_LEAD:g}+ ({f.clear_frames})", "", f"{f.clear_agreement:.1%}", ""))
     if f.fp32_accuracy is not None and f.int8_accuracy is not None:
         rows.append((f"top-1 accuracy ({f.eval_images} images)", f"{f.fp32_accuracy:.1%}", f"{f.int8_accuracy:.1%}",
                      ""))
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(width[i]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(r)) for r in rows]
-    verdict = (f"written to {report.out}" if report.written
-               else f"not written: {f.drop_points:.2f} points lost, more than --max-drop {max_drop:g} "
-                    "(--force writes it anyway)")
+    lost = f"{f.drop_points:.2f} points of {JUDGED_ON[f.judged_on]} lost"
+    verdict = (f"written to {report.out} ({lost})" if report.written
+               else f"not written: {lost}, more than --max-drop {max_drop:g} (--force writes it anyway)")
+    if f.judged_on == "all":
+        verdict += f"; {NONE_CLEAR}"
     if f.skipped:
         verdict += f"; {f.skipped} images could not be read"
     return "\n".join([*lines, verdict])

@@ -19,6 +19,10 @@ calibration (scripts/bench_int8.py): KL divergence 2.7x lower, top-1 agreement 7
 Handled: 1x1 and k x k convs with one group, and depthwise convs (one H per channel), with
 symmetric int8 weights. Other layers keep the quantiser's rounding, as does a layer with
 fewer than MIN_SAMPLES input samples per column of H (it would fit the calibration frames).
+
+The integers stay within the target's range, as the quantiser's do: +-REDUCED_RANGE (7 bits)
+for x86 without VNNI, +-FULL_RANGE for other targets, and +-FULL_RANGE for depthwise convs
+on every target (their kernels sum in 32 bits).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ H_BUDGET_BYTES = 256 << 20  # the H matrices measured in one pass over the frame
 BLOCK = 128  # columns rounded between two matrix-product updates of the rest (GPTQ's lazy batches)
 PARTIAL_SUFFIX = ".partial"  # the re-rounded model while it is written
 MIN_SAMPLES = 16  # input patches per column of H: with fewer, GPTQ fits the calibration frames, not the scene
+FULL_RANGE = 127  # symmetric int8 weights, as onnxruntime's quantiser writes them
+REDUCED_RANGE = 64  # its reduce_range: 7-bit weights
 
 
 @dataclass
@@ -57,8 +63,10 @@ class _Layer:
     count: int = 0
 
 
-def improve_rounding(float_model: Path, qdq_model: Path, tensors: list[np.ndarray], input_name: str) -> int:
-    """Re-round the int8 conv weights of `qdq_model` in place; returns how many layers.
+def improve_rounding(float_model: Path, qdq_model: Path, tensors: list[np.ndarray], input_name: str,
+                     limit: int = REDUCED_RANGE) -> int:
+    """Re-round the int8 conv weights of `qdq_model` in place, within +-`limit` (depthwise convs:
+    +-FULL_RANGE); returns how many layers.
 
     Layers are measured in groups whose H matrices fit H_BUDGET_BYTES, one pass over the
     frames per group, and each group is rounded before the next is measured."""
@@ -70,7 +78,7 @@ def improve_rounding(float_model: Path, qdq_model: Path, tensors: list[np.ndarra
     for group in _groups(layers):
         _measure(float_model, group, tensors, input_name)
         for layer in group:
-            improved += _round(layer)
+            improved += _round(layer, FULL_RANGE if layer.depthwise else limit)
             layer.h = None  # done with it: free the memory before the next group
     if improved:  # written beside it and renamed over it: a failed write leaves the quantiser's model whole
         partial = qdq_model.with_name(qdq_model.name + PARTIAL_SUFFIX)
@@ -82,7 +90,7 @@ def improve_rounding(float_model: Path, qdq_model: Path, tensors: list[np.ndarra
     return improved
 
 
-def _round(layer: _Layer) -> bool:
+def _round(layer: _Layer, limit: int) -> bool:
     """GPTQ for one measured layer; False when it keeps the quantiser's rounding (or lands on it)."""
     from onnx import numpy_helper
 
@@ -93,7 +101,11 @@ def _round(layer: _Layer) -> bool:
     weights = layer.weight.reshape(rows, -1).astype(np.float64)
     scale = np.broadcast_to(layer.scale.astype(np.float64), (rows,))
     old = numpy_helper.to_array(layer.quantized)
-    limit = int(np.abs(old).max())  # the quantiser's range: its largest weight sits on it
+    widest = int(np.abs(old.astype(np.int32)).max())
+    if widest > limit:  # scales made for another range: rounding within this one would clip
+        log.warning("layer %s: the quantiser's weights reach %d, beyond the target's %d; its rounding kept",
+                    layer.name, widest, limit)
+        return False
     new = gptq(weights, h / layer.count, scale, limit)
     if not np.isfinite(new).all():
         return False

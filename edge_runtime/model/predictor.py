@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,12 +18,14 @@ import numpy as np
 
 from ..types import Outputs, PredictionResult, Window
 from .bundle import Bundle, open_bundle
+from .cpu import int8_warning
 from .imageio import decode_image, to_bgr8
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import preprocess
 from .session import OnnxModel
 from .spec import ModelSpec, describe
 
+log = logging.getLogger(__name__)
 WARM_UP_FRAME = (480, 640)  # height, width: a typical camera frame
 
 
@@ -59,6 +62,9 @@ class Predictor:
     ) -> Predictor:
         """Open an export, start its session and run it once, so the first real frame is not slow."""
         bundle = open_bundle(path)
+        warning = int8_warning(bundle.info)
+        if warning:
+            log.warning("%s: %s", bundle.source, warning)
         model = OnnxModel.load(bundle.model_path, providers, intra_op_threads, inter_op_threads, spinning=spinning,
                                graph_cache=graph_cache, runs=runs)
         predictor = cls(bundle, model, describe(bundle, model), options)

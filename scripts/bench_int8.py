@@ -36,6 +36,7 @@ import onnxruntime as ort
 
 from edge_runtime.capture.sources.images import IMAGE_SUFFIXES
 from edge_runtime.int8 import quantize
+from edge_runtime.int8.target import Target
 from edge_runtime.model.bench import elapsed_ms, machine
 from edge_runtime.model.predictor import Predictor
 from edge_runtime.paths import DEMO_MODEL
@@ -154,6 +155,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200, help="calibration frames")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--target", type=Target, default=Target.X86_AVX2, choices=list(Target),
+                        help="the chip the INT8 weights are for: 7-bit on x86-avx2, 8-bit on x86-vnni and arm64; "
+                        "speed counts only when run on that chip")
     args = parser.parse_args()
 
     photos = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -168,8 +172,8 @@ def main() -> None:
                  "INT8, GPTQ rounding": Path(tmp) / "gptq.onnx"}
         batches = [calibration[i:i + 1] for i in range(len(calibration))]
         with mock.patch.object(quantize, "improve_rounding", lambda *a: 0):
-            quantize._quantize(paths["FP32"], paths["INT8, nearest rounding"], name, batches)
-        quantize._quantize(paths["FP32"], paths["INT8, GPTQ rounding"], name, batches)
+            quantize._quantize(paths["FP32"], paths["INT8, nearest rounding"], name, batches, args.target)
+        quantize._quantize(paths["FP32"], paths["INT8, GPTQ rounding"], name, batches, args.target)
         reference = probabilities(paths["FP32"], evaluation, name, output)
         figures = {label: agreement(reference, probabilities(path, evaluation, name, output))
                    for label, path in paths.items() if label != "FP32"}
@@ -178,7 +182,8 @@ def main() -> None:
         kinds = conv_kinds(onnx.load(str(paths["FP32"])).graph)
         kernels = {label: kernel_ms(path, x, kinds) for label, path in paths.items()}
 
-    print(f"machine: {machine()}; onnxruntime {ort.__version__}")
+    print(f"machine: {machine()}; onnxruntime {ort.__version__}; INT8 target {args.target.value} "
+          f"({args.target.weight_bits}-bit weights)")
     g = figures["INT8, GPTQ rounding"]
     print(f"photos: {len(calibrating)} calibrate ({len(calibration)} frames), {len(evaluating)} held out "
           f"({len(evaluation)} frames; FP32 sure of {g['sure_frames']}, top-1 ahead by {LEAD:g} or more on "

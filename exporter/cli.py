@@ -134,18 +134,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     project = args.project or dataset.root.name
     if args.backend == "customvision":
         return train_cloud(args, dataset, project)
-    from .local import train_local
+    from .local import FOLDS, train_local
     from .package import write_bundle, write_export
 
     result = train_local(dataset, seed=args.seed, threshold=args.threshold, progress=Bars(not args.no_progress))
     print(f"\ntrained on {result.train_images} images ({result.validation_images} held out) "
-          f"in {result.seconds:.1f} s\n")
+          f"in {result.seconds:.1f} s")
+    print(f"recipe, chosen by {FOLDS}-fold cross-validation on the training images: {result.recipe}")
+    for name, score in result.candidates:
+        print(f"  {score:6.1%}  {name}")
+    print()
     print(result.metrics.table())
     with tempfile.TemporaryDirectory() as tmp:
         export = write_export(Path(tmp) / "export", result.model, result.labels, result.metadata)
         info = {"source": {"backend": "local", "dataset": str(dataset.root.resolve()), "images": len(dataset.items)},
                 "domain": "General (compact), offline", "iteration": None,
-                "metrics": result.metrics.to_json()}
+                "metrics": result.metrics.to_json(),
+                "recipe": {"chosen": result.recipe, "crossValidated": dict(result.candidates)}}
         bundle, verified = write_bundle(args.out, project, export, info)
     print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, verified)")
     return _int8(bundle, dataset.root, args.int8_max_drop, Target(args.int8_target)) if args.int8 else 0

@@ -47,6 +47,10 @@ def main() -> None:
     print(f"| training s (features with augmented copies, head, ONNX model) | {done - checked:.2f} |")
     print(f"| held-out top-1 accuracy | {confusion.trace() / confusion.sum():.3f} |")
     print(f"| held-out AP (mean over tags) | {result.metrics.average_precision:.3f} |")
+    print(f"\nrecipe chosen by cross-validation on the training images: {result.recipe}")
+    print("\n| candidate | cross-validated accuracy |\n|---|---:|")
+    for name, score in result.candidates:
+        print(f"| {name} | {score:.3f} |")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from .assembly import load_predictor, local_pipeline
 from .capture.sources import SourceError, check_source
 from .capture.view import CameraRunner, CameraView
 from .config import DEMO, Settings, check_access, is_loopback, resolve_token
-from .errors import ConfigError
+from .errors import ConfigError, EdgeRuntimeError
 from .events.retention import Janitor
 from .events.setup import open_store
 from .events.store import EventStore
@@ -103,11 +103,15 @@ def load_published(settings: Settings, split: Split) -> list[Served]:
     store = ModelStore(root, keep=settings.models.keep)
     out = []
     for name in store.names():
-        state = store.state(name)
-        if state is None or state.active is None:
+        try:  # one damaged name does not keep the others, or the server, from starting
+            state = store.state(name)
+            if state is None or state.active is None:
+                continue
+            predictor = load_predictor(settings, runs=split.runs, threads=split.threads,
+                                       path=store.version_path(name, state.active))
+        except EdgeRuntimeError as exc:
+            log.error("published model %s is not served: %s", name, exc)
             continue
-        predictor = load_predictor(settings, runs=split.runs, threads=split.threads,
-                                   path=store.version_path(name, state.active))
         out.append(Served(name, state.project, predictor, state.active))
         log.info("published model %s v%d%s", name, state.active,
                  f" for project {state.project}" if state.project else " (any project)")

@@ -114,3 +114,18 @@ def test_api_models_lists_what_answers_and_needs_the_token(two_models):
         assert [(m["name"], m["project"], m["version"], m["default"]) for m in models] == [
             ("door", None, 1, True), ("shelf", SHELF_PROJECT, 1, False)]
         assert models[1]["tags"] and len(models[1]["sha1"]) == 40 and models[0]["variant"] != models[1]["variant"]
+
+
+def test_a_damaged_name_is_left_out_and_the_others_are_served(exports, tmp_path, caplog):
+    root = tmp_path / "models"
+    store = ModelStore.open(root)
+    store.publish(exports["modern"], "shelf")
+    store.publish(exports["yolo"], "door")
+    (root / "door" / "state.json").write_text("{not json")
+    (root / "gone").mkdir()
+    (root / "gone" / "state.json").write_text((root / "shelf" / "state.json").read_text().replace('"shelf"', '"gone"'))
+    with running(serve(root)) as url:  # gone names a version that is not there
+        models = httpx.get(f"{url}/api/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+        assert [m["name"] for m in models] == ["shelf"]
+    assert any("door is not served" in r.message for r in caplog.records)
+    assert any("gone is not served" in r.message for r in caplog.records)

@@ -89,8 +89,12 @@ def install(limits: LimitsConfig) -> None:
 
 
 def current() -> LimitsConfig:
-    """The installed limits, else the environment's, read once (a bad value is a ConfigError)."""
+    """The installed limits, else the environment's, read once (a bad value is a ConfigError).
+    Called for every frame: once they are known, no lock is taken."""
     global _installed
+    limits = _installed
+    if limits is not None:
+        return limits
     with _lock:
         if _installed is None:
             _installed = _from_environment()

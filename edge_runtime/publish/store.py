@@ -178,10 +178,6 @@ class ModelStore:
     def version_path(self, name: str, version: int) -> Path:
         return self.root / check_name(name) / f"v{version}"
 
-    def active_path(self, name: str) -> Path | None:
-        state = self.state(name)
-        return self.version_path(name, state.active) if state and state.active else None
-
     def models(self) -> list[Published]:
         out = []
         for name in self.names():

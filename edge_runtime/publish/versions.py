@@ -12,7 +12,6 @@ staging folder beside the versions, then renamed to the next free `vN`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -111,15 +110,3 @@ def claim_next_version(root: Path, staging: Path) -> Path:
         fsync_dir(root)
         return target
     raise BundleError(f"{root}: could not claim a version folder")
-
-
-def remove_staging(root: Path) -> int:
-    """Remove the staging folders a killed writer left in `root`; how many."""
-    removed = 0
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.name.startswith(STAGING_PREFIX) and path.is_dir():
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(path)
-                    removed += 1
-    return removed

@@ -141,6 +141,12 @@ def build_services(
         predictor = load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads)
     default = next((p for p in published if p.predictor is predictor), None) or Served(
         model_name(settings), None, predictor)
+    clash = next((p for p in published if p.name == default.name and p is not default), None)
+    if clash is not None:
+        if predictor.bundle.root.resolve() != clash.predictor.bundle.root.resolve():
+            raise ConfigError(f"the model given to serve and the store's published model {clash.name!r} share a "
+                              "name: serve the published one (no MODEL), or rename one of them")
+        default = clash  # serve STORE/NAME/vN: the published model itself
     registry = Registry(default, [p for p in published if p is not default])
     log_choices(settings, token, predictor)
     metrics = Metrics()

@@ -658,3 +658,12 @@ def test_served_uploads_under_4_mb_keep_peak_memory_and_tmp_bounded(tmp_path):
         assert growth < 300, f"peak RSS grew by {growth:.0f} MB"
         assert list(tmp.iterdir()) == []
     assert list(tmp.iterdir()) == []  # nothing left after SIGTERM either
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_in_an_image_folder_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "frame.jpg")
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        read_image(tmp_path / "frame.jpg")
+    with pytest.raises(ImageDecodeError, match="not a regular file|Is a directory"):
+        read_image(tmp_path)

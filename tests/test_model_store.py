@@ -166,9 +166,9 @@ def test_kill_9_at_any_instant_leaves_the_old_or_the_new_version_active(tmp_path
         store = ModelStore.open(root)
         published = store.describe("shelf")
         assert published.iteration in iterations and Predictor.load(published.path).spec.labels
-        leftovers = [p.name for p in (root / "shelf").iterdir() if p.name.startswith(".") or (
-            p.name.startswith("v") and int(p.name[1:]) > (published.active or 0))]
-        assert leftovers == [], leftovers
+        assert [p.name for p in (root / "shelf").iterdir() if p.name.startswith(".")] == []
+        for version in (root / "shelf").glob("v*"):  # one claimed but never made active is whole too
+            assert Predictor.load(version).spec.labels
         monkeypatch.undo()
 
 
@@ -196,3 +196,38 @@ def test_the_commands_publish_list_roll_back_and_unpublish(tmp_path):
     assert cli("unpublish", "shelf", "--models", root).returncode == 0
     assert json.loads(cli("models", "--json", "--models", root).stdout) == []
     assert sorted(p.name for p in Path(root).iterdir()) == [".lock"]
+
+
+def test_opening_the_store_never_removes_a_version(tmp_path):
+    """A version edge-export wrote beside the active one, or one rolled back from, stays."""
+    from exporter.package import write_bundle
+
+    root = tmp_path / "models"
+    store = ModelStore.open(root)
+    store.publish(colours(tmp_path, "a", "it-1"), "shelf")
+    store.publish(colours(tmp_path, "b", "it-2"), "shelf")
+    store.rollback("shelf")
+    trained, _ = write_bundle(root, "shelf", colours(tmp_path, "c", "it-3"), {"source": {"backend": "local"}})
+    (root / "shelf" / "notes").symlink_to(tmp_path / "nowhere")  # a stray entry breaks nothing
+    ModelStore.open(root)
+    assert sorted(p.name for p in (root / "shelf").glob("v*")) == ["v1", "v2", "v3"]
+    assert ModelStore.open(root).publish(trained, "shelf").iteration == "it-3"
+
+
+def test_a_rollback_to_a_broken_version_changes_nothing(tmp_path):
+    store = ModelStore.open(tmp_path / "models")
+    store.publish(colours(tmp_path, "a", "it-1"), "shelf")
+    store.publish(colours(tmp_path, "b", "it-2"), "shelf")
+    (tmp_path / "models" / "shelf" / "v1" / "model.onnx").unlink()
+    with pytest.raises(BundleError):
+        store.rollback("shelf")
+    state = store.state("shelf")
+    assert state is not None and (state.active, state.previous) == (2, 1)
+
+
+def test_a_link_named_like_a_version_is_copied_not_taken_as_one(tmp_path):
+    store = ModelStore.open(tmp_path / "models")
+    store.publish(colours(tmp_path, "a", "it-1"), "shelf")
+    (tmp_path / "v9").symlink_to(tmp_path / "models" / "shelf" / "v1")
+    published = store.publish(tmp_path / "v9", "shelf")
+    assert published.active == 1 and store.describe("shelf").iteration == "it-1"  # the folder it really is

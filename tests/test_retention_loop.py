@@ -63,3 +63,14 @@ def test_the_loop_counts_a_failed_sweep_and_goes_on(tmp_path: Path):
     time.sleep(0.05)
     assert len(runs) == count  # stopped means stopped
     store.close()
+
+
+def test_a_write_larger_than_the_whole_budget_evicts_nothing(tmp_path: Path):
+    from edge_runtime.events.store import Budget
+
+    store = EventStore.open(tmp_path / "data", Budget(max_bytes=2 << 20, min_free_bytes=0))
+    old_samples(store, 5, age_s=60)
+    sweep = Janitor(store).run(extra=3 << 20)  # say, a long clip on a small budget
+    assert (sweep.media, sweep.records) == (0, 0) and len(store.samples()) == 5
+    assert not store.room_for(3 << 20)  # the write itself is what gets refused
+    store.close()

@@ -54,6 +54,8 @@ class Janitor:
 
     def _sweep(self, now: float, extra: int) -> Sweep:
         store, budget, sweep = self.store, self.store.budget, Sweep()
+        if extra >= budget.max_bytes:  # no eviction can make room: the write is refused, and nothing goes for it
+            extra = 0
         sweep.outbox = store.prune_outbox(self.consumers, self.max_ttl_s, now)
         if budget.max_age_s is not None:
             cutoff = now - budget.max_age_s

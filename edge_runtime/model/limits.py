@@ -15,6 +15,7 @@ ConfigError naming the variable.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -107,9 +108,15 @@ MAX_LABELS_BYTES = 4 * MiB
 
 
 def read_file_capped(path: Path, limit: int, error: type[EdgeRuntimeError]) -> bytes:
-    """The whole file, or `error` if it is longer than `limit` (devices and pipes included)."""
+    """The whole file, or `error` if it is longer than `limit` (a device such as /dev/zero is
+    read up to the cap); a FIFO is refused before anything waits on it."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISDIR(mode):
+                raise error(f"{path}: not a regular file")
+            os.set_blocking(fd, True)
             data = f.read(limit + 1)
     except OSError as exc:
         raise error(f"{path}: {exc.strerror or exc}") from exc

@@ -210,8 +210,9 @@ class ModelStore:
         if project is not None and not PROJECT.fullmatch(project):
             raise ConfigError(f"project {project!r}: use 1 to 64 letters, digits, '_', '-' or '.'")
         folder = self.root / name
-        if export.is_dir() and export.resolve().parent == folder.resolve() and v.version_of(export):
-            return self._activate_in_place(name, export, project)  # `edge-export train --out` wrote it here
+        resolved = export.resolve()
+        if export.is_dir() and resolved.parent == folder.resolve() and v.version_of(resolved):
+            return self._activate_in_place(name, resolved, project)  # `edge-export train --out` wrote it here
         staging = v.new_staging(folder)
         try:
             v.stage(export, staging)
@@ -236,6 +237,7 @@ class ModelStore:
 
     def _activate_in_place(self, name: str, version_dir: Path, project: str | None) -> Published:
         Predictor.load(version_dir, warm_up=True)
+        v.fsync_tree(version_dir)  # written by another program: on the disk before state.json names it
         number = v.version_of(version_dir) or 0
         with self._locked():
             old = self.state(name)
@@ -254,6 +256,7 @@ class ModelStore:
                 raise ModelStoreError(f"{name} has no earlier version to go back to")
             if not self.version_path(name, state.previous).is_dir():
                 raise ModelStoreError(f"{name} v{state.previous} is no longer on the disk")
+            Predictor.load(self.version_path(name, state.previous), warm_up=True)  # still whole, or no change
             back = State(name, state.project, (*state.history[:-2],
                                                Activation(state.previous, _now(), "rollback")))
             self._write_state(back)
@@ -296,17 +299,21 @@ class ModelStore:
         fsync_dir(folder)
 
     def _prune(self, name: str, state: State) -> None:
-        """Keep `keep` versions: the newest, and never the active or the previous one."""
+        """Keep `keep` versions: the newest, and never the active or the previous one. A
+        version is renamed away before it is deleted, so none is ever left half-deleted."""
         protected = {state.active, state.previous}
         numbers = v.versions(self.root / name)
         spare = [n for n in numbers if n not in protected]
         excess = len(numbers) - self.keep
         for number in spare[:max(0, excess)]:
-            shutil.rmtree(self.version_path(name, number), ignore_errors=True)
+            gone = self.root / name / f"{REMOVED_PREFIX}v{number}-{os.getpid()}-{time.monotonic_ns()}"
+            os.rename(self.version_path(name, number), gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
     def _tidy(self) -> None:
-        """What killed writers left: removed names, stale staging folders, stray state temps,
-        and versions newer than the active one that never became active."""
+        """What killed writers left: removed names and versions, stale staging folders, stray
+        state temps. A version folder is never removed here: one that a killed publish
+        claimed, or that `edge-export train` wrote, is a whole, verified version."""
         now = time.time()
         for path in self.root.iterdir():
             if path.name.startswith(REMOVED_PREFIX):
@@ -315,17 +322,11 @@ class ModelStore:
             if not (path.is_dir() and NAME.fullmatch(path.name)):
                 continue
             for item in path.iterdir():
-                stale = now - item.stat().st_mtime > STALE_STAGING_S
-                if item.name.startswith(v.STAGING_PREFIX) and stale:
+                if item.name.startswith(REMOVED_PREFIX):
                     shutil.rmtree(item, ignore_errors=True)
+                elif item.name.startswith(v.STAGING_PREFIX):
+                    with contextlib.suppress(OSError):  # gone meanwhile: a publish that ended
+                        if now - item.lstat().st_mtime > STALE_STAGING_S:
+                            shutil.rmtree(item, ignore_errors=True)
                 elif item.name.startswith(f".{STATE}.") and item.name.endswith(".tmp"):
                     item.unlink(missing_ok=True)
-            try:
-                state = self.state(path.name)
-            except ModelStoreError as exc:
-                log.warning("%s", exc)
-                continue
-            if state is not None and state.active is not None:
-                for number in v.versions(path):
-                    if number > state.active and all(a.version != number for a in state.history):
-                        shutil.rmtree(path / f"v{number}", ignore_errors=True)  # claimed, never made active

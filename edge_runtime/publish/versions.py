@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import BundleError
-from ..model.archive import safe_extract
+from ..model.archive import MAX_TOTAL_BYTES, safe_extract
 from ..paths import fsync_dir
 
 DIR_MODE = 0o755
@@ -72,9 +72,11 @@ def stage(export: Path, staging: Path) -> None:
     (no member outside, no bomb), or a lone .onnx with the labels.txt beside it."""
     try:
         if export.is_dir():
-            for path in export.iterdir():
-                if path.is_file() and not path.is_symlink():
-                    shutil.copy2(path, staging / path.name)
+            files = [p for p in export.iterdir() if p.is_file() and not p.is_symlink()]
+            if sum(p.stat().st_size for p in files) > MAX_TOTAL_BYTES:
+                raise BundleError(f"{export}: larger than the {MAX_TOTAL_BYTES}-byte limit for an export")
+            for path in files:
+                shutil.copy2(path, staging / path.name)
         elif export.suffix.lower() == ".onnx":
             shutil.copy2(export, staging / export.name)
             if (export.parent / "labels.txt").is_file():
@@ -88,13 +90,13 @@ def stage(export: Path, staging: Path) -> None:
 
 
 def fsync_tree(folder: Path) -> None:
-    """Every file of `folder`, and the folder, on the disk: a rename after this cannot expose
-    a file that a power cut would leave empty."""
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as f:
+    """Every file and folder under `folder` on the disk: a rename after this cannot expose a
+    file that a power cut would leave empty."""
+    for current, _, files in os.walk(folder):
+        for file in files:
+            with open(os.path.join(current, file), "rb") as f:
                 os.fsync(f.fileno())
-    fsync_dir(folder)
+        fsync_dir(Path(current))
 
 
 def claim_next_version(root: Path, staging: Path) -> Path:

@@ -313,3 +313,13 @@ def test_the_state_folder_has_one_resolver():
     assert state_dir({"STATE_DIRECTORY": "/srv/a:/srv/b", "INVOCATION_ID": "x"}) == Path("/srv/a")
     for env in ({}, {"INVOCATION_ID": "x"}, {"STATE_DIRECTORY": "/srv/a"}):
         assert default_data_dir(env) == (state_dir(env) or Path("data"))
+
+
+def test_an_events_own_start_given_back_as_since_finds_it():
+    """Times are shown cut down to the millisecond, never rounded up into the next one."""
+    from edge_runtime.events.records import iso
+
+    rng = np.random.default_rng(7)
+    starts = [1790000000.1239996, 1790000000.9999996, *(T0 + rng.random(20000) * 1e5)]
+    assert [t for t in starts if parse_time(iso(float(t))) > t] == []
+    assert iso(1790000000.1239996) == "2026-09-21T14:13:20.123Z"

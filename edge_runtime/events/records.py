@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -59,7 +60,14 @@ def new_id(at: float | None = None) -> str:
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else iso_ms(dt.datetime.fromtimestamp(ts, dt.timezone.utc))
+    """Milliseconds, cut down, never rounded up: an event's own start given back as --since
+    or ?since= must find it (rounding to the microsecond first could carry into the next ms)."""
+    if ts is None:
+        return None
+    ms = math.floor(ts * 1000)
+    while ms / 1000 > ts:  # ts * 1000 itself can round up
+        ms -= 1
+    return iso_ms(dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc))
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -9,7 +9,7 @@ camera option cannot reach one and miss the other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from .capture.sources import describe_uri, open_source
 from .config import DEMO, CameraConfig, Settings
 from .metrics import Metrics
 from .model.predictor import Predictor
+from .model.slot import ModelSlot
 from .paths import DEMO_MODEL, graph_cache_dir
 from .pipeline import Pipeline
 from .service.backoff import Backoff
@@ -50,16 +51,27 @@ def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None =
 
 
 def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics: Metrics | None = None,
-                   camera_ids: Collection[str] | None = None) -> Pipeline | None:
-    """The cameras of this process (all, or those named) over one session: the server's
-    when they run in-process, a worker's otherwise; None without cameras. Preprocessing runs
-    on each camera's grabber thread, behind its scene gate when it has one; each camera
-    has as many inference threads as the session allows runs at once."""
+                   camera_ids: Collection[str] | None = None,
+                   models: Mapping[str, ModelSlot[Predictor]] | None = None) -> Pipeline | None:
+    """The cameras of this process (all, or those named): the server's when they run
+    in-process, a worker's otherwise; None without cameras. `models`: each camera's slot (its
+    published name's, swapped while it runs), else every camera runs on `predictor`.
+    Preprocessing runs on each camera's grabber thread, behind its scene gate when it has
+    one; each camera has as many inference threads as the session allows runs at once."""
     configs = [c for c in settings.cameras if camera_ids is None or c.id in camera_ids]
     if not configs:
         return None
+    slots = dict(models or {})
     gates = {c.id: SceneGate(c.gate.min_changed, c.gate.max_idle_s) for c in configs if c.gate.enabled}
-    cameras = [make_camera(c, gates[c.id].hook(predictor.prepare) if c.id in gates else predictor.prepare)
-               for c in configs]
+    cameras = []
+    for c in configs:
+        prepare = _prepare_of(slots[c.id]) if c.id in slots else predictor.prepare
+        cameras.append(make_camera(c, gates[c.id].hook(prepare) if c.id in gates else prepare))
     max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
-    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=predictor.model.runs)
+    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=predictor.model.runs,
+                    models=slots)
+
+
+def _prepare_of(slot: ModelSlot[Predictor]) -> Callable[[np.ndarray], Any]:
+    """The grabber's preprocessing for the version active as each frame arrives."""
+    return lambda image: slot.get().prepare(image)

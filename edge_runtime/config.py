@@ -99,6 +99,8 @@ class CameraConfig(Strict):
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=3600)
     gate: GateConfig = GateConfig()
+    model: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="the published "
+                              "name this camera runs (`edge-runtime models`); default: the served model")
 
     @field_validator("source", mode="before")
     @classmethod

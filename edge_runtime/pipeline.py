@@ -49,7 +49,7 @@ FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
 FPS_SMOOTHING = 0.1
 PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond this
 
-Inferred = tuple[Frame, Prepared | None, Outputs, float]  # no Prepared: reuse the previous result
+Inferred = tuple[Frame, Prepared | None, Outputs, float, "Stages"]  # no Prepared: reuse the previous result
 
 
 class Stages(Protocol):
@@ -61,6 +61,12 @@ class Stages(Protocol):
     def infer(self, tensor: np.ndarray) -> Outputs: ...
 
     def finish(self, outputs: Outputs, prepared: Prepared) -> PredictionResult: ...
+
+
+class Swappable(Protocol):
+    """A camera's model that a new version can replace while it runs (model/slot.py)."""
+
+    def get(self) -> Stages: ...
 
 
 class Turns:
@@ -123,11 +129,15 @@ class Pipeline:
         metrics: Metrics | None = None,
         gates: Mapping[str, SceneGate] | None = None,
         runs: int = 1,
+        models: Mapping[str, Swappable] | None = None,
     ) -> None:
         """`runs`: frames inferred at once, shared by the cameras (each gets its share of
         inference threads, at least one); the session must allow as many concurrent runs
-        (Predictor.load(runs=...))."""
+        (Predictor.load(runs=...)). `models`: a camera's own model, by camera id, taken
+        afresh for every frame so that a swapped-in version runs from the next frame on;
+        the others run on `predictor`."""
         self.predictor = predictor
+        self.models = dict(models or {})
         self.runs = max(1, runs)
         self.cameras = list(cameras)
         self.sink = sink
@@ -195,14 +205,23 @@ class Pipeline:
         return dataclasses.replace(frame, prepared=prepared) if run else None
 
     # -- the three stages for one frame ----------------------------------------------
+    def stages(self, camera_id: str) -> Stages:
+        model = self.models.get(camera_id)
+        return model.get() if model is not None else self.predictor
+
     def infer(self, frame: Frame) -> Inferred:
-        prepared = frame.prepared if isinstance(frame.prepared, Prepared) else self.predictor.prepare(frame.image)
+        """Inference on the camera's model as it is now; the frame is prepared again when
+        its grabber prepared it for a version with another input."""
+        stages = self.stages(frame.camera_id)
+        prepared = frame.prepared
+        if not isinstance(prepared, Prepared) or not _prepared_for(prepared, stages):
+            prepared = stages.prepare(frame.image)
         start = time.perf_counter()
-        outputs = self.predictor.infer(prepared.tensor)
-        return frame, prepared, outputs, time.perf_counter() - start
+        outputs = stages.infer(prepared.tensor)
+        return frame, prepared, outputs, time.perf_counter() - start, stages
 
     def publish(self, item: Inferred) -> FrameResult:
-        frame, prepared, outputs, run_s = item
+        frame, prepared, outputs, run_s, stages = item
         if prepared is None:  # a gated frame: the scene did not change
             previous = self._previous.get(frame.camera_id)
             if previous is None:  # the frame it was compared with failed in the model
@@ -210,7 +229,7 @@ class Pipeline:
             result = FrameResult(frame, previous, 0.0, time.monotonic(), reused=True)
         else:
             start = time.perf_counter()
-            prediction = self.predictor.finish(outputs, prepared)
+            prediction = stages.finish(outputs, prepared)
             busy_s = prepared.elapsed_s + run_s + time.perf_counter() - start
             result = FrameResult(frame, prediction, busy_s * 1000, time.monotonic())
             self._previous[frame.camera_id] = prediction
@@ -258,7 +277,7 @@ class Pipeline:
         try:
             if isinstance(ready, Exception):
                 raise ready
-            return self.infer(ready) if ready is not None else (frame, None, {}, 0.0)
+            return self.infer(ready) if ready is not None else (frame, None, {}, 0.0, self.predictor)
         except Exception as exc:
             self._error(frame, exc)
             return None
@@ -307,3 +326,8 @@ class Pipeline:
             self.metrics.processed.labels(camera_id).inc()
         self.metrics.age.labels(camera_id).set(result.age_ms / 1000)
         self.metrics.fps.labels(camera_id).set(self._fps.get(camera_id, 0.0))
+
+
+def _prepared_for(prepared: Prepared, stages: Stages) -> bool:
+    """Whether a frame prepared on the grabber thread fits the model that will run on it."""
+    return prepared.input is None or prepared.input == getattr(getattr(stages, "spec", None), "input", None)

@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
+
 from . import forwarders
 from .assembly import load_predictor, local_pipeline
 from .capture.sources import SourceError, check_source
@@ -23,13 +25,19 @@ from .events.setup import open_store
 from .events.store import EventStore
 from .metrics import Metrics
 from .model import limits
+from .model.postprocess import PostprocessOptions
 from .model.predictor import Predictor
-from .publish.registry import Registry, Served
-from .publish.store import NAME, ModelStore
+from .model.slot import ModelSlot
+from .publish.config import NAME
+from .publish.manager import Loader, ModelManager, Policy
+from .publish.registry import Entry, Registry
+from .publish.store import ModelStore
 from .publish.versions import version_of
 from .server import GracefulServer, Services, create_app, server_config
 from .server.auth import Auth
+from .service.rss import rss_bytes
 from .sinks import build_sinks
+from .sinks.latest import LatestResults
 from .workers.memory import MemoryCollector
 from .workers.plan import Split, WorkerPlan, plan_workers
 
@@ -94,28 +102,96 @@ def model_name(settings: Settings) -> str:
     return stem if NAME.fullmatch(stem) else "default"
 
 
-def load_published(settings: Settings, split: Split) -> list[Served]:
+def model_options(settings: Settings, name: str) -> PostprocessOptions:
+    """model.* with the published name's own `models.options` over it."""
+    base, own = settings.model, settings.models.options.get(name)
+    if own is None:
+        return base.postprocess_options()
+    return PostprocessOptions(threshold=own.threshold if own.threshold is not None else base.threshold,
+                              top_k=own.top_k if own.top_k is not None else base.top_k,
+                              max_detections=own.max_detections or base.max_detections)
+
+
+def loader(settings: Settings, split: Split) -> Loader:
+    """How the server loads a published version: its session split, the name's options."""
+    def load(path: Path, name: str) -> Predictor:
+        predictor = load_predictor(settings, runs=split.runs, threads=split.threads, path=path)
+        return predictor.with_options(model_options(settings, name))
+    return load
+
+
+def load_published(settings: Settings, store: ModelStore, load: Loader) -> list[Entry]:
     """Every name published in the model store, at its active version, loaded as the
     server's own session is (the store is only read: a read-only root filesystem works)."""
-    root = settings.models.path
-    if not root.is_dir():
-        return []
-    store = ModelStore(root, keep=settings.models.keep)
     out = []
     for name in store.names():
         try:  # one damaged name does not keep the others, or the server, from starting
             state = store.state(name)
             if state is None or state.active is None:
                 continue
-            predictor = load_predictor(settings, runs=split.runs, threads=split.threads,
-                                       path=store.version_path(name, state.active))
+            before = rss_bytes()
+            predictor = load(store.version_path(name, state.active), name)
+            after = rss_bytes()
         except EdgeRuntimeError as exc:
             log.error("published model %s is not served: %s", name, exc)
             continue
-        out.append(Served(name, state.project, predictor, state.active))
+        memory = after - before if before is not None and after is not None else None
+        out.append(Entry(name, state.project, ModelSlot(name, predictor, state.active, memory)))
         log.info("published model %s v%d%s", name, state.active,
                  f" for project {state.project}" if state.project else " (any project)")
     return out
+
+
+def model_registry(settings: Settings, published: list[Entry], predictor: Predictor | None,
+                   load_default: Callable[[], Predictor]) -> Registry:
+    """The served names: the store's, and the model given to serve (or in model.path) as a
+    published model of its own, not copied into the store. With no model given, the
+    store's first name is the default rather than the demo."""
+    if predictor is not None:
+        predictor = predictor.with_options(model_options(settings, model_name(settings)))
+    elif published and settings.model.path == DEMO:
+        return Registry(published[0], published[1:])
+    else:
+        predictor = load_default()
+    name = model_name(settings)
+    clash = next((p for p in published if p.name == name), None)
+    if clash is not None:
+        served = clash.slot.get()
+        if predictor.bundle.root.resolve() != served.bundle.root.resolve():
+            raise ConfigError(f"the model given to serve and the store's published model {clash.name!r} share a "
+                              "name: serve the published one (no MODEL), or rename one of them")
+        return Registry(clash, [p for p in published if p is not clash])  # serve STORE/NAME/vN: the published one
+    return Registry(Entry(name, None, ModelSlot(name, predictor)), published)
+
+
+def check_camera_models(settings: Settings, registry: Registry) -> None:
+    for cfg in settings.cameras:
+        if cfg.model is not None and registry.entry(cfg.model) is None:
+            raise ConfigError(f"camera {cfg.id}: model {cfg.model!r} is not published (published: "
+                              f"{', '.join(sorted(registry.models))})")
+
+
+def camera_slots(settings: Settings, registry: Registry) -> dict[str, ModelSlot[Predictor]]:
+    """Each camera's slot: its own published name's, or the default model's."""
+    slots = {}
+    for cfg in settings.cameras:
+        entry = registry.entry(cfg.model) if cfg.model else None
+        slots[cfg.id] = (entry or registry.default).slot
+    return slots
+
+
+def model_manager(settings: Settings, store: ModelStore, registry: Registry, load: Loader,
+                  latest: LatestResults) -> ModelManager:
+    m = settings.models
+    policy = Policy(swap=m.swap, probation_s=m.probation_s, eval_margin=m.eval_margin)
+    users: dict[str, list[str]] = {}
+    for cfg in settings.cameras:
+        users.setdefault(cfg.model or registry.default.name, []).append(cfg.id)
+
+    def frames(name: str) -> list[np.ndarray]:
+        return [r.frame.image for cid in users.get(name, ()) if (r := latest.get(cid)) is not None]
+
+    return ModelManager(store, registry, load, policy, frames=frames)
 
 
 def server_process() -> dict[str, int | None]:
@@ -132,28 +208,18 @@ def build_services(
     check_sources(settings)
     forwarders.check(forwarding(settings))  # their files are read again when the app starts them
     plan = cores_plan(settings)  # with workers, the server's own session serves uploads alone
-    published = load_published(settings, plan.server)
-    if predictor is not None:
-        predictor = predictor.with_options(settings.model.postprocess_options())
-    elif published and settings.model.path == DEMO:  # the store's models, not the demo
-        predictor = published[0].predictor
-    else:
-        predictor = load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads)
-    default = next((p for p in published if p.predictor is predictor), None) or Served(
-        model_name(settings), None, predictor)
-    clash = next((p for p in published if p.name == default.name and p is not default), None)
-    if clash is not None:
-        if predictor.bundle.root.resolve() != clash.predictor.bundle.root.resolve():
-            raise ConfigError(f"the model given to serve and the store's published model {clash.name!r} share a "
-                              "name: serve the published one (no MODEL), or rename one of them")
-        default = clash  # serve STORE/NAME/vN: the published model itself
-    registry = Registry(default, [p for p in published if p is not default])
+    load = loader(settings, plan.server)
+    models = ModelStore(settings.models.path, keep=settings.models.keep)
+    registry = model_registry(settings, load_published(settings, models, load), predictor,
+                              lambda: load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads))
+    check_camera_models(settings, registry)
+    predictor = registry.default.slot.get()
     log_choices(settings, token, predictor)
     metrics = Metrics()
     store = open_store(settings.events.store) if store_wanted(settings) else None
     sweeper = janitor(settings, store) if store is not None else None
     try:
-        sinks = build_sinks(settings, predictor.iteration,
+        sinks = build_sinks(settings,  # each result says which iteration made it
                             on_error=lambda name: metrics.sink_errors.labels(name).inc(), store=store, janitor=sweeper)
     except Exception:
         if store is not None:
@@ -163,7 +229,7 @@ def build_services(
     runner: CameraRunner | None = None
     processes: Callable[[], dict[str, int | None]] = server_process
     if plan.in_process:
-        pipeline = local_pipeline(settings, predictor, sinks.all, metrics)
+        pipeline = local_pipeline(settings, predictor, sinks.all, metrics, models=camera_slots(settings, registry))
         if pipeline is not None:
             cameras, runner = list(pipeline.cameras), pipeline
     else:
@@ -184,7 +250,8 @@ def build_services(
     return Services(predictor=predictor, settings=settings, auth=Auth(token, settings.server.session_ttl_s),
                     cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,
                     frames=sinks.frames, metrics=metrics, sinks=sinks.all, store=store, janitor=sweeper,
-                    forwarding=forwarding(settings), registry=registry)
+                    forwarding=forwarding(settings), registry=registry,
+                    manager=model_manager(settings, models, registry, load, sinks.latest))
 
 
 def serve(settings: Settings) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..types import Outputs, PredictionResult, Window
+from ..types import InputSpec, Outputs, PredictionResult, Window
 from .bundle import Bundle, open_bundle
 from .cpu import int8_warning
 from .imageio import decode_image, to_bgr8
@@ -36,6 +36,23 @@ class Prepared:
     tensor: np.ndarray = field(repr=False)
     window: Window
     elapsed_s: float = 0.0  # time spent preprocessing
+    input: InputSpec | None = None  # what it was prepared for: a swapped-in model with another input prepares again
+
+
+class Health:
+    """What a newly active version did in its first minutes: runs, failed runs, and runs
+    whose outputs were not finite (checked only while `watching`, so it costs nothing after)."""
+
+    def __init__(self) -> None:
+        self.watching = False
+        self.runs = self.errors = self.non_finite = 0
+
+    def check(self, outputs: Outputs) -> None:
+        self.runs += 1
+        for value in outputs.values():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                self.non_finite += 1
+                return
 
 
 class Predictor:
@@ -46,6 +63,7 @@ class Predictor:
         self.model = model
         self.spec = spec
         self.options = options or PostprocessOptions()
+        self.health = Health()
 
     @classmethod
     def load(
@@ -74,7 +92,9 @@ class Predictor:
 
     def with_options(self, options: PostprocessOptions) -> Predictor:
         """The same loaded model (one session) with other thresholds and limits."""
-        return Predictor(self.bundle, self.model, self.spec, options)
+        twin = Predictor(self.bundle, self.model, self.spec, options)
+        twin.health = self.health
+        return twin
 
     def warm_up(self) -> None:
         """One inference on a grey frame; a ZipMap model without labels.txt names its tags here."""
@@ -89,13 +109,22 @@ class Predictor:
 
     def infer(self, tensor: np.ndarray) -> Outputs:
         names = self.spec.output_names
-        return dict(zip(names, self.model.run({self.spec.input.name: tensor}, names), strict=True))
+        health = self.health
+        if not health.watching:
+            return dict(zip(names, self.model.run({self.spec.input.name: tensor}, names), strict=True))
+        try:
+            outputs = dict(zip(names, self.model.run({self.spec.input.name: tensor}, names), strict=True))
+        except Exception:
+            health.errors += 1
+            raise
+        health.check(outputs)
+        return outputs
 
     def prepare(self, frame: np.ndarray) -> Prepared:
         """Stage 1 of 3: frame -> input tensor (pure; safe to run on another thread)."""
         start = time.perf_counter()
         tensor, window = preprocess(to_bgr8(frame), self.spec.input)
-        return Prepared(tensor, window, time.perf_counter() - start)
+        return Prepared(tensor, window, time.perf_counter() - start, self.spec.input)
 
     def finish(self, outputs: Outputs, prepared: Prepared,
                options: PostprocessOptions | None = None) -> PredictionResult:

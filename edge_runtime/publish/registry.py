@@ -18,11 +18,13 @@ An unknown project or name is refused with the status and code the service gives
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import ModelStoreError
 from ..model.predictor import Predictor
+from ..model.slot import ModelSlot
 
 
 class UnknownModel(ModelStoreError):
@@ -35,31 +37,66 @@ class UnknownModel(ModelStoreError):
 
 @dataclass(frozen=True)
 class Served:
+    """A request's model, taken once: it runs on this predictor from start to finish."""
+
     name: str
     project: str | None  # None: answers any project id
     predictor: Predictor
     version: int | None = None  # None: named on the command line, not from the store
 
 
+@dataclass
+class Entry:
+    """A served name: its project and the slot its versions are swapped in."""
+
+    name: str
+    project: str | None
+    slot: ModelSlot[Predictor]
+
+    def served(self) -> Served:
+        predictor = self.slot.get()
+        active = self.slot.active
+        return Served(self.name, self.project, predictor, active.version if active else None)
+
+
 class Registry:
-    def __init__(self, default: Served, published: Sequence[Served] = ()) -> None:
+    def __init__(self, default: Entry, published: Sequence[Entry] = ()) -> None:
         self.default = default
-        self.models: dict[str, Served] = {default.name: default}
-        for served in published:
-            self.models[served.name] = served
+        self._lock = threading.Lock()
+        self.models: dict[str, Entry] = {default.name: default}
+        for entry in published:
+            self.models[entry.name] = entry
+
+    @classmethod
+    def single(cls, name: str, predictor: Predictor) -> Registry:
+        return cls(Entry(name, None, ModelSlot(name, predictor)))
+
+    def entry(self, name: str) -> Entry | None:
+        return self.models.get(name)
+
+    def add(self, entry: Entry) -> None:
+        with self._lock:  # readers take `models` as it is: it is replaced, never changed in place
+            self.models = {**self.models, entry.name: entry}
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            if name == self.default.name:
+                raise ModelStoreError(f"{name} is the default model; it cannot be removed while the server runs")
+            self.models = {k: v for k, v in self.models.items() if k != name}
 
     def resolve(self, project: str, name: str) -> Served:
-        if len(self.models) == 1:
-            served = self.default
-        elif name in self.models:
-            served = self.models[name]
+        models = self.models
+        if len(models) == 1:
+            entry = self.default
+        elif name in models:
+            entry = models[name]
         else:
             raise UnknownModel(f"no model is published as {_shown(name)} (published: "
-                               f"{', '.join(sorted(self.models))})", "NotFoundIteration")
-        if served.project is not None and served.project != project:
-            raise UnknownModel(f"{served.name} answers project {served.project}, not {_shown(project)}",
+                               f"{', '.join(sorted(models))})", "NotFoundIteration")
+        if entry.project is not None and entry.project != project:
+            raise UnknownModel(f"{entry.name} answers project {entry.project}, not {_shown(project)}",
                                "NotFoundProject")
-        return served
+        return entry.served()
 
 
 def _shown(text: str, limit: int = 64) -> str:

@@ -44,17 +44,23 @@ from ..model.bundle import Bundle, open_bundle
 from ..model.predictor import Predictor
 from ..paths import fsync_dir
 from . import versions as v
+from .config import NAME
 
 log = logging.getLogger(__name__)
 STATE = "state.json"
 LOCK = ".lock"
 REMOVED_PREFIX = ".removed-"
+UPLOADS = ".uploads"  # PUT /api/models streams each export here first
 STATE_SCHEMA = 1
 MAX_STATE_BYTES = 1 << 20
 STALE_STAGING_S = 600.0  # a staging folder untouched this long belongs to a killed publish
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HISTORY = 50  # activations remembered per name
+
+
+def check_project(project: str | None) -> None:
+    if project is not None and not PROJECT.fullmatch(project):
+        raise ConfigError(f"project {project!r}: use 1 to 64 letters, digits, '_', '-' or '.'")
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -156,6 +162,8 @@ class ModelStore:
     # ---- reading ---------------------------------------------------------------------------
 
     def names(self) -> list[str]:
+        if not self.root.is_dir():  # nothing published yet: the first publish creates it
+            return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.fullmatch(p.name)
                       and (p / STATE).is_file())
 
@@ -206,48 +214,71 @@ class ModelStore:
     def publish(self, export: Path, name: str, project: str | None = None) -> Published:
         """Copy `export` in as the next version of `name`, verify it (it loads and predicts
         through the runtime), and make it active. The old version stays active on any error."""
+        version = self.add(export, name, project)
+        self.activate(name, version, "publish", project)
+        return self.describe(name)
+
+    def add(self, export: Path, name: str, project: str | None = None, *, verify: bool = True) -> int:
+        """Copy `export` in as the next version of `name`, whole, without making it active;
+        `verify` loads it and predicts once first (the server verifies with its own session)."""
         check_name(name)
-        if project is not None and not PROJECT.fullmatch(project):
-            raise ConfigError(f"project {project!r}: use 1 to 64 letters, digits, '_', '-' or '.'")
+        check_project(project)
         folder = self.root / name
         resolved = export.resolve()
         if export.is_dir() and resolved.parent == folder.resolve() and v.version_of(resolved):
-            return self._activate_in_place(name, resolved, project)  # `edge-export train --out` wrote it here
+            if verify:  # `edge-export train --out` wrote it here: activated where it is
+                Predictor.load(resolved, warm_up=True)
+            v.fsync_tree(resolved)  # written by another program: on the disk before state.json names it
+            return v.version_of(resolved) or 0
         staging = v.new_staging(folder)
         try:
             v.stage(export, staging)
-            Predictor.load(staging, warm_up=True)  # SHA-1, labels, metadata, one prediction
+            if verify:
+                Predictor.load(staging, warm_up=True)  # SHA-1, labels, metadata, one prediction
             v.make_world_readable(staging)
             v.fsync_tree(staging)
             with self._locked():
                 target = v.claim_next_version(folder, staging)
-                old = self.state(name)
-                state = State(name, project if project is not None else (old.project if old else None),
-                              (*(old.history if old else ())[-(HISTORY - 1):],
-                               Activation(v.version_of(target) or 0, _now(), "publish")))
-                self._write_state(state)
-                self._prune(name, state)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
             with contextlib.suppress(OSError):  # a first publish that failed leaves no empty name behind
                 folder.rmdir()
-        log.info("published %s v%d%s", name, state.active, f" for project {state.project}" if state.project else "")
-        return self.describe(name)
+        return v.version_of(target) or 0
 
-    def _activate_in_place(self, name: str, version_dir: Path, project: str | None) -> Published:
-        Predictor.load(version_dir, warm_up=True)
-        v.fsync_tree(version_dir)  # written by another program: on the disk before state.json names it
-        number = v.version_of(version_dir) or 0
+    def activate(self, name: str, version: int, reason: str, project: str | None = None) -> State:
+        """Make `version` (on the disk, verified) the active one, atomically; older versions
+        beyond `keep` are removed."""
+        check_project(project)
         with self._locked():
+            if not self.version_path(name, version).is_dir():
+                raise ModelStoreError(f"{name} v{version} is not on the disk")
             old = self.state(name)
-            self._write_state(State(name, project if project is not None else (old.project if old else None),
-                                    (*(old.history if old else ())[-(HISTORY - 1):],
-                                     Activation(number, _now(), "publish"))))
-        return self.describe(name)
+            state = State(name, project if project is not None else (old.project if old else None),
+                          (*(old.history if old else ())[-(HISTORY - 1):], Activation(version, _now(), reason)))
+            self._write_state(state)
+            self._prune(name, state)
+        log.info("%s %s v%d%s", "published" if reason == "publish" else f"activated ({reason})", name, version,
+                 f" for project {state.project}" if state.project else "")
+        return state
 
-    def rollback(self, name: str) -> Published:
-        """Make the version before the active one active again."""
+    def discard(self, name: str, version: int) -> None:
+        """Remove a version that never became active (refused by the server's checks)."""
+        with self._locked():
+            state = self.state(name)
+            if state is not None and version in {state.active, state.previous}:
+                raise ModelStoreError(f"{name} v{version} is in use; it is not removed")
+            path = self.version_path(name, version)
+            if path.is_dir():
+                gone = path.parent / f"{REMOVED_PREFIX}v{version}-{os.getpid()}-{time.monotonic_ns()}"
+                os.rename(path, gone)
+                shutil.rmtree(gone, ignore_errors=True)
+            if state is None:
+                with contextlib.suppress(OSError):  # a refused first version leaves no empty name behind
+                    (self.root / name).rmdir()
+
+    def rollback(self, name: str, reason: str = "rollback", *, verify: bool = True) -> Published:
+        """Make the version before the active one active again; `verify` loads it first."""
         with self._locked():
             state = self.state(name)
             if state is None:
@@ -256,9 +287,9 @@ class ModelStore:
                 raise ModelStoreError(f"{name} has no earlier version to go back to")
             if not self.version_path(name, state.previous).is_dir():
                 raise ModelStoreError(f"{name} v{state.previous} is no longer on the disk")
-            Predictor.load(self.version_path(name, state.previous), warm_up=True)  # still whole, or no change
-            back = State(name, state.project, (*state.history[:-2],
-                                               Activation(state.previous, _now(), "rollback")))
+            if verify:  # still whole, or no change
+                Predictor.load(self.version_path(name, state.previous), warm_up=True)
+            back = State(name, state.project, (*state.history[:-2], Activation(state.previous, _now(), reason)))
             self._write_state(back)
         log.info("rolled %s back from v%s to v%s", name, state.active, state.previous)
         return self.describe(name)
@@ -316,6 +347,15 @@ class ModelStore:
         claimed, or that `edge-export train` wrote, is a whole, verified version."""
         now = time.time()
         for path in self.root.iterdir():
+            if path.name == UPLOADS and path.is_dir() and not path.is_symlink():
+                for item in path.iterdir():  # what a killed PUT left: never a whole update
+                    if now - item.lstat().st_mtime <= STALE_STAGING_S:
+                        continue
+                    if item.is_dir() and not item.is_symlink():
+                        shutil.rmtree(item, ignore_errors=True)
+                    else:
+                        item.unlink(missing_ok=True)
+                continue
             if path.name.startswith(REMOVED_PREFIX):
                 shutil.rmtree(path, ignore_errors=True)
                 continue

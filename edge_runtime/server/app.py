@@ -104,7 +104,7 @@ async def _feed_watchdog(svc: Services) -> None:
 
 def create_app(svc: Services) -> FastAPI:
     svc.metrics.watch(lambda: svc.cameras)
-    svc.events.project, svc.events.iteration = svc.settings.server.project, svc.predictor.iteration
+    svc.events.project, svc.events.iteration = svc.settings.server.project, ""  # each result's own iteration
     fetcher = UrlFetcher(svc.settings.server.url.max_concurrent)
 
     if svc.store is not None:
@@ -118,6 +118,8 @@ def create_app(svc: Services) -> FastAPI:
         retention = RetentionLoop(svc.janitor).start() if svc.janitor is not None else None
         if svc.pipeline is not None:
             svc.pipeline.start()
+        if svc.manager is not None:
+            svc.manager.start()
         watchdog = asyncio.create_task(_feed_watchdog(svc))
         systemd.notify("READY=1")
         try:
@@ -128,6 +130,8 @@ def create_app(svc: Services) -> FastAPI:
             svc.shutting_down.set()
             svc.events.close()
             fetcher.close()
+            if svc.manager is not None:
+                svc.manager.stop(STOP_TIMEOUT_S)
             if svc.pipeline is not None:
                 svc.pipeline.stop(STOP_TIMEOUT_S)
             if svc.sinks is not None:

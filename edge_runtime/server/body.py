@@ -26,12 +26,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import HttpError, PayloadTooLarge, Unauthorized, error_response, status_for
 
 ADMITTED = "edge_runtime.body_admitted"  # a scope key: set once the request may be read
+LONG_UPLOAD = "edge_runtime.long_upload"  # a scope key: (byte limit, seconds) of an admitted long upload
 BEFORE_AUTH = "a valid bearer token is required before the request's body is read"
 
 
 def admit(request: Request) -> None:
     """The request is authenticated (or needs no token): its body may now be read."""
     request.scope[ADMITTED] = True
+
+
+def allow_long_upload(request: Request, limit: int, timeout_s: float) -> None:
+    """An admitted upload that may be larger than the app's cap and take longer than the body
+    deadline (a model over a slow link): BodyGuard caps it at `limit`, and the connection
+    (connections.py) gives it `timeout_s` and never closes it to make room for another."""
+    if not request.scope.get(ADMITTED):
+        raise Unauthorized(BEFORE_AUTH)
+    request.scope[LONG_UPLOAD] = (limit, timeout_s)
 
 
 def declared_length(headers: Headers) -> int | None:
@@ -75,10 +85,11 @@ class BodyGuard:
 
         def check(size: int) -> None:
             nonlocal refused
+            limit = scope[LONG_UPLOAD][0] if LONG_UPLOAD in scope else self.limit
             if has_body and not scope.get(ADMITTED):
                 refused = Unauthorized(BEFORE_AUTH)
-            elif size > self.limit:
-                refused = PayloadTooLarge(f"the body is over the {self.limit}-byte limit")
+            elif size > limit:
+                refused = PayloadTooLarge(f"the body is over the {limit}-byte limit")
             if refused is not None:
                 raise refused
 

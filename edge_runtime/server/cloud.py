@@ -57,7 +57,7 @@ def _image_route(detect: bool) -> Handler:
         application: str | None = APPLICATION, svc: Services = Depends(services),
     ) -> Response:
         """An image as multipart field `imageData` or as the raw body (application/octet-stream)."""
-        model = svc.resolve(project_id, published_name).predictor
+        model = (await svc.served(project_id, published_name)).predictor
         _check_kind(model, detect)
         data = await predict._image_bytes(request, svc.settings.server.max_upload_bytes)
         return await predict._predict(svc, data, project_id, predictor=model)
@@ -71,7 +71,7 @@ def _url_route(detect: bool) -> Handler:
         application: str | None = APPLICATION, svc: Services = Depends(services),
     ) -> Response:
         """JSON {"url": ...}; off unless server.url.enabled, and only allow-listed hosts."""
-        model = svc.resolve(project_id, published_name).predictor
+        model = (await svc.served(project_id, published_name)).predictor
         _check_kind(model, detect)
         return _echo_project(await predict.fetch_and_predict(request, svc, model), project_id)
 

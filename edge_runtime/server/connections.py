@@ -11,7 +11,9 @@ protocol with three additions:
 - at most `max_connections` stay open: a new one closes the oldest connection that is
   waiting on its client (idle, or still sending headers or a body), and is refused with 503
   only when every open connection is busy with a response, so a flood of slow clients
-  cannot lock out /healthz.
+  cannot lock out /healthz;
+- an upload its route admitted after the token check (body.allow_long_upload: a model
+  sent over a slow link) has that route's deadline instead, and is never closed for room.
 
 Late clients get a short 408 and the connection is closed.
 
@@ -30,6 +32,8 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .body import LONG_UPLOAD
 
 log = logging.getLogger("edge_runtime.http")
 FD_RESERVE = 128  # descriptors kept for models, cameras, logs and the accept() batch
@@ -92,12 +96,17 @@ class GuardedH11Protocol(H11Protocol):
             return
         state = self.conn.their_state
         phase = "headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+        upload: tuple[int, float] | None = (
+            (self.scope or {}).get(LONG_UPLOAD) if phase == "body" and self.cycle is not None else None)  # type: ignore[assignment]
+        if upload is not None:
+            phase = "upload"  # admitted by its route: its own deadline, and never evicted for room
         if phase == self._phase:
             return
         self._cancel()
         self._phase, self._phase_since = phase, time.monotonic()
         if phase is not None:
-            timeout = self.limits.header_timeout_s if phase == "headers" else self.limits.body_timeout_s
+            timeout = (upload[1] if upload is not None else
+                       self.limits.header_timeout_s if phase == "headers" else self.limits.body_timeout_s)
             self._deadline = self.loop.call_later(timeout, self._expire)
 
     def _expire(self) -> None:
@@ -117,7 +126,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _make_room(self) -> None:
         idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self
-                and c._phase is not None and not c.transport.is_closing()]
+                and c._phase not in (None, "upload") and not c.transport.is_closing()]
         if idle:
             oldest = min(idle, key=lambda c: c._phase_since)
             log.warning("at the %d-connection cap: closed the oldest one waiting on its client, from %s",

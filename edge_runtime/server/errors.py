@@ -25,6 +25,7 @@ from ..errors import (
     LabelsError,
     first_line,
 )
+from ..model.slot import ModelUnavailable
 from ..publish.registry import UnknownModel
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,18 @@ class Busy(HttpError):
     """A bounded resource (such as the POST /url threads) is in full use: try again."""
 
 
+class Refused(HttpError):
+    """An update to the model store failed its checks; the active version is unchanged."""
+
+
+class Conflict(HttpError):
+    """The change asked for cannot be made as things are (e.g. no earlier version)."""
+
+
+class NoSpace(HttpError):
+    """Not enough free disk space for what was sent."""
+
+
 # Most specific first is not needed: the lookup walks each exception's MRO.
 STATUS: dict[type[Exception], tuple[int, str]] = {
     PayloadTooLarge: (413, "BadRequestImageSizeBytes"),
@@ -79,6 +92,10 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     NotFound: (404, "NotFound"),
     UpstreamError: (502, "BadGateway"),
     Busy: (503, "ServiceUnavailable"),
+    ModelUnavailable: (503, "ServiceUnavailable"),
+    Refused: (422, "ModelRefused"),
+    Conflict: (409, "Conflict"),
+    NoSpace: (507, "InsufficientStorage"),
     LabelsError: (500, "InternalServerError"),
     InferenceError: (500, "InternalServerError"),
     ConfigError: (500, "InternalServerError"),

@@ -27,7 +27,7 @@ async def readyz(request: Request, svc: Services = Depends(services)) -> JSONRes
     states = {c.id: c.state.value for c in svc.cameras}
     online = any(s == CameraState.ONLINE.value for s in states.values())
     running = svc.healthy  # no run stuck in the model, no thread dead
-    ready = svc.predictor is not None and (online or not svc.cameras) and running
+    ready = svc.models.default.slot.active is not None and (online or not svc.cameras) and running
     body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
     if auth_of(request).authenticated(request):
         body.update(model=True, cameras=states, pipeline="ok" if running else "unhealthy")
@@ -46,15 +46,16 @@ async def metrics(svc: Services = Depends(services)) -> Response:
 
 @router.get("/model", summary="What the loaded model is and how it is fed")
 async def model(svc: Services = Depends(services)) -> dict[str, Any]:
-    spec, bundle = svc.predictor.spec, svc.predictor.bundle
+    model = (await svc.served(None, None)).predictor
+    spec, bundle = model.spec, model.bundle
     return {
         "variant": spec.variant.value,
         "domain": spec.domain,
-        "iteration": svc.predictor.iteration,
+        "iteration": model.iteration,
         "input": spec.input.to_json(),
         "labels": list(spec.labels or ()),
         "manifest": bundle.manifest,
         "metadata": dict(spec.metadata),
-        "providers": svc.predictor.model.providers,
+        "providers": model.model.providers,
         "info": bundle.info,
     }

@@ -60,7 +60,7 @@ async def cameras(svc: Services = Depends(services)) -> list[dict[str, Any]]:
 
 @protected.get("/predictions/latest", summary="The newest result of one camera, or of each")
 async def latest(camera: str | None = None, svc: Services = Depends(services)) -> dict[str, Any]:
-    project, iteration = svc.settings.server.project, svc.predictor.iteration
+    project, iteration = svc.settings.server.project, ""  # each result's own: the version that made it
     if camera is None and len(svc.cameras) != 1:
         return {cid: r.to_json(project, iteration) for cid, r in svc.latest.all().items()}
     result = svc.latest.get(_camera_id(svc, camera))

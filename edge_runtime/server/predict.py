@@ -71,8 +71,9 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     return data
 
 
-async def _predict(svc: Services, data: bytes, project: str = "", predictor: Predictor | None = None) -> Response:
-    model = predictor or svc.predictor
+async def _predict(svc: Services, data: bytes, project: str = "", *, predictor: Predictor) -> Response:
+    """`predictor` was taken once for this request: a swap meanwhile does not change it."""
+    model = predictor
 
     def work() -> bytes:
         # the image's share of the decode budget is held until its prediction is done
@@ -84,22 +85,22 @@ async def _predict(svc: Services, data: bytes, project: str = "", predictor: Pre
     return Response(await run_in_threadpool(work), media_type="application/json")
 
 
-def _served(request: Request, svc: Services) -> Predictor:
+async def _served(request: Request, svc: Services) -> Predictor:
     """The container's routes name a project and a published name; /image names neither."""
     params = request.path_params
-    return svc.resolve(params.get("project"), params.get("published_name")).predictor
+    return (await svc.served(params.get("project"), params.get("published_name"))).predictor
 
 
 async def predict_image(request: Request, svc: Services = Depends(services)) -> Response:
     """Predict on an image sent as the raw body or as the multipart field `imageData`."""
-    model = _served(request, svc)  # an unknown name is refused before the body is read
+    model = await _served(request, svc)  # an unknown name is refused before the body is read
     return await _predict(svc, await _image_bytes(request, svc.settings.server.max_upload_bytes), predictor=model)
 
 
 async def predict_url(request: Request, svc: Services = Depends(services)) -> Response:
     """Fetch an image from an allow-listed host:port and predict on it (off unless enabled).
     The body, JSON {"url": ...}, is read only when it is on."""
-    return await fetch_and_predict(request, svc, _served(request, svc))
+    return await fetch_and_predict(request, svc, await _served(request, svc))
 
 
 async def fetch_and_predict(request: Request, svc: Services, predictor: Predictor) -> Response:

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from .. import forwarders
 from ..capture.view import CameraRunner, CameraView
@@ -14,6 +15,7 @@ from ..events.retention import Janitor
 from ..events.store import EventStore
 from ..metrics import Metrics
 from ..model.predictor import Predictor
+from ..publish.manager import ModelManager
 from ..publish.registry import Registry, Served
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
 from .auth import Auth
@@ -21,7 +23,7 @@ from .auth import Auth
 
 @dataclass
 class Services:
-    predictor: Predictor
+    predictor: Predictor  # the default model as the server started; `model` is the one answering now
     settings: Settings
     auth: Auth = field(default_factory=lambda: Auth(None, 3600))  # the token, and sessions signed with it
     cameras: list[CameraView] = field(default_factory=list)  # Cameras, or the reports of cameras in workers
@@ -35,20 +37,43 @@ class Services:
     janitor: Janitor | None = None  # the store's retention, swept every minute while the app runs
     forwarding: forwarders.Plan | None = None  # the forwarders the app starts over the store
     registry: Registry | None = None  # the published models by name; None: the predictor alone
+    manager: ModelManager | None = None  # swaps versions in while the server runs; None: no model store
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if self.registry is None:
+            self.registry = Registry.single("default", self.predictor)
+
+    @property
+    def models(self) -> Registry:
+        assert self.registry is not None  # set in __post_init__
+        return self.registry
+
+    @property
+    def model(self) -> Predictor:
+        """The default model's active version (what POST /image and /model answer with)."""
+        return self.models.default.slot.get()
 
     @property
     def healthy(self) -> bool:
         """The cameras' pipeline alive, and no run in the server's session (an upload's,
         or a camera's in-process) stuck in the model; workers watch their own sessions."""
         pipeline_ok = self.pipeline is None or self.pipeline.healthy
-        return pipeline_ok and not self.predictor.model.stuck
+        active = self.models.default.slot.active  # None while unload-first loads: not stuck
+        return pipeline_ok and not (active is not None and active.predictor.model.stuck)
 
     def resolve(self, project: str | None, name: str | None) -> Served:
         """The model that answers this project id and published name (publish/registry.py);
-        the default model when the route names none (POST /image)."""
-        registry = self.registry or Registry(Served("default", None, self.predictor))
-        return registry.default if name is None else registry.resolve(project or "", name)
+        the default model when the route names none (POST /image). Off the event loop: it
+        waits while an unload-first swap loads the model."""
+        return self.models.default.served() if name is None else self.models.resolve(project or "", name)
+
+    async def served(self, project: str | None, name: str | None) -> Served:
+        """`resolve` for a route: at once when the model is there, in a thread while it loads."""
+        entry = self.models.default if name is None else self.models.models.get(name)
+        if entry is not None and entry.slot.active is None:
+            return await run_in_threadpool(self.resolve, project, name)
+        return self.resolve(project, name)
 
     def camera(self, camera_id: str | None) -> CameraView | None:
         if camera_id is None:

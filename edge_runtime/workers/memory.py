@@ -5,23 +5,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+from ..service.rss import rss_bytes
 
-
-def rss_bytes(pid: int) -> int | None:
-    """The process's resident set size (Linux /proc), or None if unknown or gone."""
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE
-    except (OSError, ValueError, IndexError):
-        return None
-
+__all__ = ["MemoryCollector", "rss_bytes"]
 
 class MemoryCollector(Collector):
     def __init__(self, processes: Callable[[], dict[str, int | None]]) -> None:

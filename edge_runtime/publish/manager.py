@@ -1,0 +1,428 @@
+"""Versions swapped in while the server runs: load beside, warm up, verify, switch, and
+roll back by itself when a version fails or misbehaves.
+
+    manager = ModelManager(store, registry, loader, settings)
+    manager.publish(Update(Path("export.zip"), "shelf", source="http"))  # active when it returns
+    manager.start()   # sees `edge-runtime publish` from the command line; watches new versions
+
+Every update, whatever delivered it (publish/update.py), goes the same way:
+
+1. staged into the store as the next version, not active (store.add);
+2. its signature checked when `models.public_key` is set, and a signed version older than the
+   active one (a replayed old release) refused unless a rollback asks for it;
+3. loaded beside the active version with the server's own options (or, with
+   `models.swap: unload-first`, after the active one is unloaded: requests wait meanwhile);
+4. warmed up on the recent frames of the cameras that use it (the built-in sample photos
+   when none has one) and verified: outputs finite, the same kind of model (a detector does not
+   replace a classifier under one name), and, with a labelled folder (`eval_dir`, or
+   `models.path/NAME/eval/`), top-1 accuracy no worse than the active version's by more
+   than `models.eval_margin`;
+5. made active in the store (state.json, atomically), then in the slot that requests and
+   camera frames take it from (model/slot.py); listeners (worker processes) are told.
+
+A version that fails a step never becomes active: it is removed, the reason is logged in one
+line, counted, shown in /api/models and recorded. For `models.probation_s` after a swap the
+new version is watched; failed runs or non-finite outputs roll it back to the previous
+version by themselves. A version the command line made active is taken through steps 3 to 5
+when the server sees it, and rolled back in the store if it fails there.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, EdgeRuntimeError, ModelStoreError
+from ..model.imageio import read_image
+from ..model.predictor import Predictor
+from ..model.slot import ModelSlot
+from ..paths import DEMO_SAMPLES
+from ..service.rss import rss_bytes
+from . import evaluate
+from .registry import Entry, Registry
+from .store import ModelStore, check_name
+from .update import Update
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0  # how often the store is looked at for changes made from the command line
+FREE_WAIT_S = 30.0  # unload-first: how long the old session may take to be released
+WARM_UP_FRAMES = 3
+EVAL_DIR = "eval"
+
+Loader = Callable[[Path, str], Predictor]  # a version's folder and its name -> a loaded, warmed predictor
+Frames = Callable[[str], Sequence[np.ndarray]]  # recent frames of the cameras that use a name
+Listener = Callable[[str, Path, int], None]  # told of each swap: name, version folder, version
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The `models:` settings the manager acts on."""
+
+    swap: str = "beside"  # or "unload-first"
+    probation_s: float = 300.0
+    probation_failures: int = 3  # failed or non-finite runs in probation that roll a version back
+    eval_margin: float = 0.02
+    public_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of a name's active version (or a version refused before it became one)."""
+
+    name: str
+    project: str | None
+    old_version: int | None
+    new_version: int | None
+    old_iteration: str
+    new_iteration: str
+    reason: str  # "publish", "rollback", "auto-rollback", "unpublish", "refused"
+    detail: str
+    source: str
+    at: float
+
+
+@dataclass
+class Status:
+    """What /api/models and /metrics show of a name beyond its active version."""
+
+    state: str = "active"  # "active", "loading", "unloaded-for-swap", "probation"
+    last_error: str = ""
+    last_error_at: float | None = None
+    refused: int = 0
+    rolled_back: int = 0
+    swaps: int = 0
+    last_swap_s: float | None = None  # from the start of the load to the switch
+    probation_until: float | None = None
+    changes: list[Change] = field(default_factory=list)
+
+
+class ModelManager:
+    def __init__(self, store: ModelStore, registry: Registry, loader: Loader, policy: Policy | None = None,
+                 frames: Frames | None = None, record: Callable[[Change], None] | None = None,
+                 signature_check: Callable[[Path, Path | None, Path | None], bool] | None = None,
+                 release_of: Callable[[Path], Any] | None = None) -> None:
+        """`signature_check(folder, signature, public_key)` and `release_of(folder)` come from
+        signing.py (an optional extra); without them a configured key refuses every update."""
+        self.store, self.registry, self.loader = store, registry, loader
+        self.policy = policy or Policy()
+        self.frames = frames or (lambda name: ())
+        self.record = record
+        self.signature_check, self.release_of = signature_check, release_of
+        self.listeners: list[Listener] = []
+        self.status: dict[str, Status] = {}
+        self._lock = threading.RLock()  # one change at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def start(self) -> ModelManager:
+        self._thread = threading.Thread(target=self._watch, name="models", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                self.tick()
+            except Exception as exc:  # the watcher serves every name: it must not die
+                log.error("model store: %s", exc if isinstance(exc, EdgeRuntimeError) else repr(exc))
+
+    def tick(self) -> None:
+        """One look: probation verdicts, then what the command line changed in the store."""
+        self.check_probation()
+        self.refresh()
+
+    # ---- changes -----------------------------------------------------------------------------
+
+    def publish(self, update: Update) -> Entry:
+        """Stage, check, load, warm up, verify and swap in `update`; the active version is
+        unchanged on any error (an EdgeRuntimeError with the one-line reason)."""
+        name = check_name(update.name)
+        with self._lock:
+            version = self.store.add(update.path, name, update.project, verify=False)
+            folder = self.store.version_path(name, version)
+            try:
+                self._check_signature(update, folder)
+                entry = self._swap_in(name, version, folder, update.project, update.eval_dir, "publish",
+                                      update.source)
+            except EdgeRuntimeError as exc:
+                self._refused(name, version, update.source, str(exc))
+                try:
+                    self.store.discard(name, version)
+                except (EdgeRuntimeError, OSError) as gone:
+                    log.warning("%s v%d: %s", name, version, gone)
+                raise
+            return entry
+
+    def rollback(self, name: str, reason: str = "rollback", source: str = "http", detail: str = "") -> Entry:
+        """The version before the active one, loaded, checked and swapped in."""
+        with self._lock:
+            state = self.store.state(check_name(name))
+            if state is None or state.previous is None:
+                raise ModelStoreError(f"{name} has no earlier version to go back to" if state else
+                                      f"no model published as {name!r}")
+            previous = state.previous
+            folder = self.store.version_path(name, previous)
+            if not folder.is_dir():
+                raise ModelStoreError(f"{name} v{previous} is no longer on the disk")
+            return self._swap_in(name, previous, folder, None, None, reason, source, detail=detail,
+                                 activate=lambda: self.store.rollback(name, reason, verify=False))
+
+    def unpublish(self, name: str, source: str = "http", in_use: Sequence[str] = ()) -> None:
+        """Stop serving `name` and remove it from the store. The default model, and a model a
+        camera runs, are refused: unpublishing must not stop a camera."""
+        with self._lock:
+            entry = self.registry.entry(check_name(name))
+            if name in in_use:
+                raise ModelStoreError(f"{name} is the model of a camera; change the camera's model first")
+            if entry is not None:
+                self.registry.remove(name)
+            self.store.unpublish(name)
+            active = entry.slot.active if entry else None
+            self._record(name, entry.project if entry else None, active, None, "unpublish", source, "")
+            self.status.pop(name, None)
+
+    def refresh(self) -> None:
+        """Take in what changed in the store without this server: a publish or rollback from
+        the command line (loaded, checked and swapped; rolled back in the store if it fails
+        here), a name published or unpublished."""
+        with self._lock:
+            names = set(self.store.names())
+            for name in sorted(names):
+                try:
+                    state = self.store.state(name)
+                except EdgeRuntimeError as exc:
+                    self._note_error(name, str(exc))
+                    continue
+                if state is None or state.active is None:
+                    continue
+                entry = self.registry.entry(name)
+                active = entry.slot.active if entry else None
+                if entry is not None and entry.project != state.project:
+                    entry.project = state.project
+                if active is not None and active.version == state.active:
+                    continue
+                if active is not None and active.version is None:
+                    continue  # served from the command line's own path: the store does not change it
+                if self._known_bad(name, state.active):
+                    continue
+                folder = self.store.version_path(name, state.active)
+                reason = state.history[-1].reason or "publish"
+                try:
+                    self._swap_in(name, state.active, folder, state.project, None, reason, "cli", activate=None)
+                except EdgeRuntimeError as exc:
+                    self._refused(name, state.active, "cli", str(exc))
+                    if state.previous is not None and active is not None:
+                        self.store.rollback(name, "auto-rollback", verify=False)
+                        self._record(name, state.project, None, active, "auto-rollback", "cli", str(exc),
+                                     new_version=active.version)
+            for name in [n for n, e in self.registry.models.items()
+                         if n not in names and e.slot.active is not None and e.slot.active.version is not None]:
+                if name != self.registry.default.name:  # unpublished from the command line
+                    entry = self.registry.entry(name)
+                    self.registry.remove(name)
+                    self._record(name, entry.project if entry else None, entry.slot.active if entry else None,
+                                 None, "unpublish", "cli", "")
+
+    def check_probation(self, now: float | None = None) -> None:
+        """Roll back a version that failed runs or gave non-finite outputs in its first
+        minutes; end the probation of one that did not."""
+        now = time.time() if now is None else now
+        for name, status in list(self.status.items()):
+            if status.probation_until is None:
+                continue
+            entry = self.registry.entry(name)
+            active = entry.slot.active if entry else None
+            if active is None:
+                continue
+            health = active.predictor.health
+            bad = health.errors + health.non_finite
+            if bad >= self.policy.probation_failures:
+                detail = (f"v{active.version} misbehaved in its first minutes: {health.errors} failed runs, "
+                          f"{health.non_finite} with outputs that are not finite, of {health.runs}")
+                health.watching, status.probation_until = False, None
+                log.error("%s: %s; rolling back", name, detail)
+                try:
+                    self.rollback(name, "auto-rollback", "probation", detail=detail)
+                except EdgeRuntimeError as exc:
+                    self._note_error(name, f"{detail}; rollback failed: {exc}")
+                    continue
+                status.rolled_back += 1
+                self._note_error(name, detail)
+            elif now >= status.probation_until:
+                health.watching, status.probation_until, status.state = False, None, "active"
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _check_signature(self, update: Update, folder: Path) -> None:
+        key = self.policy.public_key
+        if key is None:
+            return
+        if self.signature_check is None:
+            raise ConfigError("models.public_key is set but signatures cannot be checked: "
+                              "pip install 'edge-runtime[signing]'")
+        self.signature_check(folder, update.signature, key)  # raises SignatureError with the reason
+        if update.source == "rollback" or self.release_of is None:
+            return
+        entry = self.registry.entry(update.name)
+        active = entry.slot.active if entry else None
+        if active is None or active.version is None:
+            return
+        new, old = self.release_of(folder), self.release_of(Path(active.predictor.bundle.root))
+        if new is not None and old is not None and new < old:
+            raise ModelStoreError(f"refused: this signed export was made {new:%Y-%m-%d %H:%M} UTC, before the active "
+                                  f"v{active.version} ({old:%Y-%m-%d %H:%M} UTC); roll back to go to an older one")
+
+    def _swap_in(self, name: str, version: int, folder: Path, project: str | None, eval_dir: Path | None,
+                 reason: str, source: str, detail: str = "",
+                 activate: Callable[[], object] | bool | None = True) -> Entry:
+        """Steps 3 to 5. `activate`: True to make `version` active in the store after the
+        checks, a callable that does it, None when the store already names it."""
+        entry = self.registry.entry(name)
+        old = entry.slot.active if entry else None
+        status = self.status.setdefault(name, Status())
+        started = time.monotonic()
+        unload_first = self.policy.swap == "unload-first" and entry is not None and old is not None
+        if unload_first:
+            assert entry is not None
+            self._unload(entry, f"v{version}")
+        status.state = "loading"
+        try:
+            before = rss_bytes()
+            predictor = self.loader(folder, name)
+            after = rss_bytes()
+            memory = after - before if before is not None and after is not None else None
+            self._verify(name, predictor, old.predictor if old else None, eval_dir)
+        except Exception as exc:
+            status.state = "active"
+            if unload_first and entry is not None and old is not None:
+                self._reload(entry, old.version)
+            raise exc if isinstance(exc, EdgeRuntimeError) else ModelStoreError(f"{name} v{version}: {exc}") from exc
+        if activate is True:
+            self.store.activate(name, version, reason, project)
+        elif callable(activate):
+            activate()
+        predictor.health.watching = True
+        if entry is None:
+            entry = Entry(name, project, ModelSlot(name, predictor, version, memory))
+            self.registry.add(entry)
+        else:
+            freed = f"{name} v{old.version}" if old else name
+            entry.slot.swap(predictor, version, memory, on_freed=lambda: log.info("%s freed", freed))
+            if project is not None:
+                entry.project = project
+        status.state, status.swaps = "probation", status.swaps + 1
+        status.last_swap_s = time.monotonic() - started
+        status.probation_until = time.time() + self.policy.probation_s
+        log.info("%s v%s is active (%s, from %s; loaded and verified in %.1f s%s)", name, version, reason, source,
+                 status.last_swap_s, f", {memory / 2**20:.0f} MB" if memory else "")
+        self._record(name, entry.project, old, entry.slot.active, reason, source, detail)
+        for listener in self.listeners:
+            try:
+                listener(name, folder, version)
+            except Exception as exc:
+                log.error("%s v%d: telling a listener failed: %s", name, version, exc)
+        return entry
+
+    def _verify(self, name: str, new: Predictor, old: Predictor | None, eval_dir: Path | None) -> None:
+        if old is not None and old.spec.variant.is_detection != new.spec.variant.is_detection:
+            kinds = ("an object detector", "a classifier")
+            raise ModelStoreError(f"{name}: {kinds[not new.spec.variant.is_detection]} cannot replace "
+                                  f"{kinds[not old.spec.variant.is_detection]} under one name; publish it under "
+                                  "another name")
+        for frame in self._warm_up_frames(name):
+            outputs = new.infer(new.prepare(frame).tensor)
+            for key, value in outputs.items():
+                if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise ModelStoreError(f"{name}: output {key} is not finite on a warm-up frame")
+            new.predict(frame)
+        folder = eval_dir or self.store.root / name / EVAL_DIR
+        if not folder.is_dir() or new.spec.variant.is_detection:
+            if eval_dir is not None and new.spec.variant.is_detection:
+                raise ModelStoreError(f"{name}: an accuracy gate (--eval) is for classifiers; this is a detector")
+            return
+        new_accuracy = evaluate.accuracy(new, folder)
+        if old is None:
+            return
+        old_accuracy = evaluate.accuracy(old, folder)
+        if new_accuracy < old_accuracy - self.policy.eval_margin:
+            raise ModelStoreError(f"{name}: top-1 accuracy on {folder} is {new_accuracy:.1%}, below the active "
+                                  f"version's {old_accuracy:.1%} by more than {self.policy.eval_margin:.1%}")
+        log.info("%s: top-1 accuracy on %s %.1f%% (active version %.1f%%)", name, folder, 100 * new_accuracy,
+                 100 * old_accuracy)
+
+    def _warm_up_frames(self, name: str) -> list[np.ndarray]:
+        frames = list(self.frames(name))[:WARM_UP_FRAMES]
+        if frames:
+            return frames
+        return [read_image(p) for p in sorted(DEMO_SAMPLES.glob("*.jpg"))[:WARM_UP_FRAMES]]
+
+    def _unload(self, entry: Entry, loading: str) -> None:
+        """unload-first: empty the slot, and wait for running requests to let the old go."""
+        status = self.status.setdefault(entry.name, Status())
+        status.state = "unloaded-for-swap"
+        freed = threading.Event()
+        old = entry.slot.unload(loading, on_freed=freed.set)
+        log.warning("%s: unloaded before loading %s (models.swap: unload-first); requests wait for the load",
+                    entry.name, loading)
+        del old
+        deadline = time.monotonic() + FREE_WAIT_S
+        while not freed.is_set() and time.monotonic() < deadline:
+            gc.collect()
+            freed.wait(0.05)
+
+    def _reload(self, entry: Entry, version: int | None) -> None:
+        """unload-first, after a failed load: the version that was active, back in its slot."""
+        path = self.store.version_path(entry.name, version) if version else None
+        if path is None:
+            return
+        try:
+            entry.slot.swap(self.loader(path, entry.name), version)
+        except EdgeRuntimeError as exc:
+            self._note_error(entry.name, f"v{version} could not be loaded again: {exc}")
+
+    def _known_bad(self, name: str, version: int) -> bool:
+        status = self.status.get(name)
+        return bool(status and status.changes and status.changes[-1].reason == "refused"
+                    and status.changes[-1].new_version == version)
+
+    def _refused(self, name: str, version: int, source: str, reason: str) -> None:
+        log.error("%s v%d refused (%s): %s", name, version, source, reason)
+        status = self.status.setdefault(name, Status())
+        status.refused += 1
+        self._note_error(name, reason)
+        entry = self.registry.entry(name)
+        self._record(name, entry.project if entry else None, entry.slot.active if entry else None, None,
+                     "refused", source, reason, new_version=version)
+
+    def _note_error(self, name: str, reason: str) -> None:
+        status = self.status.setdefault(name, Status())
+        status.last_error, status.last_error_at = reason, time.time()
+
+    def _record(self, name: str, project: str | None, old: Any, new: Any, reason: str, source: str, detail: str,
+                new_version: int | None = None) -> None:
+        change = Change(name, project, old.version if old else None,
+                        new.version if new else new_version,
+                        old.predictor.iteration if old else "", new.predictor.iteration if new else "",
+                        reason, detail, source, time.time())
+        status = self.status.setdefault(name, Status())
+        status.changes = [*status.changes[-19:], change]
+        if self.record is not None:
+            try:
+                self.record(change)
+            except EdgeRuntimeError as exc:  # a full event store does not stop a swap
+                log.error("%s: the change could not be recorded: %s", name, exc)

@@ -74,8 +74,11 @@ def color_classifier(
     metadata: dict[str, str] | None = None,
     scale: float = 10.0,
     tags: int = 3,
+    nan_on_empty_channel: bool = False,
 ) -> bytes:
-    """Newer layout: `data` [1,3,size,size] RGB -> `model_output` probabilities [1,tags]."""
+    """Newer layout: `data` [1,3,size,size] RGB -> `model_output` probabilities [1,tags].
+    `nan_on_empty_channel`: outputs are NaN for an image with a channel at zero (a solid
+    colour), finite for a photo: a version that passes warm-up and misbehaves later."""
     nodes: list = []  # type: ignore[type-arg]
     inits = [
         numpy_helper.from_array(np.eye(3, dtype=np.float32)[::-1].copy(), "rev"),
@@ -88,7 +91,11 @@ def color_classifier(
         nodes.append(helper.make_node("Cast", ["data"], ["data32"], to=TensorProto.FLOAT))
         source = "data32"
     means = _channel_means(source, nodes, bgr_input=False)
-    nodes.append(helper.make_node("Gemm", [means, "w", "b"], ["logits"]))
+    nodes.append(helper.make_node("Gemm", [means, "w", "b"], ["logits0" if nan_on_empty_channel else "logits"]))
+    if nan_on_empty_channel:  # log(0) * 0 is NaN; log(x) * 0 is 0 for any x > 0
+        nodes.append(helper.make_node("Log", [means], ["log_means"]))
+        nodes.append(helper.make_node("Mul", ["log_means", "zero3"], ["poison"]))
+        nodes.append(helper.make_node("Add", ["logits0", "poison"], ["logits"]))
     final = "Sigmoid" if multilabel else "Softmax"
     out = "probs32" if dtype == TensorProto.FLOAT16 else "model_output"
     nodes.append(helper.make_node(final, ["logits"], [out], **({} if multilabel else {"axis": 1})))

@@ -153,7 +153,11 @@ class ModelManager:
         unchanged on any error (an EdgeRuntimeError with the one-line reason)."""
         name = check_name(update.name)
         with self._lock:
-            version = self.store.add(update.path, name, update.project, verify=False)
+            try:
+                version = self.store.add(update.path, name, update.project, verify=False)
+            except EdgeRuntimeError as exc:
+                self._refused(name, None, update.source, str(exc))
+                raise
             folder = self.store.version_path(name, version)
             try:
                 self._check_signature(update, folder)
@@ -400,8 +404,8 @@ class ModelManager:
         return bool(status and status.changes and status.changes[-1].reason == "refused"
                     and status.changes[-1].new_version == version)
 
-    def _refused(self, name: str, version: int, source: str, reason: str) -> None:
-        log.error("%s v%d refused (%s): %s", name, version, source, reason)
+    def _refused(self, name: str, version: int | None, source: str, reason: str) -> None:
+        log.error("%s%s refused (%s): %s", name, f" v{version}" if version else "", source, reason)
         status = self.status.setdefault(name, Status())
         status.refused += 1
         self._note_error(name, reason)

@@ -96,8 +96,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         state = self.conn.their_state
         phase = "headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
-        upload: tuple[int, float] | None = (
-            (self.scope or {}).get(LONG_UPLOAD) if phase == "body" and self.cycle is not None else None)  # type: ignore[assignment]
+        upload = self._upload() if phase == "body" else None
         if upload is not None:
             phase = "upload"  # admitted by its route: its own deadline, and never evicted for room
         if phase == self._phase:
@@ -109,8 +108,20 @@ class GuardedH11Protocol(H11Protocol):
                        self.limits.header_timeout_s if phase == "headers" else self.limits.body_timeout_s)
             self._deadline = self.loop.call_later(timeout, self._expire)
 
+    def _upload(self) -> tuple[int, float] | None:
+        """(limit, seconds) when the route admitted this request's body as a long upload."""
+        upload = (self.scope or {}).get(LONG_UPLOAD) if self.cycle is not None else None
+        return upload if isinstance(upload, tuple) else None
+
     def _expire(self) -> None:
         self._deadline = None
+        upload = self._upload() if self._phase == "body" else None
+        if upload is not None:  # admitted after the body deadline started: the upload's own, from the headers
+            self._phase = "upload"
+            left = upload[1] - (time.monotonic() - self._phase_since)
+            if left > 0:
+                self._deadline = self.loop.call_later(left, self._expire)
+                return
         log.warning("closed a connection from %s: its request %s took too long", self._peer(), self._phase)
         self._close(TIMED_OUT)
 
@@ -126,7 +137,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def _make_room(self) -> None:
         idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self
-                and c._phase not in (None, "upload") and not c.transport.is_closing()]
+                and c._phase is not None and c._phase != "upload" and c._upload() is None
+                and not c.transport.is_closing()]
         if idle:
             oldest = min(idle, key=lambda c: c._phase_since)
             log.warning("at the %d-connection cap: closed the oldest one waiting on its client, from %s",

@@ -1,0 +1,274 @@
+"""Versions swapped in while a real server answers: PUT, the command line, rollback by hand
+and by itself, checks that refuse a version, unload-first, and a camera switching between
+two frames. Real exports, real onnxruntime sessions, a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import pytest
+
+from edge_runtime.config import load_settings
+from edge_runtime.publish.store import ModelStore
+from edge_runtime.serve import build_services
+from edge_runtime.server import create_app
+from tests import models
+from tests.conftest import solid, wait_for
+from tests.server_util import running
+
+TOKEN = "swap-token-0123456789"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+PHOTO = (Path(__file__).resolve().parent.parent / "edge_runtime/demo/samples/coffee.jpg").read_bytes()
+RED = cv2.imencode(".png", solid((0, 0, 255), 320, 240))[1].tobytes()
+
+
+def export(root: Path, name: str, iteration: str, labels=models.COLOR_TAGS, **kind: object) -> Path:
+    """A colour classifier export with its own iteration id, zipped."""
+    folder = models.write_export(root / name, models.color_classifier(**kind), labels,  # type: ignore[arg-type]
+                                 metadata=models.modern_metadata())
+    manifest = json.loads((folder / "cvexport.manifest").read_text())
+    manifest["IterationId"] = iteration
+    (folder / "cvexport.manifest").write_text(json.dumps(manifest))
+    return models.zip_folder(folder, root / f"{name}.zip")
+
+
+ITER = [f"00000000-0000-0000-0000-00000000000{i}" for i in range(1, 6)]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    ModelStore.open(root).publish(export(tmp_path, "v1", ITER[1]), "shelf")
+    return root
+
+
+def app_over(store: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    settings = load_settings(env={}, overrides={"models": {"path": str(store), "probation_s": 60,
+                                                           **overrides.pop("models", {})}, **overrides})
+    svc = build_services(settings, env={"EDGE_RUNTIME_TOKEN": TOKEN})
+    return create_app(svc), svc
+
+
+def put(url: str, path: Path, name: str = "shelf", **params: str) -> httpx.Response:
+    return httpx.put(f"{url}/api/models/{name}", content=path.read_bytes(), params=params, headers=BEARER, timeout=60)
+
+
+def listed(url: str) -> dict[str, dict]:
+    return {m["name"]: m for m in httpx.get(f"{url}/api/models", headers=BEARER, timeout=10).json()}
+
+
+class Hammer:
+    """Clients posting photos all the time, counting every answer and the iterations seen."""
+
+    def __init__(self, url: str, clients: int = 4) -> None:
+        self.url, self.stop = url, threading.Event()
+        self.statuses: list[int] = []
+        self.iterations: list[str] = []
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, headers=BEARER, timeout=30) as http:
+            while not self.stop.is_set():
+                r = http.post("/customvision/v3.1/prediction/any/classify/iterations/shelf/image", content=PHOTO)
+                self.statuses.append(r.status_code)
+                if r.status_code == 200:
+                    self.iterations.append(r.json()["iteration"])
+
+    def __enter__(self) -> Hammer:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+@pytest.mark.timeout(120)
+def test_a_put_swaps_in_each_new_version_while_every_request_keeps_answering(store, tmp_path):
+    app, _ = app_over(store)
+    with running(app) as url, Hammer(url) as hammer:
+        assert wait_for(lambda: len(hammer.statuses) > 10, timeout=20)
+        for i, iteration in ((2, ITER[2]), (3, ITER[3])):
+            r = put(url, export(tmp_path, f"v{i}", iteration))
+            assert r.status_code == 201, r.text
+            assert r.json()["version"] == i and r.json()["iteration"] == iteration
+            seen = len(hammer.iterations)
+            assert wait_for(lambda: len(hammer.iterations) > seen + 5, timeout=20)
+    assert hammer.statuses and set(hammer.statuses) == {200}  # no request failed during the swaps
+    assert hammer.iterations[0] == ITER[1] and hammer.iterations[-1] == ITER[3]
+    assert ITER[2] in hammer.iterations
+    # and the store says so: v3 active, v2 before it
+    state = ModelStore(store).state("shelf")
+    assert state is not None and state.active == 3 and state.previous == 2
+
+
+@pytest.mark.timeout(120)
+def test_a_version_that_fails_its_checks_never_becomes_active(store, tmp_path, exports):
+    app, _ = app_over(store)
+    corrupt = tmp_path / "corrupt"
+    models.write_export(corrupt, models.color_classifier(), models.COLOR_TAGS, sha1="0" * 40)
+    detector = models.zip_folder(exports["yolo"], tmp_path / "yolo.zip")
+    with running(app) as url:
+        for bad, words in ((models.zip_folder(corrupt, tmp_path / "corrupt.zip"), "sha-1"),
+                           (detector, "cannot replace a classifier"),
+                           (tmp_path / "not-a-zip.zip", "")):
+            if not bad.exists():
+                bad.write_bytes(b"PK\x03\x04 not really a zip")
+            r = put(url, bad)
+            assert r.status_code == 422, r.text
+            assert r.json()["code"] == "ModelRefused" and "\n" not in r.json()["message"]
+            assert words in r.json()["message"].lower()
+        shelf = listed(url)["shelf"]
+        assert shelf["version"] == 1 and shelf["refused"] == 3 and shelf["lastError"]
+        assert httpx.post(f"{url}/image", content=PHOTO, headers=BEARER).json()["iteration"] == ITER[1]
+    assert ModelStore(store).state("shelf").active == 1  # type: ignore[union-attr]
+    assert sorted(p.name for p in (store / "shelf").iterdir() if p.name.startswith("v")) == ["v1"]
+
+
+@pytest.mark.timeout(120)
+def test_a_version_whose_outputs_go_bad_after_its_swap_is_rolled_back_by_itself(store, tmp_path):
+    app, svc = app_over(store)
+    poisoned = export(tmp_path, "nan", ITER[2], nan_on_empty_channel=True)  # fine on photos (its warm-up)
+    with running(app) as url:
+        assert put(url, poisoned).status_code == 201
+        assert listed(url)["shelf"]["state"] == "probation"
+        for _ in range(3):  # a solid colour: its outputs are NaN
+            httpx.post(f"{url}/image", content=RED, headers=BEARER, timeout=30)
+        assert wait_for(lambda: listed(url)["shelf"]["version"] == 1, timeout=10)
+        shelf = listed(url)["shelf"]
+        assert shelf["rolledBack"] == 1 and "not finite" in shelf["lastError"]
+        assert shelf["changes"][-1]["reason"] == "auto-rollback"
+        assert httpx.post(f"{url}/image", content=RED, headers=BEARER).json()["iteration"] == ITER[1]
+    state = ModelStore(store).state("shelf")
+    assert state is not None and state.active == 1 and state.history[-1].reason == "auto-rollback"
+
+
+@pytest.mark.timeout(120)
+def test_a_publish_from_the_command_line_reaches_the_running_server(store, tmp_path):
+    app, _ = app_over(store)
+    with running(app) as url:
+        ModelStore.open(store).publish(export(tmp_path, "v2", ITER[2]), "shelf")  # as `edge-runtime publish` does
+        ModelStore.open(store).publish(export(tmp_path, "door", ITER[4]), "door")
+        assert wait_for(lambda: listed(url)["shelf"].get("version") == 2 and "door" in listed(url), timeout=15)
+        assert httpx.post(f"{url}/any/classify/iterations/door/image", content=PHOTO,
+                          headers=BEARER).json()["iteration"] == ITER[4]
+        ModelStore.open(store).rollback("shelf")
+        assert wait_for(lambda: listed(url)["shelf"]["version"] == 1, timeout=15)
+        ModelStore.open(store).unpublish("door")
+        assert wait_for(lambda: "door" not in listed(url), timeout=15)
+
+
+@pytest.mark.timeout(120)
+def test_rollback_and_delete_over_http(store, tmp_path):
+    app, _ = app_over(store)
+    with running(app) as url, httpx.Client(base_url=url, headers=BEARER, timeout=60) as http:
+        assert http.post("/api/models/shelf/rollback").status_code == 409  # nothing before v1
+        assert put(url, export(tmp_path, "v2", ITER[2])).status_code == 201
+        r = http.post("/api/models/shelf/rollback")
+        assert r.status_code == 200 and r.json()["version"] == 1 and r.json()["iteration"] == ITER[1]
+        assert http.post("/api/models/nothing/rollback").status_code == 404
+        assert put(url, export(tmp_path, "door", ITER[4]), name="door", project="p-1").status_code == 201
+        assert listed(url)["door"]["project"] == "p-1"
+        assert http.delete("/api/models/shelf").status_code == 409  # the default model keeps serving
+        assert http.delete("/api/models/door").status_code == 204
+        assert "door" not in listed(url) and not (store / "door").exists()
+        assert http.delete("/api/models/door").status_code == 404
+
+
+def raw(url: str, request: bytes, seconds: float = 10.0) -> bytes:
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as s:
+        s.sendall(request)
+        data = b""
+        deadline = time.monotonic() + seconds
+        while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def head(path: str, **headers: str) -> bytes:
+    lines = [f"PUT {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.adversarial
+@pytest.mark.timeout(120)
+def test_hostile_uploads_change_nothing(store, tmp_path):
+    app, svc = app_over(store, models={"max_upload_mb": 1, "upload_timeout_s": 2}, server={"body_timeout_s": 1})
+    v2 = export(tmp_path, "v2", ITER[2])
+    with running(app, svc.settings) as url:  # with serve's connection limits
+        # no token: refused before one byte of a huge body is read
+        assert raw(url, head("/api/models/shelf", **{"Content-Length": str(1 << 30)}) + b"\0" * 65536) \
+            .startswith(b"HTTP/1.1 401")
+        # over models.max_upload_mb: declared, then chunked as it arrives
+        assert raw(url, head("/api/models/shelf", **{"Content-Length": str(2 << 20)}, **BEARER)) \
+            .startswith(b"HTTP/1.1 413")
+        chunk = b"%x\r\n%s\r\n" % (1 << 20, b"\0" * (1 << 20))
+        assert raw(url, head("/api/models/shelf", **{"Transfer-Encoding": "chunked"}, **BEARER) + chunk * 2) \
+            .startswith(b"HTTP/1.1 413")
+        # a name or a project that could leave the store, an empty body
+        for path in ("/api/models/..%2Fetc", "/api/models/.hidden", "/api/models/shelf?project=a%20b"):
+            r = httpx.put(url + path, content=v2.read_bytes(), headers=BEARER)
+            assert r.status_code in (400, 404), (path, r.status_code)
+        assert httpx.put(f"{url}/api/models/shelf", content=b"", headers=BEARER).status_code == 422
+        # an upload that stops half-way is cut at models.upload_timeout_s, not at the body deadline's cap
+        started = time.monotonic()
+        answer = raw(url, head("/api/models/shelf", **{"Content-Length": str(len(v2.read_bytes()))}, **BEARER)
+                     + v2.read_bytes()[:1000], seconds=15)
+        assert answer.startswith(b"HTTP/1.1 408") and 1.5 < time.monotonic() - started < 10  # 2 s, not 1 s
+        assert listed(url)["shelf"]["version"] == 1
+        assert not list((store / ".uploads").iterdir())  # nothing left of the cut upload
+        assert put(url, v2).status_code == 201  # and the server still takes a good one
+
+
+@pytest.mark.timeout(120)
+def test_unload_first_frees_the_old_version_before_loading_and_requests_wait(store, tmp_path, caplog):
+    app, svc = app_over(store, models={"swap": "unload-first"})
+    with running(app) as url, Hammer(url, clients=2) as hammer:
+        assert wait_for(lambda: len(hammer.statuses) > 5, timeout=20)
+        with caplog.at_level("INFO", logger="edge_runtime.publish.manager"):
+            assert put(url, export(tmp_path, "v2", ITER[2])).status_code == 201
+        assert wait_for(lambda: hammer.iterations[-1:] == [ITER[2]], timeout=20)
+    assert set(hammer.statuses) == {200}
+    assert "unload-first" in caplog.text and "shelf v1 freed" in caplog.text
+
+
+@pytest.mark.timeout(120)
+def test_a_labelled_folder_refuses_a_less_accurate_version(store, tmp_path):
+    eval_dir = store / "shelf" / "eval"
+    for tag, bgr in (("blue", (255, 0, 0)), ("green", (0, 255, 0)), ("red", (0, 0, 255))):
+        (eval_dir / tag).mkdir(parents=True)
+        cv2.imwrite(str(eval_dir / tag / "1.png"), solid(bgr, 64, 64))
+    app, _ = app_over(store)
+    with running(app) as url:
+        worse = export(tmp_path, "worse", ITER[2], labels=("red", "blue", "green"))  # every answer wrong
+        r = put(url, worse)
+        assert r.status_code == 422 and "accuracy" in r.json()["message"]
+        assert put(url, export(tmp_path, "same", ITER[3])).status_code == 201
+
+
+@pytest.mark.timeout(120)
+def test_a_camera_switches_to_the_new_version_between_two_frames(store, tmp_path):
+    app, svc = app_over(store, cameras=[{"id": "cam", "source": "demo:", "model": "shelf"}], workers=0)
+    with running(app) as url:
+        latest = svc.latest
+        assert wait_for(lambda: (r := latest.get("cam")) is not None and r.prediction.iteration == ITER[1], 20)
+        assert put(url, export(tmp_path, "v2", ITER[2])).status_code == 201
+        assert wait_for(lambda: latest.get("cam").prediction.iteration == ITER[2], timeout=20)  # type: ignore[union-attr]
+        assert svc.pipeline is not None and svc.pipeline.errors == 0
+        cameras = httpx.get(f"{url}/cameras", headers=BEARER).json()
+        assert cameras  # the camera kept running through the swap

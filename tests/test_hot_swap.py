@@ -101,7 +101,7 @@ def test_a_put_swaps_in_each_new_version_while_every_request_keeps_answering(sto
             assert r.status_code == 201, r.text
             assert r.json()["version"] == i and r.json()["iteration"] == iteration
             seen = len(hammer.iterations)
-            assert wait_for(lambda: len(hammer.iterations) > seen + 5, timeout=20)
+            assert wait_for(lambda seen=seen: len(hammer.iterations) > seen + 5, timeout=20)
     assert hammer.statuses and set(hammer.statuses) == {200}  # no request failed during the swaps
     assert hammer.iterations[0] == ITER[1] and hammer.iterations[-1] == ITER[3]
     assert ITER[2] in hammer.iterations
@@ -135,7 +135,7 @@ def test_a_version_that_fails_its_checks_never_becomes_active(store, tmp_path, e
 
 @pytest.mark.timeout(120)
 def test_a_version_whose_outputs_go_bad_after_its_swap_is_rolled_back_by_itself(store, tmp_path):
-    app, svc = app_over(store)
+    app, _ = app_over(store)
     poisoned = export(tmp_path, "nan", ITER[2], nan_on_empty_channel=True)  # fine on photos (its warm-up)
     with running(app) as url:
         assert put(url, poisoned).status_code == 201
@@ -237,7 +237,7 @@ def test_hostile_uploads_change_nothing(store, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_unload_first_frees_the_old_version_before_loading_and_requests_wait(store, tmp_path, caplog):
-    app, svc = app_over(store, models={"swap": "unload-first"})
+    app, _ = app_over(store, models={"swap": "unload-first"})
     with running(app) as url, Hammer(url, clients=2) as hammer:
         assert wait_for(lambda: len(hammer.statuses) > 5, timeout=20)
         with caplog.at_level("INFO", logger="edge_runtime.publish.manager"):

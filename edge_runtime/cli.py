@@ -146,6 +146,10 @@ def _models_args(sub: Any) -> None:
     publish.add_argument("export", type=Path, help="an export zip, folder or .onnx (with labels.txt beside it)")
     publish.add_argument("--name", required=True, help="the published name clients ask for")
     publish.add_argument("--project", help="the project id it answers for (default: any)")
+    publish.add_argument("--eval", type=Path, metavar="DIR", help="a labelled folder (DIR/<tag>/*.jpg): refused if "
+                         "its top-1 accuracy is below the active version's by more than models.eval_margin")
+    publish.add_argument("--signature", type=Path, help="the export's signature (default: model.sig inside a "
+                         "folder, EXPORT.sig beside a zip); required when models.public_key is set")
     models = sub.add_parser("models", help="list the published models")
     models.add_argument("--json", action="store_true", help="one JSON array")
     for name, text in (("rollback", "make the version before the active one active again"),
@@ -165,7 +169,17 @@ def _model_store(args: argparse.Namespace) -> Any:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    published = _model_store(args).publish(args.export, args.name, args.project)
+    """Through the same checks as an update the server takes (publish/manager.py)."""
+    from .model.predictor import Predictor
+    from .publish.manager import ModelManager, Policy
+    from .publish.update import Update
+
+    store = _model_store(args)
+    manager = ModelManager.for_name(store, args.name, lambda path, name: Predictor.load(path),
+                                    Policy.of(load_settings().models))
+    manager.publish(Update(args.export, args.name, args.project, signature=args.signature, source="cli",
+                           origin=str(args.export), eval_dir=args.eval))
+    published = store.describe(args.name)
     print(f"published {published.name} v{published.active} (iteration {published.iteration or '-'}, "
           f"{len(published.tags)} tags)" + (f" for project {published.project}" if published.project else ""))
     return 0

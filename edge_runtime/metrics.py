@@ -9,6 +9,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .capture.view import STATES, CameraView
+from .publish.manager import ModelManager
+from .publish.registry import Registry
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
@@ -58,3 +60,34 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ModelsCollector(Collector):
+    """Each served name at scrape time: its active version and iteration, the memory its load
+    added, and how many versions were swapped in, refused and rolled back by themselves."""
+
+    def __init__(self, registry: Registry, manager: ModelManager | None) -> None:
+        self.registry, self.manager = registry, manager
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily("edge_model_info", "1 for each served name at its active version",
+                                 labels=["model", "version", "iteration"])
+        memory = GaugeMetricFamily("edge_model_memory_bytes", "Resident memory the active version's load added",
+                                   labels=["model"])
+        swaps = CounterMetricFamily("edge_model_swaps", "Versions made active while the server ran", labels=["model"])
+        refused = CounterMetricFamily("edge_model_refused", "Versions that failed to load, warm up or verify",
+                                      labels=["model"])
+        rolled = CounterMetricFamily("edge_model_rollbacks", "Versions rolled back by themselves in probation",
+                                     labels=["model"])
+        statuses = self.manager.status if self.manager is not None else {}
+        for name, entry in self.registry.models.items():
+            active = entry.slot.active
+            if active is not None:
+                info.add_metric([name, str(active.version or ""), active.predictor.iteration], 1.0)
+                if active.memory_bytes is not None:
+                    memory.add_metric([name], float(active.memory_bytes))
+            status = statuses.get(name)
+            swaps.add_metric([name], status.swaps if status else 0)
+            refused.add_metric([name], status.refused if status else 0)
+            rolled.add_metric([name], status.rolled_back if status else 0)
+        yield from (info, memory, swaps, refused, rolled)

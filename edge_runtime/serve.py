@@ -23,7 +23,7 @@ from .errors import ConfigError, EdgeRuntimeError
 from .events.retention import Janitor
 from .events.setup import open_store
 from .events.store import EventStore
-from .metrics import Metrics
+from .metrics import Metrics, ModelsCollector
 from .model import limits
 from .model.postprocess import PostprocessOptions
 from .model.predictor import Predictor
@@ -182,8 +182,7 @@ def camera_slots(settings: Settings, registry: Registry) -> dict[str, ModelSlot[
 
 def model_manager(settings: Settings, store: ModelStore, registry: Registry, load: Loader,
                   latest: LatestResults) -> ModelManager:
-    m = settings.models
-    policy = Policy(swap=m.swap, probation_s=m.probation_s, eval_margin=m.eval_margin)
+    policy = Policy.of(settings.models)
     users: dict[str, list[str]] = {}
     for cfg in settings.cameras:
         users.setdefault(cfg.model or registry.default.name, []).append(cfg.id)
@@ -247,11 +246,13 @@ def build_services(
         if on_cpu and (warning := loaded.oversubscribed()):
             log.warning("%s", warning)
     metrics.registry.register(MemoryCollector(processes))
+    manager = model_manager(settings, models, registry, load, sinks.latest)
+    metrics.registry.register(ModelsCollector(registry, manager))
     return Services(predictor=predictor, settings=settings, auth=Auth(token, settings.server.session_ttl_s),
                     cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,
                     frames=sinks.frames, metrics=metrics, sinks=sinks.all, store=store, janitor=sweeper,
                     forwarding=forwarding(settings), registry=registry,
-                    manager=model_manager(settings, models, registry, load, sinks.latest))
+                    manager=manager)
 
 
 def serve(settings: Settings) -> None:

@@ -108,6 +108,9 @@ def test_a_put_swaps_in_each_new_version_while_every_request_keeps_answering(sto
     # and the store says so: v3 active, v2 before it
     state = ModelStore(store).state("shelf")
     assert state is not None and state.active == 3 and state.previous == 2
+    scrape = app.state.services.metrics.render().decode()
+    assert f'edge_model_info{{iteration="{ITER[3]}",model="shelf",version="3"}} 1.0' in scrape
+    assert 'edge_model_swaps_total{model="shelf"} 2.0' in scrape and 'edge_model_memory_bytes{model="shelf"}' in scrape
 
 
 @pytest.mark.timeout(120)

@@ -47,6 +47,7 @@ from ..model.slot import ModelSlot
 from ..paths import DEMO_SAMPLES
 from ..service.rss import rss_bytes
 from . import evaluate
+from .config import ModelsConfig
 from .registry import Entry, Registry
 from .store import ModelStore, check_name
 from .update import Update
@@ -71,6 +72,11 @@ class Policy:
     probation_failures: int = 3  # failed or non-finite runs in probation that roll a version back
     eval_margin: float = 0.02
     public_key: Path | None = None
+
+    @classmethod
+    def of(cls, models: ModelsConfig) -> Policy:
+        return cls(swap=models.swap, probation_s=models.probation_s, eval_margin=models.eval_margin,
+                   public_key=getattr(models, "public_key", None))
 
 
 @dataclass(frozen=True)
@@ -117,10 +123,23 @@ class ModelManager:
         self.record = record
         self.signature_check, self.release_of = signature_check, release_of
         self.listeners: list[Listener] = []
+        self.log_refusals = True
         self.status: dict[str, Status] = {}
         self._lock = threading.RLock()  # one change at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_name(cls, store: ModelStore, name: str, loader: Loader, policy: Policy | None = None) -> ModelManager:
+        """A manager for one change to one name outside a server (`edge-runtime publish`): the
+        same checks, against the name's active version as the store has it."""
+        state = store.state(check_name(name))
+        predictor = (loader(store.version_path(name, state.active), name)
+                     if state is not None and state.active is not None else None)
+        slot: ModelSlot[Predictor] = ModelSlot(name, predictor, state.active if state else None)
+        manager = cls(store, Registry(Entry(name, state.project if state else None, slot)), loader, policy)
+        manager.log_refusals = False
+        return manager
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -405,7 +424,8 @@ class ModelManager:
                     and status.changes[-1].new_version == version)
 
     def _refused(self, name: str, version: int | None, source: str, reason: str) -> None:
-        log.error("%s%s refused (%s): %s", name, f" v{version}" if version else "", source, reason)
+        if self.log_refusals:  # a command prints the reason itself
+            log.error("%s%s refused (%s): %s", name, f" v{version}" if version else "", source, reason)
         status = self.status.setdefault(name, Status())
         status.refused += 1
         self._note_error(name, reason)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, field_validator
 
 from ..paths import state_dir
 from ..settings_base import Strict
+from .store import NAME
 
 
 def default_models_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -17,8 +19,51 @@ def default_models_dir(env: Mapping[str, str] | None = None) -> Path:
     return state / "models" if state is not None else Path("models")
 
 
+URL_SCHEMES = ("http", "https")
+
+
+def _store_name(value: str) -> str:
+    if not NAME.fullmatch(value):
+        raise ValueError("use 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit")
+    return value
+
+
+StoreName = Annotated[str, AfterValidator(_store_name)]  # a published name or project id (store.NAME)
+
+
+class SourceConfig(Strict):
+    """One URL the device polls for the newest model (edge_runtime/publish/pull.py)."""
+
+    url: str = Field(description="http(s) URL of a small JSON description of the newest model: name, version, "
+                     "sha256, size, url, and optionally signatureUrl and project")
+    name: StoreName | None = Field(None, description="publish under this name, whatever the description says")
+    project: StoreName | None = Field(None, description="the project id the model answers for, whatever the "
+                                "description says")
+    interval_s: float = Field(300, ge=10, le=7 * 86400, description="seconds between polls (each one up to 10 per "
+                              "cent sooner or later at random, so a fleet does not poll at once)")
+    timeout_s: float = Field(30, gt=0, le=3600, description="the deadline of each request, connecting and the "
+                             "whole answer; a download cut by it resumes where it stopped")
+    headers_file: Path | None = Field(None, description="a file of 'Header: value' lines sent with every request "
+                                      "of this source (an Authorization header, say); a secret, never logged")
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in URL_SCHEMES or not rest.split("/", 1)[0]:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
+
+
 class ModelsConfig(Strict):
     path: Path = Field(default_factory=default_models_dir, description="the model store: published models by "
                        "name, each with its versions (edge_runtime/publish/store.py)")
     keep: int = Field(3, ge=2, le=100, description="versions kept on disk per name; the active and the previous "
                       "one are never removed")
+    sources: list[SourceConfig] = Field(default_factory=list, description="URLs polled for new models; each "
+                                        "download is verified (size, SHA-256) before it is published")
+    max_download_mb: int = Field(512, ge=1, le=65536, description="the largest model a source or the module twin "
+                                 "may download, in MB")
+    iot_edge: bool = Field(False, description="take model updates from the Azure IoT Edge module twin's desired "
+                           "property edgeRuntimeModels (needs the iotedge extra)")

@@ -263,8 +263,8 @@ def test_the_headers_file_is_sent_to_its_own_origin_only_and_never_shown(server,
     assert "s3cr3t" not in caplog.text
     secret.write_text("Authorization Bearer s3cr3t-token\n")
     with pytest.raises(ConfigError, match="line 1 is not 'Header: value'") as exc:
-        Puller.from_config(ModelsConfig(path=store.root, sources=[SourceConfig(url=server.url,
-                                                                              headers_file=secret)]), store)
+        models_config = ModelsConfig(path=store.root, sources=[SourceConfig(url=server.url, headers_file=secret)])
+        Puller.from_config(models_config, Downloader.from_config(models_config, store))
     assert "s3cr3t" not in str(exc.value)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

@@ -15,7 +15,8 @@ value (a float size, NaN, a hash that is not 64 hex digits, a name that is not a
 refuses the whole description in one line. A source's own `name` and `project` win over
 the description's.
 
-    puller = Puller.from_config(settings.models, publisher)
+    downloader = Downloader.from_config(settings.models, publisher)   # shared with the module twin
+    puller = Puller.from_config(settings.models, downloader)
     puller.start()                  # recover(), then each source every interval_s, 10 per cent either way
     puller.poll_once(source)        # one poll, synchronous: what the loop calls
     puller.stop()
@@ -379,6 +380,10 @@ class Downloader:
         self.disk_free = disk_free
         self.state = DownloadState(self.folder / STATE)
 
+    @classmethod
+    def from_config(cls, models: ModelsConfig, publisher: Publisher) -> Downloader:
+        return cls(models.path, publisher, models.max_download_mb * MB)
+
     def path(self, desc: Description, suffix: str) -> Path:
         return self.folder / f"{desc.stem}{suffix}"
 
@@ -593,12 +598,12 @@ class Puller:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, models: ModelsConfig, publisher: Publisher) -> Puller:
+    def from_config(cls, models: ModelsConfig, downloader: Downloader) -> Puller:
         """Reads every headers_file once, so a bad one stops start-up in one line."""
         for source in models.sources:
             if source.headers_file is not None:
                 read_headers(source.headers_file)
-        return cls(models.sources, Downloader(models.path, publisher, models.max_download_mb * MB))
+        return cls(models.sources, downloader)
 
     def poll_once(self, source: SourceConfig) -> str:
         """One poll: "not-modified" (a 304), "unchanged" (the hash last published),

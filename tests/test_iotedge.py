@@ -13,8 +13,9 @@ import pytest
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.publish.config import ModelsConfig
+from edge_runtime.publish.description import MB
+from edge_runtime.publish.download import Downloader
 from edge_runtime.publish.iotedge import PROPERTY, ModuleTwin
-from edge_runtime.publish.pull import MB, Downloader
 from edge_runtime.publish.store import ModelStore
 from tests.conftest import wait_for
 from tests.test_pull import Store, export_zip

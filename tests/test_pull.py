@@ -20,7 +20,9 @@ import pytest
 from edge_runtime.errors import ConfigError, PullError
 from edge_runtime.publish import pull
 from edge_runtime.publish.config import ModelsConfig, SourceConfig
-from edge_runtime.publish.pull import MB, Downloader, Puller, parse_description
+from edge_runtime.publish.description import MB, parse_description
+from edge_runtime.publish.download import Downloader
+from edge_runtime.publish.pull import Puller
 from edge_runtime.publish.store import ModelStore
 from edge_runtime.publish.update import Update
 from tests import models
@@ -280,6 +282,18 @@ def test_source_settings_are_checked(setting):
         SourceConfig(**setting)
 
 
+def test_sources_are_read_from_the_config_file_and_a_typo_fails_loudly(tmp_path):
+    from edge_runtime.config import load_settings
+
+    path = tmp_path / "config.yaml"
+    path.write_text("models:\n  max_download_mb: 64\n  sources:\n    - url: https://h/m.json\n      name: shelf\n")
+    models_config = load_settings(path, env={}).models
+    assert models_config.max_download_mb == 64 and models_config.sources[0].interval_s == 300
+    path.write_text("models:\n  sources:\n    - url: https://h/m.json\n      intervl_s: 60\n")
+    with pytest.raises(ConfigError, match="intervl_s"):
+        load_settings(path, env={})
+
+
 def test_a_symlinked_part_is_not_followed(server, store, tmp_path):
     victim = tmp_path / "victim"
     victim.write_bytes(b"keep me")
@@ -318,11 +332,26 @@ def test_the_loop_polls_each_source_and_stops(server, store):
     assert not p._thread.is_alive()
 
 
+@pytest.mark.timeout(60)
+def test_stop_cuts_a_download_in_flight_and_keeps_its_bytes(server, store):
+    server.behaviour.stall_after = len(server.export) // 2
+    p = puller(store, server, timeout_s=60)
+    p.start()
+    folder = store.root / ".downloads"
+    assert wait_for(lambda: any(f.stat().st_size for f in folder.glob("*.part")), timeout=20)
+    start = time.monotonic()
+    p.stop(10)
+    assert time.monotonic() - start < 5 and not p._thread.is_alive()
+    assert [f.stat().st_size for f in folder.glob("*.part")] == [len(server.export) // 2] and not store.updates
+
+
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from edge_runtime.publish.config import SourceConfig
-    from edge_runtime.publish.pull import MB, Downloader, Puller
+    from edge_runtime.publish.description import MB
+    from edge_runtime.publish.download import Downloader
+    from edge_runtime.publish.pull import Puller
     from edge_runtime.publish.store import ModelStore
 
     root, url, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -384,7 +413,8 @@ def test_kill_9_before_publishing_a_verified_download_is_published_at_the_next_s
     out = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import sys
         from pathlib import Path
-        from edge_runtime.publish.pull import MB, Downloader
+        from edge_runtime.publish.description import MB
+        from edge_runtime.publish.download import Downloader
         from edge_runtime.publish.store import ModelStore
         root = Path(sys.argv[1])
         d = Downloader(root, lambda u: ModelStore.open(root).publish(u.path, u.name, u.project), 512 * MB)

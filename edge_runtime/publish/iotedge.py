@@ -35,7 +35,8 @@ from typing import Any, Protocol
 from ..capture.sources.uri import redact
 from ..errors import ConfigError, EdgeRuntimeError, PullError, first_line
 from .config import ModelsConfig
-from .pull import Downloader, description_from
+from .description import description_from
+from .download import Downloader
 from .store import NAME
 
 log = logging.getLogger(__name__)

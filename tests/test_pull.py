@@ -45,11 +45,13 @@ class Store:
     """The publisher under test: a real ModelStore, and a record of each Update it got."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.updates = root, []
+        self.root, self.updates, self.signatures = root, [], []
 
     def __call__(self, update: Update) -> object:
         assert update.path.is_file()  # complete, on the local disk
         self.updates.append(update)
+        if update.signature is not None:
+            self.signatures.append(update.signature.read_bytes())
         return ModelStore.open(self.root).publish(update.path, update.name, update.project)
 
     def active(self, name: str = "shelf") -> str | None:
@@ -180,6 +182,16 @@ def test_a_server_that_drips_is_cut_at_the_deadline_in_one_line(server, store):
     assert not store.updates
 
 
+def test_a_signature_over_1_mb_is_refused_and_nothing_published(tmp_path, store):
+    srv = UpdateServer(export_zip(tmp_path, "it-signed"), signature=b"x" * (MB + 1))
+    try:
+        with pytest.raises(PullError, match="a signature must be 1 byte to 1 MB"):
+            poll(puller(store, srv))
+    finally:
+        srv.close()
+    assert not store.updates
+
+
 def test_a_full_disk_is_refused_before_any_download(server, store):
     p = puller(store, server, disk_free=lambda path: 10 * MB)
     with pytest.raises(PullError, match="MB free on the disk"):
@@ -255,11 +267,14 @@ def test_the_headers_file_is_sent_to_its_own_origin_only_and_never_shown(server,
     caplog.set_level(logging.DEBUG)
     assert poll(puller(store, server, headers_file=secret)) == "published"
     assert all(s.headers["Authorization"] == "Bearer s3cr3t-token" for s in server.seen)
-    other = UpdateServer(server.export)  # the model on another origin (a CDN, say)
+    other = UpdateServer(server.export, signature=b"a signature")  # the model on another origin (a CDN, say)
     try:
-        server.info["url"] = f"{other.base}/model.zip"
-        assert poll(puller(Store(tmp_path / "models-2"), server, headers_file=secret)) == "published"
-        assert other.downloads() and "Authorization" not in other.downloads()[0].headers
+        server.info.update(url=f"{other.base}/model.zip", signatureUrl=f"{other.base}/model.zip.sig")
+        elsewhere = Store(tmp_path / "models-2")
+        assert poll(puller(elsewhere, server, headers_file=secret)) == "published"
+        assert [s.path for s in other.seen] == ["/model.zip", "/model.zip.sig"]
+        assert not any("Authorization" in s.headers for s in other.seen)
+        assert elsewhere.signatures == [b"a signature"]
     finally:
         other.close()
     assert "s3cr3t" not in caplog.text

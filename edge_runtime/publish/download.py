@@ -46,6 +46,7 @@ import re
 import shutil
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,17 @@ class DownloadState:
 # ---- download, verify, publish --------------------------------------------------------------
 
 
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), parts.hostname, parts.port
+
+
+def _for(url: str | None, headers: Mapping[str, str] | None, origin: str | None) -> dict[str, str]:
+    """The headers that may go to `url`: none unless it is on `origin`'s scheme, host and port."""
+    same = url is not None and origin is not None and _origin(url) == _origin(origin)
+    return dict(headers or {}) if same else {}
+
+
 def _size(path: Path) -> int:
     try:
         return path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
@@ -259,13 +271,13 @@ class Downloader:
         return self.folder / f"{desc.stem}{suffix}"
 
     def deliver(self, key: str, desc: Description, *, origin: str, source: str = "pull",
-                headers: Mapping[str, str] | None = None, timeout_s: float = 30.0,
-                retry_after_s: float = 300.0) -> str:
+                headers: Mapping[str, str] | None = None, headers_origin: str | None = None,
+                timeout_s: float = 30.0, retry_after_s: float = 300.0) -> str:
         """"unchanged" when `desc` is what `key` last published, "published" once the
         publisher has taken it; else a PullError (or the publisher's own error) in one line.
         A description that failed less than `retry_after_s` ago is not tried again; one
-        whose download was only cut is (the bytes so far are kept). `headers` go to URLs
-        with every request (the Puller passes only those meant for the download's origin)."""
+        whose download was only cut is (the bytes so far are kept). `headers` (a secret)
+        go only to URLs on the origin of `headers_origin`, the URL they were meant for."""
         if desc.name is None:
             raise PullError(f"{origin}: the description names no model (give the source a name)")
         entry = self.state.get(key)
@@ -279,9 +291,9 @@ class Downloader:
         self.state.update(key, pending={"description": desc.to_json(), "origin": origin, "source": source})
         final = self.path(desc, ".zip")
         if _size(final) != desc.size:
-            self._download(key, desc, dict(headers or {}), timeout_s)
+            self._download(key, desc, _for(desc.url, headers, headers_origin), timeout_s)
         self._verify(key, desc, final)
-        signature = self._signature(desc, dict(headers or {}), timeout_s)
+        signature = self._signature(desc, _for(desc.signature_url, headers, headers_origin), timeout_s)
         self._publish(key, desc, final, signature, origin, source)
         return "published"
 

@@ -24,7 +24,6 @@ import random
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,11 +38,6 @@ log = logging.getLogger(__name__)
 MAX_HEADERS_BYTES = 16 * 1024
 JITTER = 0.1
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
-
-
-def _origin(url: str) -> tuple[str, str | None, int | None]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower(), parts.hostname, parts.port
 
 
 def read_headers(path: Path) -> dict[str, str]:
@@ -106,8 +100,8 @@ class Puller:
         assert isinstance(raw, bytes)
         desc = parse_description(raw, final_url, self.downloader.max_bytes, where)
         desc = desc.model_copy(update={"name": source.name or desc.name, "project": source.project or desc.project})
-        same_origin = headers if _origin(desc.url) == _origin(source.url) else {}
-        outcome = self.downloader.deliver(key, desc, origin=where, headers=same_origin, timeout_s=source.timeout_s,
+        outcome = self.downloader.deliver(key, desc, origin=where, headers=headers, headers_origin=source.url,
+                                          timeout_s=source.timeout_s,
                                           retry_after_s=source.interval_s)
         self.downloader.state.update(key, etag=new_etag, where=where)
         return outcome

@@ -20,6 +20,7 @@
     ├── StoreError                   the event store cannot be used
     │   └── DiskFullError            no room on its disk or in its budget
     └── ModelStoreError              the model store cannot do what was asked
+        └── PullError                a pulled update was refused: its description, download or hash
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
 with `raise ... from exc`, so callers catch only this tree. Both commands (`edge-runtime`,
@@ -138,3 +139,8 @@ class DiskFullError(StoreError):
 
 class ModelStoreError(EdgeRuntimeError):
     pass
+
+
+class PullError(ModelStoreError):
+    """A model update from a URL or the module twin was refused (the source is named, its
+    secrets hidden); the active model is untouched."""

@@ -190,7 +190,20 @@ def model_manager(settings: Settings, store: ModelStore, registry: Registry, loa
     def frames(name: str) -> list[np.ndarray]:
         return [r.frame.image for cid in users.get(name, ()) if (r := latest.get(cid)) is not None]
 
-    return ModelManager(store, registry, load, policy, frames=frames)
+    manager = ModelManager(store, registry, load, policy, frames=frames)
+    m = settings.models
+    if m.sources or m.iot_edge:  # updates from outside, each through the manager's checks (needs requests)
+        from .publish.download import Downloader
+        from .publish.iotedge import ModuleTwin
+        from .publish.pull import Puller
+
+        downloader = Downloader.from_config(m, manager.publish)
+        if m.sources:
+            manager.feeds.append(Puller.from_config(m, downloader))
+        twin = ModuleTwin.from_config(m, downloader)
+        if twin is not None:
+            manager.feeds.append(twin)
+    return manager
 
 
 def server_process() -> dict[str, int | None]:

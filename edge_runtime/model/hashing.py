@@ -3,7 +3,8 @@
     file_sha1(Path("model.onnx"))  # the manifest's ModelFileSHA1, in lower-case hex
 
 The one file hash of the project: bundle verification, the graph cache's key, quantize's
-record of its parent and the exporter's manifest all use it.
+record of its parent and the exporter's manifest all use it (and file_sha256, for pulled
+updates, the same loop).
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ class TooLarge(ValueError):
 def file_sha1(path: Path, max_bytes: int | None = None) -> str:
     """SHA-1 of a file's bytes, read in 1 MB chunks so large models never sit in memory twice;
     TooLarge once more than `max_bytes` were read (a device or an endless file stops there)."""
-    digest, size = hashlib.sha1(), 0
+    return _file_hash(path, "sha1", max_bytes)
+
+
+def file_sha256(path: Path, max_bytes: int | None = None) -> str:
+    """SHA-256 of a file's bytes, as file_sha1: a pulled update's hash (publish/pull.py)."""
+    return _file_hash(path, "sha256", max_bytes)
+
+
+def _file_hash(path: Path, algorithm: str, max_bytes: int | None) -> str:
+    digest, size = hashlib.new(algorithm), 0
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             size += len(chunk)

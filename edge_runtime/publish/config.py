@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from ..paths import state_dir
 from ..settings_base import Strict
@@ -28,6 +28,42 @@ class ModelOptions(Strict):
     threshold: float | None = Field(None, ge=0, le=1, description="lowest probability reported")
     top_k: int | None = Field(None, ge=1, le=100_000, description="at most this many predictions per image")
     max_detections: int | None = Field(None, ge=1, le=1000, description="detection only: at most this many boxes")
+
+URL_SCHEMES = ("http", "https")
+
+
+def _store_name(value: str) -> str:
+    if not NAME.fullmatch(value):
+        raise ValueError("use 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit")
+    return value
+
+
+StoreName = Annotated[str, AfterValidator(_store_name)]  # a published name or project id (store.NAME)
+
+
+class SourceConfig(Strict):
+    """One URL the device polls for the newest model (edge_runtime/publish/pull.py)."""
+
+    url: str = Field(description="http(s) URL of a small JSON description of the newest model: name, version, "
+                     "sha256, size, url, and optionally signatureUrl and project")
+    name: StoreName | None = Field(None, description="publish under this name, whatever the description says")
+    project: StoreName | None = Field(None, description="the project id the model answers for, whatever the "
+                                "description says")
+    interval_s: float = Field(300, ge=10, le=7 * 86400, description="seconds between polls (each one up to 10 per "
+                              "cent sooner or later at random, so a fleet does not poll at once)")
+    timeout_s: float = Field(30, gt=0, le=3600, description="the deadline of each request, connecting and the "
+                             "whole answer; a download cut by it resumes where it stopped")
+    headers_file: Path | None = Field(None, description="a file of 'Header: value' lines sent with every request "
+                                      "of this source (an Authorization header, say); a secret, never logged")
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in URL_SCHEMES or not rest.split("/", 1)[0]:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
 
 
 class ModelsConfig(Strict):
@@ -55,3 +91,9 @@ class ModelsConfig(Strict):
             if not NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a published name")
         return options
+    sources: list[SourceConfig] = Field(default_factory=list, description="URLs polled for new models; each "
+                                        "download is verified (size, SHA-256) before it is published")
+    max_download_mb: int = Field(512, ge=1, le=65536, description="the largest model a source or the module twin "
+                                 "may download, in MB")
+    iot_edge: bool = Field(False, description="take model updates from the Azure IoT Edge module twin's desired "
+                           "property edgeRuntimeModels (needs the iotedge extra)")

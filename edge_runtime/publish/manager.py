@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -61,6 +61,14 @@ EVAL_DIR = "eval"
 Loader = Callable[[Path, str], Predictor]  # a version's folder and its name -> a loaded, warmed predictor
 Frames = Callable[[str], Sequence[np.ndarray]]  # recent frames of the cameras that use a name
 Listener = Callable[[str, Path, int], None]  # told of each swap: name, version folder, version
+
+
+class Feed(Protocol):
+    """A thread that brings updates from outside and hands each to `publish` (pull.py, iotedge.py)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,7 @@ class ModelManager:
         self.record = record
         self.signature_check, self.release_of = signature_check, release_of
         self.listeners: list[Listener] = []
+        self.feeds: list[Feed] = []  # what brings updates from outside: the puller, the module twin
         self.log_refusals = True
         self.status: dict[str, Status] = {}
         self._lock = threading.RLock()  # one change at a time
@@ -146,9 +155,13 @@ class ModelManager:
     def start(self) -> ModelManager:
         self._thread = threading.Thread(target=self._watch, name="models", daemon=True)
         self._thread.start()
+        for feed in self.feeds:
+            feed.start()
         return self
 
     def stop(self, timeout: float = 3.0) -> None:
+        for feed in self.feeds:
+            feed.stop(timeout)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -34,10 +34,9 @@ from typing import Any, Protocol
 
 from ..capture.sources.uri import redact
 from ..errors import ConfigError, EdgeRuntimeError, PullError, first_line
-from .config import ModelsConfig
+from .config import NAME, ModelsConfig
 from .description import description_from
 from .download import Downloader
-from .config import NAME
 
 log = logging.getLogger(__name__)
 PROPERTY = "edgeRuntimeModels"

@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .model.predictor import Predictor
 from .model.slot import ModelSlot
 from .paths import DEMO_MODEL, graph_cache_dir
-from .pipeline import Pipeline
+from .pipeline import Active, Pipeline, Stages
 from .service.backoff import Backoff
 from .sinks import Sink
 
@@ -68,8 +68,9 @@ def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics
         prepare = _prepare_of(slots[c.id]) if c.id in slots else predictor.prepare
         cameras.append(make_camera(c, gates[c.id].hook(prepare) if c.id in gates else prepare))
     max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
-    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=predictor.model.runs,
-                    models=slots)
+    runs = predictor.model.runs
+    default: Stages = Active(slots[configs[0].id]) if all(c.id in slots for c in configs) else predictor
+    return Pipeline(default, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=runs, models=slots)
 
 
 def _prepare_of(slot: ModelSlot[Predictor]) -> Callable[[np.ndarray], Any]:

@@ -69,6 +69,23 @@ class Swappable(Protocol):
     def get(self) -> Stages: ...
 
 
+class Active:
+    """Stages of whatever version `model` holds at each call, holding none itself (so a
+    swapped-out version is freed). A frame's stages are taken once, in `Pipeline.infer`."""
+
+    def __init__(self, model: Swappable) -> None:
+        self.model = model
+
+    def prepare(self, frame: np.ndarray) -> Prepared:
+        return self.model.get().prepare(frame)
+
+    def infer(self, tensor: np.ndarray) -> Outputs:
+        return self.model.get().infer(tensor)
+
+    def finish(self, outputs: Outputs, prepared: Prepared) -> PredictionResult:
+        return self.model.get().finish(outputs, prepared)
+
+
 class Turns:
     """One camera's frames, taken by one inference thread at a time and handed on in the
     order they were taken, whichever thread finishes first. A thread that finishes out of

@@ -245,7 +245,7 @@ def test_unload_first_frees_the_old_version_before_loading_and_requests_wait(sto
         assert wait_for(lambda: len(hammer.statuses) > 5, timeout=20)
         with caplog.at_level("INFO", logger="edge_runtime.publish.manager"):
             assert put(url, export(tmp_path, "v2", ITER[2])).status_code == 201
-        assert wait_for(lambda: hammer.iterations[-1:] == [ITER[2]], timeout=20)
+        assert wait_for(lambda: hammer.iterations[-1:] == [ITER[2]], timeout=20), (hammer.statuses[-5:], hammer.iterations[-3:], len(hammer.statuses))
     assert set(hammer.statuses) == {200}
     assert "unload-first" in caplog.text and "shelf v1 freed" in caplog.text
 

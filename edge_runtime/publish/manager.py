@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import ConfigError, EdgeRuntimeError, ModelStoreError
 from ..model.imageio import read_image
 from ..model.predictor import Predictor
-from ..model.slot import ModelSlot
+from ..model.slot import Active, ModelSlot
 from ..paths import DEMO_SAMPLES
 from ..service.rss import rss_bytes
 from . import evaluate
@@ -101,6 +101,22 @@ class Change:
     detail: str
     source: str
     at: float
+
+
+@dataclass(frozen=True)
+class Was:
+    """What a change needs to know of a version, without holding its session."""
+
+    version: int | None
+    iteration: str
+    detection: bool
+
+    @classmethod
+    def of(cls, active: Active[Predictor] | None) -> Was | None:
+        if active is None:
+            return None
+        p = active.predictor
+        return cls(active.version, p.iteration, p.spec.variant.is_detection)
 
 
 @dataclass
@@ -229,7 +245,7 @@ class ModelManager:
                 self.registry.remove(name)
             self.store.unpublish(name)
             active = entry.slot.active if entry else None
-            self._record(name, entry.project if entry else None, active, None, "unpublish", source, "")
+            self._record(name, entry.project if entry else None, Was.of(active), None, "unpublish", source, "")
             self.status.pop(name, None)
 
     def refresh(self) -> None:
@@ -256,22 +272,24 @@ class ModelManager:
                     continue  # served from the command line's own path: the store does not change it
                 if self._known_bad(name, state.active):
                     continue
+                was = Was.of(active)
+                del active  # unload-first frees it: nothing here may hold it
                 folder = self.store.version_path(name, state.active)
                 reason = state.history[-1].reason or "publish"
                 try:
                     self._swap_in(name, state.active, folder, state.project, None, reason, "cli", activate=None)
                 except EdgeRuntimeError as exc:
                     self._refused(name, state.active, "cli", str(exc))
-                    if state.previous is not None and active is not None:
+                    if state.previous is not None and was is not None:
                         self.store.rollback(name, "auto-rollback", verify=False)
-                        self._record(name, state.project, None, active, "auto-rollback", "cli", str(exc),
-                                     new_version=active.version)
+                        self._record(name, state.project, None, was, "auto-rollback", "cli", str(exc),
+                                     new_version=was.version)
             for name in [n for n, e in self.registry.models.items()
                          if n not in names and e.slot.active is not None and e.slot.active.version is not None]:
                 if name != self.registry.default.name:  # unpublished from the command line
                     entry = self.registry.entry(name)
                     self.registry.remove(name)
-                    self._record(name, entry.project if entry else None, entry.slot.active if entry else None,
+                    self._record(name, entry.project if entry else None, Was.of(entry.slot.active) if entry else None,
                                  None, "unpublish", "cli", "")
 
     def check_probation(self, now: float | None = None) -> None:
@@ -291,6 +309,7 @@ class ModelManager:
                 detail = (f"v{active.version} misbehaved in its first minutes: {health.errors} failed runs, "
                           f"{health.non_finite} with outputs that are not finite, of {health.runs}")
                 health.watching, status.probation_until = False, None
+                del active, health  # unload-first frees it: nothing here may hold it
                 log.error("%s: %s; rolling back", name, detail)
                 try:
                     self.rollback(name, "auto-rollback", "probation", detail=detail)
@@ -329,10 +348,19 @@ class ModelManager:
         """Steps 3 to 5. `activate`: True to make `version` active in the store after the
         checks, a callable that does it, None when the store already names it."""
         entry = self.registry.entry(name)
-        old = entry.slot.active if entry else None
+        active = entry.slot.active if entry else None
+        was = Was.of(active)
         status = self.status.setdefault(name, Status())
         started = time.monotonic()
-        unload_first = self.policy.swap == "unload-first" and entry is not None and old is not None
+        unload_first = self.policy.swap == "unload-first" and entry is not None and active is not None
+        gate = eval_dir or self.store.root / name / EVAL_DIR
+        gate_dir = gate if gate.is_dir() else None
+        if eval_dir is not None and gate_dir is None:
+            raise ModelStoreError(f"{eval_dir}: the labelled folder does not exist")
+        old_accuracy = None
+        if active is not None and gate_dir is not None and not was.detection:  # type: ignore[union-attr]
+            old_accuracy = evaluate.accuracy(active.predictor, gate_dir)  # before an unload-first lets it go
+        del active  # unload-first frees it: nothing here may hold it
         if unload_first:
             assert entry is not None
             self._unload(entry, f"v{version}")
@@ -342,11 +370,11 @@ class ModelManager:
             predictor = self.loader(folder, name)
             after = rss_bytes()
             memory = after - before if before is not None and after is not None else None
-            self._verify(name, predictor, old.predictor if old else None, eval_dir)
+            self._verify(name, predictor, was, gate_dir, old_accuracy, eval_dir is not None)
         except Exception as exc:
             status.state = "active"
-            if unload_first and entry is not None and old is not None:
-                self._reload(entry, old.version)
+            if unload_first and entry is not None and was is not None:
+                self._reload(entry, was.version)
             raise exc if isinstance(exc, EdgeRuntimeError) else ModelStoreError(f"{name} v{version}: {exc}") from exc
         if activate is True:
             self.store.activate(name, version, reason, project)
@@ -357,7 +385,7 @@ class ModelManager:
             entry = Entry(name, project, ModelSlot(name, predictor, version, memory))
             self.registry.add(entry)
         else:
-            freed = f"{name} v{old.version}" if old else name
+            freed = f"{name} v{was.version}" if was else name
             entry.slot.swap(predictor, version, memory, on_freed=lambda: log.info("%s freed", freed))
             if project is not None:
                 entry.project = project
@@ -366,7 +394,7 @@ class ModelManager:
         status.probation_until = time.time() + self.policy.probation_s
         log.info("%s v%s is active (%s, from %s; loaded and verified in %.1f s%s)", name, version, reason, source,
                  status.last_swap_s, f", {memory / 2**20:.0f} MB" if memory else "")
-        self._record(name, entry.project, old, entry.slot.active, reason, source, detail)
+        self._record(name, entry.project, was, Was.of(entry.slot.active), reason, source, detail)
         for listener in self.listeners:
             try:
                 listener(name, folder, version)
@@ -374,31 +402,32 @@ class ModelManager:
                 log.error("%s v%d: telling a listener failed: %s", name, version, exc)
         return entry
 
-    def _verify(self, name: str, new: Predictor, old: Predictor | None, eval_dir: Path | None) -> None:
-        if old is not None and old.spec.variant.is_detection != new.spec.variant.is_detection:
+    def _verify(self, name: str, new: Predictor, was: Was | None, gate_dir: Path | None,
+                old_accuracy: float | None, asked: bool) -> None:
+        detection = new.spec.variant.is_detection
+        if was is not None and was.detection != detection:
             kinds = ("an object detector", "a classifier")
-            raise ModelStoreError(f"{name}: {kinds[not new.spec.variant.is_detection]} cannot replace "
-                                  f"{kinds[not old.spec.variant.is_detection]} under one name; publish it under "
-                                  "another name")
+            raise ModelStoreError(f"{name}: {kinds[not detection]} cannot replace {kinds[not was.detection]} under "
+                                  "one name; publish it under another name")
         for frame in self._warm_up_frames(name):
             outputs = new.infer(new.prepare(frame).tensor)
             for key, value in outputs.items():
                 if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
                     raise ModelStoreError(f"{name}: output {key} is not finite on a warm-up frame")
             new.predict(frame)
-        folder = eval_dir or self.store.root / name / EVAL_DIR
-        if not folder.is_dir() or new.spec.variant.is_detection:
-            if eval_dir is not None and new.spec.variant.is_detection:
+        if gate_dir is None:
+            return
+        if detection:
+            if asked:
                 raise ModelStoreError(f"{name}: an accuracy gate (--eval) is for classifiers; this is a detector")
             return
-        new_accuracy = evaluate.accuracy(new, folder)
-        if old is None:
+        new_accuracy = evaluate.accuracy(new, gate_dir)
+        if old_accuracy is None:
             return
-        old_accuracy = evaluate.accuracy(old, folder)
         if new_accuracy < old_accuracy - self.policy.eval_margin:
-            raise ModelStoreError(f"{name}: top-1 accuracy on {folder} is {new_accuracy:.1%}, below the active "
+            raise ModelStoreError(f"{name}: top-1 accuracy on {gate_dir} is {new_accuracy:.1%}, below the active "
                                   f"version's {old_accuracy:.1%} by more than {self.policy.eval_margin:.1%}")
-        log.info("%s: top-1 accuracy on %s %.1f%% (active version %.1f%%)", name, folder, 100 * new_accuracy,
+        log.info("%s: top-1 accuracy on %s %.1f%% (active version %.1f%%)", name, gate_dir, 100 * new_accuracy,
                  100 * old_accuracy)
 
     def _warm_up_frames(self, name: str) -> list[np.ndarray]:
@@ -412,7 +441,15 @@ class ModelManager:
         status = self.status.setdefault(entry.name, Status())
         status.state = "unloaded-for-swap"
         freed = threading.Event()
-        old = entry.slot.unload(loading, on_freed=freed.set)
+        active = entry.slot.active
+        gone = f"{entry.name} v{active.version if active else '?'}"
+        del active
+
+        def on_freed() -> None:
+            log.info("%s freed", gone)
+            freed.set()
+
+        old = entry.slot.unload(loading, on_freed=on_freed)
         log.warning("%s: unloaded before loading %s (models.swap: unload-first); requests wait for the load",
                     entry.name, loading)
         del old
@@ -443,19 +480,18 @@ class ModelManager:
         status.refused += 1
         self._note_error(name, reason)
         entry = self.registry.entry(name)
-        self._record(name, entry.project if entry else None, entry.slot.active if entry else None, None,
+        self._record(name, entry.project if entry else None, Was.of(entry.slot.active) if entry else None, None,
                      "refused", source, reason, new_version=version)
 
     def _note_error(self, name: str, reason: str) -> None:
         status = self.status.setdefault(name, Status())
         status.last_error, status.last_error_at = reason, time.time()
 
-    def _record(self, name: str, project: str | None, old: Any, new: Any, reason: str, source: str, detail: str,
-                new_version: int | None = None) -> None:
-        change = Change(name, project, old.version if old else None,
-                        new.version if new else new_version,
-                        old.predictor.iteration if old else "", new.predictor.iteration if new else "",
-                        reason, detail, source, time.time())
+    def _record(self, name: str, project: str | None, old: Was | None, new: Was | None, reason: str, source: str,
+                detail: str, new_version: int | None = None) -> None:
+        change = Change(name, project, old.version if old else None, new.version if new else new_version,
+                        old.iteration if old else "", new.iteration if new else "", reason, detail, source,
+                        time.time())
         status = self.status.setdefault(name, Status())
         status.changes = [*status.changes[-19:], change]
         if self.record is not None:

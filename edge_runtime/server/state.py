@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass, field
+from typing import cast
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +45,8 @@ class Services:
     def __post_init__(self) -> None:
         if self.registry is None:
             self.registry = Registry.single("default", self.predictor)
+        # held weakly: once a swap replaced it, the last request on it frees its session
+        self.predictor = cast(Predictor, weakref.proxy(self.predictor))
 
     @property
     def models(self) -> Registry:

@@ -20,6 +20,7 @@
     ├── StoreError                   the event store cannot be used
     │   └── DiskFullError            no room on its disk or in its budget
     └── ModelStoreError              the model store cannot do what was asked
+        └── SignatureError           an update's signature is missing, damaged or does not match
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
 with `raise ... from exc`, so callers catch only this tree. Both commands (`edge-runtime`,
@@ -138,3 +139,7 @@ class DiskFullError(StoreError):
 
 class ModelStoreError(EdgeRuntimeError):
     pass
+
+
+class SignatureError(ModelStoreError):
+    """An update is refused: no signature, a damaged one, another key's, or files that differ."""

@@ -22,3 +22,6 @@ class ModelsConfig(Strict):
                        "name, each with its versions (edge_runtime/publish/store.py)")
     keep: int = Field(3, ge=2, le=100, description="versions kept on disk per name; the active and the previous "
                       "one are never removed")
+    public_key: Path | None = Field(None, description="a PEM elliptic-curve public key (edge-export keygen): when "
+                                    "set, every update pulled, dropped in the watched folder or PUT must carry a "
+                                    "valid signature by its private key (docs/publish.md)")

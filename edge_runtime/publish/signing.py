@@ -117,9 +117,8 @@ def sign(export: Path, private_key: Path, *, password: bytes | None = None, out:
     convention's: EXPORT/model.sig for a folder, EXPORT.sig beside a zip). It is written whole
     or not at all."""
     lib = _library()
-    target = out if out is not None else _signature_path(export)
-    if out is not None:
-        _signature_path(export)  # a lone .onnx is refused wherever the signature would go
+    default = _signature_path(export)  # also refuses a lone .onnx, wherever the signature would go
+    target = out if out is not None else default
     check_private_key(private_key, password)
     with tempfile.TemporaryDirectory(prefix="edge-sign-") as tmp:
         files = Path(tmp) / "export"

@@ -20,7 +20,8 @@
     ├── StoreError                   the event store cannot be used
     │   └── DiskFullError            no room on its disk or in its budget
     └── ModelStoreError              the model store cannot do what was asked
-        └── PullError                a pulled update was refused: its description, download or hash
+        ├── PullError                a pulled update was refused: its description, download or hash
+        └── SignatureError           an update's signature is missing, damaged or does not match
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
 with `raise ... from exc`, so callers catch only this tree. Both commands (`edge-runtime`,
@@ -144,3 +145,7 @@ class ModelStoreError(EdgeRuntimeError):
 class PullError(ModelStoreError):
     """A model update from a URL or the module twin was refused (the source is named, its
     secrets hidden); the active model is untouched."""
+
+
+class SignatureError(ModelStoreError):
+    """An update is refused: no signature, a damaged one, another key's, or files that differ."""

@@ -11,10 +11,13 @@ export zips, optimised graphs); and how a file that a setting names is read.
                         directory: ./data for events)
     read_setting_file() a config, token, secret or password file: a regular file (a symlink to
                         one is fine, as Kubernetes secret mounts are) within a size cap
+    read_regular_file() the same check for any file, with the caller's error, symlinks refused
+                        if asked (a signature that came with an update)
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -22,7 +25,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, EdgeRuntimeError
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +46,41 @@ def read_setting_file(path: Path | str, what: str, limit: int, *, secret: bool =
     folder is refused before anything is read, and so is a file over `limit` bytes. A
     `secret` that other users may read is warned about (by name, never by content).
     """
+    data, mode = read_regular_file(path, what, limit, ConfigError)
+    if secret and mode & stat.S_IROTH:
+        log.warning("%s %s can be read by every user on this machine: chmod o-r it", what, path)
+    return data
+
+
+def read_regular_file(path: Path | str, what: str, limit: int, error: type[EdgeRuntimeError], *,
+                      follow_symlinks: bool = True) -> tuple[bytes, int]:
+    """The bytes and mode of a regular file of at most `limit` bytes, else `error` naming
+    `what` and the file; with follow_symlinks=False a symlink is refused (O_NOFOLLOW)."""
     path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise error(f"{what} {path}: is a symbolic link, not a regular file") from None
+        raise error(f"{what} {path}: {exc.strerror or exc}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with an error of its own
         os.close(fd)
-        raise ConfigError(f"{what} {path}: not a regular file")
+        raise error(f"{what} {path}: not a regular file")
     with os.fdopen(fd, "rb") as f:
         if info.st_size > limit:
-            raise ConfigError(f"{what} {path}: larger than the {limit}-byte limit for this file")
+            raise error(f"{what} {path}: larger than the {limit}-byte limit for this file")
         try:
             data = f.read(limit + 1)
         except OSError as exc:
-            raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
+            raise error(f"{what} {path}: {exc.strerror or exc}") from None
     if len(data) > limit:  # grew while it was read
-        raise ConfigError(f"{what} {path}: larger than the {limit}-byte limit for this file")
-    if secret and info.st_mode & stat.S_IROTH:
-        log.warning("%s %s can be read by every user on this machine: chmod o-r it", what, path)
-    return data
+        raise error(f"{what} {path}: larger than the {limit}-byte limit for this file")
+    return data, info.st_mode
 
 
 def _usable(path: Path) -> bool:

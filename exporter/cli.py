@@ -1,4 +1,4 @@
-"""`edge-export`: check datasets, train (offline or in Custom Vision), evaluate and verify bundles.
+"""`edge-export`: check datasets, train (offline or in Custom Vision), evaluate, verify and sign bundles.
 
 Exit status: 0 done, 1 a problem with the input (named on stderr in one line), 2 usage.
 """
@@ -20,6 +20,7 @@ from edge_runtime.errors import EXIT_ERROR, ConfigError, run_command
 from edge_runtime.int8.target import TARGETS, Target
 
 from .dataset import WHAT_A_DATASET_IS, Dataset, load_dataset
+from .keys import PASSWORD_ENV, SigningKey, generate_keys, key_password
 from .training_client import Flavor
 from .verify import verify_export
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 DATASET_HELP = WHAT_A_DATASET_IS[0].upper() + WHAT_A_DATASET_IS[1:]
 FLAVORS = [f.value for f in Flavor]
 FLAVOR_HELP = "export flavor (default: ONNX, which is float32)"
+PASSWORD_HELP = f"a file whose first line is the key's password (default: the {PASSWORD_ENV} variable, if set)"
 
 
 class Bars:
@@ -58,6 +60,21 @@ def _cloud_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll-seconds", type=float, default=5.0, help=argparse.SUPPRESS)
 
 
+class _RefusePassword(argparse.Action):
+    """`--key-password VALUE` (which argparse would otherwise take for --key-password-file) is
+    refused without echoing the value: a password on the command line is seen by `ps`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string}: a password is never given on the command line; use {PASSWORD_ENV} or "
+                     "--key-password-file")
+
+
+def _password_arg(parser: argparse.ArgumentParser, help: str = PASSWORD_HELP) -> None:
+    parser.add_argument("--key-password-file", type=Path, metavar="FILE", help=help)
+    parser.add_argument("--key-password", "--password", action=_RefusePassword, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="edge-export", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -75,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the report")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--sign", type=Path, metavar="KEY",
+                       help="sign each bundle with this private key once it is verified (vN/model.sig)")
+    _password_arg(train)
     local = train.add_argument_group("local backend")
     local.add_argument("--int8", action="store_true",
                        help="also write a static INT8 export (OUT/PROJECT/vN-int8) calibrated on the training images")
@@ -115,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check an export (zip, folder or .onnx) loads and runs")
     verify.add_argument("export", type=Path)
+
+    sign = sub.add_parser("sign", help="sign an export's files (a folder gets model.sig inside, a zip X.zip.sig "
+                          "beside it)")
+    sign.add_argument("export", type=Path, help="an export folder (OUT/PROJECT/vN) or zip")
+    sign.add_argument("--key", type=Path, required=True, help="the PEM elliptic-curve private key")
+    sign.add_argument("--out", type=Path, metavar="SIG", help="write the signature here instead")
+    _password_arg(sign)
+
+    keygen = sub.add_parser("keygen", help="make a P-256 key pair: DIR/private.pem (0600) and DIR/public.pem "
+                            "(for models.public_key)")
+    keygen.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _password_arg(keygen, f"encrypt the private key with the password on this file's first line (default: the "
+                  f"{PASSWORD_ENV} variable; neither: not encrypted)")
     return parser
 
 
@@ -127,6 +160,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.int8 and args.backend != "local":
         raise ConfigError("--int8 is for the local backend; run edge-runtime quantize on the exported bundle")
+    # the key is checked first: a wrong password must not wait for the end of a training run
+    args.signing_key = SigningKey.load(args.sign, args.key_password_file) if args.sign else None
     dataset = load_dataset(args.dataset)
     print(dataset.summary())
     if dataset.report.errors:
@@ -151,12 +186,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "domain": "General (compact), offline", "iteration": None,
                 "metrics": result.metrics.to_json(),
                 "recipe": {"chosen": result.recipe, "crossValidated": dict(result.candidates)}}
-        bundle, verified = write_bundle(args.out, project, export, info)
-    print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, verified)")
-    return _int8(bundle, dataset.root, args.int8_max_drop, Target(args.int8_target)) if args.int8 else 0
+        bundle, verified = write_bundle(args.out, project, export, info, signing_key=args.signing_key)
+    signed = ", signed" if args.signing_key else ""
+    print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, verified{signed})")
+    if not args.int8:
+        return 0
+    return _int8(bundle, dataset.root, args.int8_max_drop, Target(args.int8_target), args.signing_key)
 
 
-def _int8(bundle: Path, images: Path, max_drop: float, target: Target) -> int:
+def _int8(bundle: Path, images: Path, max_drop: float, target: Target, signing_key: SigningKey | None) -> int:
     """The INT8 sibling of a fresh bundle, calibrated on the images it was trained on."""
     from edge_runtime.int8.quantize import format_report, quantize_export
 
@@ -164,6 +202,8 @@ def _int8(bundle: Path, images: Path, max_drop: float, target: Target) -> int:
     report = quantize_export(bundle, images, bundle.with_name(f"{bundle.name}-int8"), max_drop=max_drop,
                              target=target)
     print(format_report(report, max_drop))
+    if report.written and signing_key is not None:
+        print(f"signed: {signing_key.sign(bundle.with_name(f'{bundle.name}-int8'))}")
     return 0 if report.written else EXIT_ERROR
 
 
@@ -186,8 +226,10 @@ def _bundle_from_cloud(args: argparse.Namespace, run: CloudTraining, project: st
 
     with tempfile.TemporaryDirectory() as tmp:
         zip_path = run.export(project_id, iteration_id, Path(tmp), Flavor(args.flavor), timeout_s=args.timeout)
-        bundle, verified = write_bundle(args.out, project, zip_path, info, tag_ids)
-    print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, SHA-1 and load verified)")
+        bundle, verified = write_bundle(args.out, project, zip_path, info, tag_ids,
+                                        signing_key=getattr(args, "signing_key", None))
+    signed = ", signed" if getattr(args, "signing_key", None) else ""
+    print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, SHA-1 and load verified{signed})")
     return 0
 
 
@@ -254,8 +296,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    signature = SigningKey.load(args.key, args.key_password_file).sign(args.export, args.out)
+    print(f"{args.export}: signed, {signature}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    password = key_password(args.key_password_file)
+    private, public = generate_keys(args.out, password)
+    encrypted = "encrypted, " if password else ""
+    print(f"private key: {private} ({encrypted}keep it secret; edge-export sign --key {private})")
+    print(f"public key:  {public} (models.public_key on the devices)")
+    return 0
+
+
 COMMANDS = {"check": cmd_check, "train": cmd_train, "export": cmd_export, "status": cmd_status,
-            "evaluate": cmd_evaluate, "verify": cmd_verify}
+            "evaluate": cmd_evaluate, "verify": cmd_verify, "sign": cmd_sign, "keygen": cmd_keygen}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

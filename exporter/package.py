@@ -6,6 +6,7 @@ This is the one contract between exporter and runtime: what `write_export` write
     out/shelf/v3/
       model.onnx  labels.txt  metadata_properties.json  cvexport.manifest
       bundle.json              source, iteration, domain, metrics, labels, file hashes
+      model.sig                with --sign: a model-signing signature over the other files
 
 The vN folders are the model store's layout (edge_runtime/publish/versions.py): train with
 `--out` pointing at the store and `edge-runtime publish STORE/shelf/v3 --name shelf` makes
@@ -33,6 +34,7 @@ from edge_runtime.publish.versions import (
     stage,
 )
 
+from .keys import SigningKey
 from .verify import Verified, verify_export
 
 
@@ -69,10 +71,12 @@ def zip_export(folder: Path, zip_path: Path) -> Path:
 
 
 def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
-                 tag_ids: Mapping[str, str] | None = None) -> tuple[Path, Verified]:
+                 tag_ids: Mapping[str, str] | None = None,
+                 signing_key: SigningKey | None = None) -> tuple[Path, Verified]:
     """Copy (or safely unzip) an export into out/name/vN, add bundle.json, and verify it
-    loads and runs through the runtime before it is declared good. A bundle that fails
-    verification is removed. Bundles are readable by every user."""
+    loads and runs through the runtime before it is declared good; with a `signing_key`, a
+    verified bundle is then signed (vN/model.sig), so that no vN ever appears unsigned. A
+    bundle that fails verification is removed. Bundles are readable by every user."""
     root = out / name
     staging = new_staging(root)
     try:
@@ -85,6 +89,8 @@ def write_bundle(out: Path, name: str, export: Path, info: Mapping[str, Any],
             bundle_info["tagIds"] = [tag_ids.get(label, "") for label in labels]
         (staging / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2, default=str) + "\n")
         verified = verify_export(staging)
+        if signing_key is not None:
+            signing_key.sign(staging)
         make_world_readable(staging)
         return claim_next_version(root, staging), verified
     except BaseException:

@@ -97,3 +97,6 @@ class ModelsConfig(Strict):
                                  "may download, in MB")
     iot_edge: bool = Field(False, description="take model updates from the Azure IoT Edge module twin's desired "
                            "property edgeRuntimeModels (needs the iotedge extra)")
+    public_key: Path | None = Field(None, description="a PEM elliptic-curve public key (edge-export keygen): when "
+                                    "set, every update pulled, dropped in the watched folder or PUT must carry a "
+                                    "valid signature by its private key (docs/publish.md)")

@@ -40,13 +40,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import ConfigError, EdgeRuntimeError, ModelStoreError
+from ..errors import EdgeRuntimeError, ModelStoreError
 from ..model.imageio import read_image
 from ..model.predictor import Predictor
 from ..model.slot import Active, ModelSlot
 from ..paths import DEMO_SAMPLES
 from ..service.rss import rss_bytes
-from . import evaluate
+from . import evaluate, signing
 from .config import ModelsConfig
 from .registry import Entry, Registry
 from .store import ModelStore, check_name
@@ -139,13 +139,14 @@ class ModelManager:
                  frames: Frames | None = None, record: Callable[[Change], None] | None = None,
                  signature_check: Callable[[Path, Path | None, Path | None], bool] | None = None,
                  release_of: Callable[[Path], Any] | None = None) -> None:
-        """`signature_check(folder, signature, public_key)` and `release_of(folder)` come from
-        signing.py (an optional extra); without them a configured key refuses every update."""
+        """`signature_check(folder, signature, public_key)` and `release_of(folder)`: signing.py's
+        (model-signing is an optional extra: without it a configured key refuses every update)."""
         self.store, self.registry, self.loader = store, registry, loader
         self.policy = policy or Policy()
         self.frames = frames or (lambda name: ())
         self.record = record
-        self.signature_check, self.release_of = signature_check, release_of
+        self.signature_check = signature_check or signing.require_signed
+        self.release_of = release_of or signing.created_of
         self.listeners: list[Listener] = []
         self.feeds: list[Feed] = []  # what brings updates from outside: the puller, the module twin
         self.log_refusals = True
@@ -327,11 +328,10 @@ class ModelManager:
         key = self.policy.public_key
         if key is None:
             return
-        if self.signature_check is None:
-            raise ConfigError("models.public_key is set but signatures cannot be checked: "
-                              "pip install 'edge-runtime[signing]'")
-        self.signature_check(folder, update.signature, key)  # raises SignatureError with the reason
-        if update.source == "rollback" or self.release_of is None:
+        # the signature given, else the export's own (beside a zip, model.sig in a folder and so in its copy)
+        signature = update.signature or signing.signature_for(update.path) or signing.signature_for(folder)
+        self.signature_check(folder, signature, key)  # the copy that will be served; SignatureError says why
+        if update.source == "rollback":
             return
         entry = self.registry.entry(update.name)
         active = entry.slot.active if entry else None

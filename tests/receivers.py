@@ -1,5 +1,5 @@
-"""What the forwarder tests share: the event payload schema, a sample event, and a real
-webhook receiver on loopback that fails its first POSTs on request."""
+"""What the forwarder tests share: the event and model-change payload schemas, a sample
+event, and a real webhook receiver on loopback that fails its first POSTs on request."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "event-payload.schema.json").read_text())
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+SCHEMA = json.loads((DOCS / "event-payload.schema.json").read_text())
+MODEL_CHANGE_SCHEMA = json.loads((DOCS / "model-change.schema.json").read_text())
 
 
 def event(event_id: str, camera: str = "door", end: str | None = None) -> dict[str, Any]:

@@ -68,9 +68,8 @@ class StoreCore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")  # keep the WAL small: it counts
             db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
-            if version != SCHEMA_VERSION:  # an existing store opens without writing (a full disk)
-                db.executescript(SCHEMA)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:  # a current store opens without writing (a full disk)
+                cls._migrate(db, version, data_dir)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"event store {data_dir}: {exc}") from None
         except OSError as exc:
@@ -85,6 +84,27 @@ class StoreCore:
             raise StoreError(f"event store {data_dir}: {exc} (`edge-runtime events export` copies what "
                              "can still be read)") from None
         return store
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int, data_dir: Path) -> None:
+        """Create what is missing (every CREATE is IF NOT EXISTS, so an older store gains
+        the new tables and keeps its rows), in one transaction. An older store on a full
+        disk opens as it is: what it has works, the new tables wait for the next open."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            if version == 0 or not is_disk_full(exc):
+                raise
+            log.warning("event store %s: no space to add the tables of schema %d; it opens at schema %d, "
+                        "and model changes are not recorded until it can be written", data_dir, SCHEMA_VERSION,
+                        version)
 
     @classmethod
     def open_readonly(cls: type[T], data_dir: Path) -> T:

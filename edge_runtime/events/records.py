@@ -21,7 +21,7 @@ from .salvage import Damage
 log = logging.getLogger(__name__)
 DB_NAME = "events.db"
 MEDIA_DIR = "media"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: model_changes
 WAL_PAGES = 256
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS samples(
     id TEXT PRIMARY KEY, sampler TEXT NOT NULL, camera TEXT NOT NULL, taken_at REAL NOT NULL,
     image TEXT NOT NULL, prediction TEXT NOT NULL, bytes INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS samples_taken ON samples(taken_at);
+CREATE TABLE IF NOT EXISTS model_changes(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, project TEXT, old_version INTEGER, new_version INTEGER,
+    old_iteration TEXT NOT NULL, new_iteration TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
+    source TEXT NOT NULL, at REAL NOT NULL, device TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS model_changes_at ON model_changes(at);
 """
 EVENT_COLUMNS = ("id, rule, camera, tag, start, end_at, last_at, peak, peak_at, frames, box, "
                  "snapshot, thumbnail, clip, frame, device")
@@ -129,7 +134,7 @@ class EventRecord:
 @dataclass(frozen=True)
 class OutboxItem:
     seq: int  # strictly increasing, never reused
-    kind: str  # "event-start" | "event-end" | "result"
+    kind: str  # "event-start" | "event-end" | "result" | "model-change"
     event_id: str  # the idempotency key
     created: float  # wall clock
     payload: dict[str, Any]

@@ -12,7 +12,9 @@ the oldest records. (Records are small: deleting them for a disk that other file
 would lose history and free next to nothing.) Outbox rows go once every configured
 forwarder (`consumers`) has saved its cursor past them, or once they are older than
 `max_ttl_s`; rows removed before a forwarder reached them are counted as dropped by that
-forwarder. Freed database pages are given back to the disk.
+forwarder. Model changes beyond the newest `max_model_changes` go (they are tiny: the cap
+only keeps a device that flaps between versions for years from growing without end).
+Freed database pages are given back to the disk.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import first_line
+from .model_changes import MAX_ROWS
 from .store import EventStore
 
 log = logging.getLogger(__name__)
@@ -35,13 +38,16 @@ class Sweep:
     media: int = 0
     records: int = 0
     outbox: int = 0
+    model_changes: int = 0
 
 
 class Janitor:
-    def __init__(self, store: EventStore, consumers: list[str] | None = None, max_ttl_s: float | None = None) -> None:
+    def __init__(self, store: EventStore, consumers: list[str] | None = None, max_ttl_s: float | None = None,
+                 max_model_changes: int = MAX_ROWS) -> None:
         self.store = store
         self.consumers = consumers or []
         self.max_ttl_s = max_ttl_s
+        self.max_model_changes = max_model_changes
         self._lock = threading.Lock()  # one sweep at a time: the recorder's and the loop's
 
     def over(self, extra: int = 0) -> bool:
@@ -57,6 +63,7 @@ class Janitor:
         if extra >= budget.max_bytes:  # no eviction can make room: the write is refused, and nothing goes for it
             extra = 0
         sweep.outbox = store.prune_outbox(self.consumers, self.max_ttl_s, now)
+        sweep.model_changes = store.trim_model_changes(self.max_model_changes)
         if budget.max_age_s is not None:
             cutoff = now - budget.max_age_s
             while n := store.delete_oldest_records(BATCH, older_than=cutoff):
@@ -78,7 +85,7 @@ class Janitor:
                 break
             sweep.records += removed
             store.compact()
-        if sweep.aged or sweep.media or sweep.records or sweep.outbox:
+        if sweep.aged or sweep.media or sweep.records or sweep.outbox or sweep.model_changes:
             store.compact()
             log.debug("retention: %s", sweep)
         return sweep

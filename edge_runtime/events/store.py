@@ -27,9 +27,12 @@ it, or once it outlived the longest time-to-live, so a crash at any point loses 
 One writer connection, guarded by a lock; readers open connections of their own, so a long
 query never waits for a write. Every public method is thread-safe.
 
+Model changes (model_changes.py: each change of a published model's active version) are
+kept beside the events, each with an outbox row of its own kind, "model-change".
+
 The store is split by what it keeps: db.py (the SQLite core), files.py (media files and
-their budget), outbox.py (the outbox and cursors), sample_rows.py, retention_queries.py,
-and records.py (the values); EventStore, here, adds the events themselves.
+their budget), outbox.py (the outbox and cursors), sample_rows.py, model_changes.py,
+retention_queries.py, and records.py (the values); EventStore, here, adds the events themselves.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from .model_changes import ModelChange, ModelChangeRows
 from .outbox import OutboxRows
 from .records import (
     DB_NAME,
@@ -69,6 +73,7 @@ __all__ = [
     "Budget",
     "EventRecord",
     "EventStore",
+    "ModelChange",
     "OutboxItem",
     "SampleRecord",
     "StoreStats",
@@ -78,8 +83,8 @@ __all__ = [
 ]
 
 
-class EventStore(RetentionQueries, SampleRows, OutboxRows):
-    """Events, their media, the outbox, samples: one SQLite file and a media folder."""
+class EventStore(RetentionQueries, SampleRows, ModelChangeRows, OutboxRows):
+    """Events, their media, the outbox, samples, model changes: one SQLite file and a media folder."""
 
     def _write_event_media(self, event: EventRecord, media: Mapping[str, bytes]) -> EventRecord:
         for kind, data in media.items():

@@ -3,8 +3,16 @@
 Topics:
     {prefix}/{device}/{camera}/events    event-start and event-end (see docs/event-payload.schema.json)
     {prefix}/{device}/{camera}/results   results, for a forwarder with results_every_s
+    {prefix}/{device}/models/{name}/changes
+                                         model changes (docs/model-change.schema.json), retained
+                                         but for refusals: a subscriber that joins later still
+                                         learns which version of each name the device runs
     {prefix}/{device}/status             "online" / "offline", retained; "offline" is also the
                                          last will, so the broker says it when the link dies
+
+A camera or model name is one topic level, percent-encoded: whatever the store holds, a
+'/', '+' or '#' in it can neither add a level nor become a wildcard. (The model topics have
+one level more than the camera ones, so a camera named "models" cannot meet them.)
 
 paho's network thread keeps reconnecting on its own; while it is down, `send` fails fast and
 the delivery loop backs off. The password comes from password_file, never from the config
@@ -24,12 +32,14 @@ import logging
 import socket
 import threading
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ..errors import ConfigError, first_line
+from . import payload
 from .base import DeliveryError, read_secret
 from .protocols import Item
 
@@ -41,14 +51,20 @@ ONLINE, OFFLINE = "online", "offline"
 
 
 def topics(prefix: str, device: str) -> tuple[str, str]:
-    """(the status topic, the per-camera template with {camera} and {kind} to fill in)."""
+    """(the status topic, the base every other topic starts with)."""
     base = f"{prefix}/{device}" if prefix else device
-    return f"{base}/status", base + "/{camera}/{kind}"
+    return f"{base}/status", base
+
+
+def level(text: str) -> str:
+    """`text` as one topic level: percent-encoded but for letters, digits and "_.-~", so
+    that no '/', '+', '#' (nor a leading '$') gets through; "unknown" when empty."""
+    return urllib.parse.quote(text, safe="") or "unknown"
 
 
 class MqttTransport:
-    def __init__(self, client: mqtt.Client, status_topic: str, template: str, timeout_s: float) -> None:
-        self.client, self.status_topic, self.template, self.timeout_s = client, status_topic, template, timeout_s
+    def __init__(self, client: mqtt.Client, status_topic: str, base: str, timeout_s: float) -> None:
+        self.client, self.status_topic, self.base, self.timeout_s = client, status_topic, base, timeout_s
         self.last_refusal = ""
         self._connected = threading.Event()
         self._closed = False
@@ -85,8 +101,8 @@ class MqttTransport:
                     from None
         client.reconnect_delay_set(max(1, int(cfg.backoff.initial_s)), max(1, int(cfg.backoff.max_s)))
         client.connect_timeout = min(cfg.timeout_s, client.connect_timeout)
-        status, template = topics(cfg.prefix, device)
-        transport = cls(client, status, template, cfg.timeout_s)
+        status, base = topics(cfg.prefix, device)
+        transport = cls(client, status, base, cfg.timeout_s)
         if connect:
             client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
             client.loop_start()
@@ -120,8 +136,16 @@ class MqttTransport:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
 
     def topic(self, item: Item) -> str:
+        if item.kind == payload.MODEL_CHANGE:
+            return f"{self.base}/models/{level(str(item.payload.get('name') or ''))}/changes"
         kind = "results" if item.kind == "result" else "events"
-        return self.template.format(camera=item.payload.get("camera") or "unknown", kind=kind)
+        return f"{self.base}/{level(str(item.payload.get('camera') or ''))}/{kind}"
+
+    @staticmethod
+    def retained(item: Item) -> bool:
+        """A model change stays on the broker as the name's latest, unless it was a refusal
+        (which changed nothing the device runs)."""
+        return item.kind == payload.MODEL_CHANGE and item.payload.get("reason") != "refused"
 
     def send(self, item: Item, body: bytes) -> None:
         # The same item after a timeout: wait for the message paho still holds (it resends it
@@ -129,7 +153,7 @@ class MqttTransport:
         if self._pending is None or self._pending[0] != item.seq:
             if not self._connected.wait(self.timeout_s) or self._closed:
                 raise DeliveryError(self._not_connected())
-            self._pending = (item.seq, self.client.publish(self.topic(item), body, qos=1))
+            self._pending = (item.seq, self.client.publish(self.topic(item), body, qos=1, retain=self.retained(item)))
         info = self._pending[1]
         try:
             info.wait_for_publish(self.timeout_s)

@@ -3,8 +3,9 @@
     {"type": "event-end", "id": "01J...", "rule": "kiosk", "camera": "door", "tag": "cola", ...,
      "thumbnailJpeg": "<base64>"}
 
-The fields are documented by docs/event-payload.schema.json. Receivers deduplicate on
-(`id`, `type`): an event's start and end share the id.
+The fields are documented by docs/event-payload.schema.json, and those of model changes
+(type "model-change", versioned by their `schemaVersion`) by docs/model-change.schema.json.
+Receivers deduplicate on (`id`, `type`): an event's start and end share the id.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .protocols import Item, Outbox
+
+EVENT_KINDS = ("event-start", "event-end")  # the kinds that have a thumbnail
+MODEL_CHANGE = "model-change"  # the events store's model_changes.KIND
 
 
 def build(item: Item, thumbnail: Path | None = None) -> dict[str, Any]:
@@ -48,7 +52,7 @@ def idempotency_key(item: Item) -> str:
 
 
 def thumbnail_path(outbox: Outbox, item: Item) -> Path | None:
-    """The event's thumbnail on disk, if the store has one; results have none."""
-    if item.kind == "result":
+    """The event's thumbnail on disk, if the store has one; results and model changes have none."""
+    if item.kind not in EVENT_KINDS:
         return None
     return outbox.thumbnail_path(item.event_id)

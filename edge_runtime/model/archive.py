@@ -59,7 +59,7 @@ def safe_extract(zip_path: Path, dest: Path, max_total_bytes: int = MAX_TOTAL_BY
     """
     dest = dest.resolve()
     try:
-        _check_directory_size(zip_path)
+        check_directory_size(zip_path)
         with zipfile.ZipFile(zip_path) as zf:
             infos = zf.infolist()
             if len(infos) > MAX_MEMBERS:
@@ -89,7 +89,7 @@ def safe_extract(zip_path: Path, dest: Path, max_total_bytes: int = MAX_TOTAL_BY
         raise BundleError(f"{zip_path.name}: cannot unpack into {dest}: {exc.strerror or exc}") from exc
 
 
-def _check_directory_size(zip_path: Path) -> None:
+def check_directory_size(zip_path: Path) -> None:
     """Refuse a central directory too large for MAX_MEMBERS entries, reading only the file's end."""
     with open(zip_path, "rb") as f:
         f.seek(0, os.SEEK_END)

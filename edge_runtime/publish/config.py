@@ -100,3 +100,8 @@ class ModelsConfig(Strict):
     public_key: Path | None = Field(None, description="a PEM elliptic-curve public key (edge-export keygen): when "
                                     "set, every update pulled, dropped in the watched folder or PUT must carry a "
                                     "valid signature by its private key (docs/publish.md)")
+    incoming: Path | None = Field(None, description="a watched folder: an export zip dropped there (with its "
+                                  ".zip.sig) is published under the name in its bundle.json, else its file name "
+                                  "(edge_runtime/publish/incoming.py)")
+    incoming_poll_s: float = Field(2.0, gt=0, le=3600, description="how often models.incoming is scanned; a zip "
+                                   "is taken once its size and time stayed the same this long")

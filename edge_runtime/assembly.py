@@ -5,6 +5,7 @@ camera option cannot reach one and miss the other.
 
     predictor = load_predictor(settings, runs=2, threads=1)
     pipeline = local_pipeline(settings, predictor, sink, camera_ids=["door"])
+    shelf = load_version(settings, Path("models/shelf/v3"), "shelf", runs=2, threads=1)  # a published version
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ import numpy as np
 from .capture.camera import Camera
 from .capture.gate import SceneGate
 from .capture.sources import describe_uri, open_source
+from .capture.view import CameraView, ModelledCamera
 from .config import DEMO, CameraConfig, Settings
 from .metrics import Metrics
-from .model.predictor import Predictor
+from .model.postprocess import PostprocessOptions
+from .model.predictor import Predictor, Prepared
 from .model.slot import ModelSlot
 from .paths import DEMO_MODEL, graph_cache_dir
 from .pipeline import Pipeline
 from .service.backoff import Backoff
 from .sinks import Sink
+from .types import Outputs, PredictionResult
 
 
 def model_path(settings: Settings) -> Path:
@@ -40,6 +44,22 @@ def load_predictor(settings: Settings, *, runs: int, threads: int, path: Path | 
     return Predictor.load(Path(path) if path else model_path(settings), providers=m.providers or None,
                           intra_op_threads=threads, options=m.postprocess_options(), spinning=m.spinning,
                           graph_cache=graph_cache_dir() if m.graph_cache else None, runs=runs)
+
+
+def model_options(settings: Settings, name: str) -> PostprocessOptions:
+    """model.* with the published name's own `models.options` over it."""
+    base, own = settings.model, settings.models.options.get(name)
+    if own is None:
+        return base.postprocess_options()
+    return PostprocessOptions(threshold=own.threshold if own.threshold is not None else base.threshold,
+                              top_k=own.top_k if own.top_k is not None else base.top_k,
+                              max_detections=own.max_detections or base.max_detections)
+
+
+def load_version(settings: Settings, path: Path, name: str, *, runs: int, threads: int) -> Predictor:
+    """A published name's version, as the server and every worker load it: the session's
+    split, and the name's own options."""
+    return load_predictor(settings, runs=runs, threads=threads, path=path).with_options(model_options(settings, name))
 
 
 def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None = None) -> Camera:
@@ -68,10 +88,38 @@ def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics
         prepare = _prepare_of(slots[c.id]) if c.id in slots else predictor.prepare
         cameras.append(make_camera(c, gates[c.id].hook(prepare) if c.id in gates else prepare))
     max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
-    return Pipeline(predictor, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=predictor.model.runs,
+    # Every camera with a slot: the pipeline holds no version of its own, so one unloaded
+    # before a load (unload-first) is freed.
+    fallback = predictor if any(c.id not in slots for c in configs) else SlotStages(slots[configs[0].id])
+    return Pipeline(fallback, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=predictor.model.runs,
                     models=slots)
 
 
+class SlotStages:
+    """A slot's active version as the pipeline's own model."""
+
+    def __init__(self, slot: ModelSlot[Predictor]) -> None:
+        self.slot = slot
+
+    def prepare(self, frame: np.ndarray) -> Prepared:
+        return self.slot.get().prepare(frame)
+
+    def infer(self, tensor: np.ndarray) -> Outputs:
+        return self.slot.get().infer(tensor)
+
+    def finish(self, outputs: Outputs, prepared: Prepared) -> PredictionResult:
+        return self.slot.get().finish(outputs, prepared)
+
+
+def camera_views(pipeline: Pipeline) -> list[CameraView]:
+    """The pipeline's cameras as /cameras shows them: each with the model it runs."""
+    return [ModelledCamera(c, slot) if isinstance(slot := pipeline.models.get(c.id), ModelSlot) else c
+            for c in pipeline.cameras]
+
+
 def _prepare_of(slot: ModelSlot[Predictor]) -> Callable[[np.ndarray], Any]:
-    """The grabber's preprocessing for the version active as each frame arrives."""
-    return lambda image: slot.get().prepare(image)
+    """The grabber's preprocessing for the version active as each frame arrives. While the
+    slot is emptied for a load (unload-first) the grabber does not wait: the frame goes
+    unprepared (ModelUnavailable is the camera's failed prepare), the newest frame replaces
+    it, and the inference thread waits for the model instead."""
+    return lambda image: slot.get(timeout=0).prepare(image)

@@ -275,3 +275,50 @@ def test_results_name_their_version_and_announcements_are_checked(colours):
                     b"M" + json.dumps({"key": 1, "labels": ["a"] * 100_001}).encode()]:
         with pytest.raises(ValueError):
             decode_model(hostile)
+
+
+# -- through the server: the model manager's publish reaches the workers ----------------------
+@pytest.mark.timeout(240)
+def test_a_version_published_to_the_server_is_swapped_in_its_workers(exports, store, tmp_path):
+    import httpx
+
+    from edge_runtime.publish.update import Update
+    from edge_runtime.serve import build_services
+    from edge_runtime.server import create_app
+    from tests.server_util import running
+
+    it = store["it"]
+    assert isinstance(it, dict)
+    root = tmp_path / "models"
+    ModelStore.open(root).publish(exports["modern"], "colours")
+    ModelStore.open(root).publish(variant(exports["modern"], tmp_path / "other", OTHER,
+                                          "00000000-0000-0000-0000-000000000003"), "other")
+    cams = [{"id": "a", "source": str(store["video"]), "loop": True, "realtime": True},
+            {"id": "b", "source": str(store["video"]), "loop": True, "realtime": True, "model": "other"}]
+    in_process = build_services(load_settings(env={}, overrides={"models": {"path": str(root)}, "workers": 0,
+                                                                 "cameras": cams}), env={})
+    assert [(c.status()["model"], c.status()["version"], c.status()["iteration"]) for c in in_process.cameras] == [
+        ("colours", 1, it["v1"]), ("other", 1, it["other"])]
+
+    svc = build_services(load_settings(env={}, overrides={"models": {"path": str(root)}, "workers": 2,
+                                                          "cameras": cams}), env={})
+    assert isinstance(svc.pipeline, WorkerPool) and svc.manager is not None
+    assert svc.pipeline.swap in svc.manager.listeners
+    with running(create_app(svc)) as url:
+        def cameras() -> dict[str, dict[str, object]]:
+            return {c["id"]: c for c in httpx.get(f"{url}/cameras").json()}
+
+        assert wait_for(lambda: all(c["version"] == 1 for c in cameras().values()), timeout=90)
+        assert cameras()["b"]["iteration"] == it["other"]
+        pids = {cid: c["worker"]["pid"] for cid, c in cameras().items()}
+        svc.manager.publish(Update(variant(exports["modern"], tmp_path / "shouted", SHOUTED,
+                                           "00000000-0000-0000-0000-000000000002"), "colours", source="http"))
+        assert wait_for(lambda: cameras()["a"]["version"] == 2, timeout=60)
+        assert wait_for(lambda: httpx.get(f"{url}/predictions/latest?camera=a").json()["iteration"] == it["v2"],
+                        timeout=30)
+        body = httpx.get(f"{url}/predictions/latest?camera=a").json()
+        assert {p["tagName"] for p in body["predictions"]} <= set(SHOUTED)
+        after = cameras()
+        assert (after["a"]["iteration"], after["b"]["version"], after["b"]["iteration"]) == (it["v2"], 1, it["other"])
+        assert {cid: c["worker"]["pid"] for cid, c in after.items()} == pids
+        assert svc.pipeline.errors == 0

@@ -5,6 +5,7 @@ camera option cannot reach one and miss the other.
 
     predictor = load_predictor(settings, runs=2, threads=1)
     pipeline = local_pipeline(settings, predictor, sink, camera_ids=["door"])
+    shelf = load_version(settings, Path("models/shelf/v3"), "shelf", runs=2, threads=1)  # a published version
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import numpy as np
 from .capture.camera import Camera
 from .capture.gate import SceneGate
 from .capture.sources import describe_uri, open_source
+from .capture.view import CameraView, ModelledCamera
 from .config import DEMO, CameraConfig, Settings
 from .metrics import Metrics
+from .model.postprocess import PostprocessOptions
 from .model.predictor import Predictor
 from .model.slot import ModelSlot
 from .paths import DEMO_MODEL, graph_cache_dir
@@ -40,6 +43,22 @@ def load_predictor(settings: Settings, *, runs: int, threads: int, path: Path | 
     return Predictor.load(Path(path) if path else model_path(settings), providers=m.providers or None,
                           intra_op_threads=threads, options=m.postprocess_options(), spinning=m.spinning,
                           graph_cache=graph_cache_dir() if m.graph_cache else None, runs=runs)
+
+
+def model_options(settings: Settings, name: str) -> PostprocessOptions:
+    """model.* with the published name's own `models.options` over it."""
+    base, own = settings.model, settings.models.options.get(name)
+    if own is None:
+        return base.postprocess_options()
+    return PostprocessOptions(threshold=own.threshold if own.threshold is not None else base.threshold,
+                              top_k=own.top_k if own.top_k is not None else base.top_k,
+                              max_detections=own.max_detections or base.max_detections)
+
+
+def load_version(settings: Settings, path: Path, name: str, *, runs: int, threads: int) -> Predictor:
+    """A published name's version, as the server and every worker load it: the session's
+    split, and the name's own options."""
+    return load_predictor(settings, runs=runs, threads=threads, path=path).with_options(model_options(settings, name))
 
 
 def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None = None) -> Camera:
@@ -73,6 +92,15 @@ def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics
     return Pipeline(default, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=runs, models=slots)
 
 
+def camera_views(pipeline: Pipeline) -> list[CameraView]:
+    """The pipeline's cameras as /cameras shows them: each with the model it runs."""
+    return [ModelledCamera(c, slot) if isinstance(slot := pipeline.models.get(c.id), ModelSlot) else c
+            for c in pipeline.cameras]
+
+
 def _prepare_of(slot: ModelSlot[Predictor]) -> Callable[[np.ndarray], Any]:
-    """The grabber's preprocessing for the version active as each frame arrives."""
-    return lambda image: slot.get().prepare(image)
+    """The grabber's preprocessing for the version active as each frame arrives. While the
+    slot is emptied for a load (unload-first) the grabber does not wait: the frame goes
+    unprepared (ModelUnavailable is the camera's failed prepare), the newest frame replaces
+    it, and the inference thread waits for the model instead."""
+    return lambda image: slot.get(timeout=0).prepare(image)

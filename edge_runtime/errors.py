@@ -19,9 +19,10 @@
     ├── ConfigError                  a setting is wrong (the key is named)
     ├── StoreError                   the event store cannot be used
     │   └── DiskFullError            no room on its disk or in its budget
-    └── ModelStoreError              the model store cannot do what was asked
-        ├── PullError                a pulled update was refused: its description, download or hash
-        └── SignatureError           an update's signature is missing, damaged or does not match
+    ├── ModelStoreError              the model store cannot do what was asked
+    │   ├── PullError                a pulled update was refused: its description, download or hash
+    │   └── SignatureError           an update's signature is missing, damaged or does not match
+    └── ControlError                 a worker's control message it does not understand (workers/control.py)
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
 with `raise ... from exc`, so callers catch only this tree. Both commands (`edge-runtime`,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import forwarders
-from .assembly import load_predictor, local_pipeline
+from .assembly import camera_views, load_predictor, load_version, local_pipeline, model_options
 from .capture.sources import SourceError, check_source
 from .capture.view import CameraRunner, CameraView
 from .config import DEMO, Settings, check_access, is_loopback, resolve_token
@@ -25,7 +25,6 @@ from .events.setup import open_store
 from .events.store import EventStore
 from .metrics import Metrics, ModelsCollector
 from .model import limits
-from .model.postprocess import PostprocessOptions
 from .model.predictor import Predictor
 from .model.slot import ModelSlot
 from .publish.config import NAME
@@ -102,21 +101,10 @@ def model_name(settings: Settings) -> str:
     return stem if NAME.fullmatch(stem) else "default"
 
 
-def model_options(settings: Settings, name: str) -> PostprocessOptions:
-    """model.* with the published name's own `models.options` over it."""
-    base, own = settings.model, settings.models.options.get(name)
-    if own is None:
-        return base.postprocess_options()
-    return PostprocessOptions(threshold=own.threshold if own.threshold is not None else base.threshold,
-                              top_k=own.top_k if own.top_k is not None else base.top_k,
-                              max_detections=own.max_detections or base.max_detections)
-
-
 def loader(settings: Settings, split: Split) -> Loader:
     """How the server loads a published version: its session split, the name's options."""
     def load(path: Path, name: str) -> Predictor:
-        predictor = load_predictor(settings, runs=split.runs, threads=split.threads, path=path)
-        return predictor.with_options(model_options(settings, name))
+        return load_version(settings, path, name, runs=split.runs, threads=split.threads)
     return load
 
 
@@ -240,17 +228,17 @@ def build_services(
     cameras: list[CameraView] = []
     runner: CameraRunner | None = None
     processes: Callable[[], dict[str, int | None]] = server_process
+    manager = model_manager(settings, models, registry, load, sinks.latest)
     if plan.in_process:
         pipeline = local_pipeline(settings, predictor, sinks.all, metrics, models=camera_slots(settings, registry))
         if pipeline is not None:
-            cameras, runner = list(pipeline.cameras), pipeline
+            cameras, runner = camera_views(pipeline), pipeline
     else:
-        from .workers.codec import ResultCodec
-        from .workers.supervisor import WorkerPool, shared_model
+        from .workers.supervisor import WorkerPool, camera_models
 
-        codec = ResultCodec(predictor.spec.labels, predictor.spec.tag_ids, predictor.project, predictor.iteration)
-        pool = WorkerPool(settings, plan, sinks.all, codec,
-                          shared_model(predictor.bundle), metrics, log_level=logging.getLogger().getEffectiveLevel())
+        pool = WorkerPool(settings, plan, sinks.all, camera_models(camera_slots(settings, registry)), metrics,
+                          log_level=logging.getLogger().getEffectiveLevel())
+        manager.listeners.append(pool.swap)  # each worker swaps its own session
         cameras, runner, processes = list(pool.cameras), pool, pool.processes
     if settings.cameras:  # as loaded: a GPU session takes one frame at a time whatever the plan
         loaded = dataclasses.replace(plan, server=Split(predictor.model.runs, plan.server.threads))

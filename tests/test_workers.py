@@ -28,6 +28,7 @@ from edge_runtime.server import create_app
 from edge_runtime.sinks import LatestResults
 from edge_runtime.types import Frame, FrameResult, Prediction, PredictionResult
 from edge_runtime.workers.codec import FrameRef, ResultCodec, decode_status, encode_status
+from edge_runtime.workers.control import ModelRef
 from edge_runtime.workers.plan import Split, plan_workers
 from edge_runtime.workers.shm import SHM_DIR, FrameReader, FrameRing, prefix_for, remove_stale
 from edge_runtime.workers.supervisor import RemoteCamera, WorkerPool
@@ -236,7 +237,8 @@ def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, video
                                                 "cameras": camera_settings(videos)})
     svc = build_services(settings, env={})
     assert isinstance(svc.pipeline, WorkerPool)
-    assert svc.pipeline.model == svc.predictor.bundle.root != export_zip  # workers share the server's extracted copy
+    model = svc.pipeline.models["a"]
+    assert model.path == str(svc.predictor.bundle.root) != str(export_zip)  # workers share the server's extracted copy
     with running(create_app(svc)) as url:
         def seqs() -> dict[str, int]:
             return {cid: r.frame.seq for cid, r in svc.latest.all().items()}
@@ -304,10 +306,9 @@ def test_two_workers_publish_survive_a_kill_and_serve_every_route(exports, video
 def test_a_silent_worker_is_killed_and_restarted(exports, videos):
     settings = load_settings(env={}, overrides={"model": {"path": str(exports["modern"])}, "workers": 2,
                                                 "cameras": camera_settings(videos)})
-    spec = Predictor.load(exports["modern"]).spec
     latest = LatestResults()
-    pool = WorkerPool(settings, plan_workers(2, ["a", "b"], cores=2), latest, ResultCodec(spec.labels, spec.tag_ids),
-                      exports["modern"], hang_s=4.0)
+    models = {cid: ModelRef("modern", str(exports["modern"])) for cid in ("a", "b")}
+    pool = WorkerPool(settings, plan_workers(2, ["a", "b"], cores=2), latest, models, hang_s=4.0)
     pool.start()
     try:
         assert wait_for(lambda: len(latest.all()) == 2, timeout=60)

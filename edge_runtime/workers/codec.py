@@ -1,16 +1,21 @@
 """A FrameResult as compact bytes, so results cross a process boundary without pickle.
 
-    codec = ResultCodec(labels=spec.labels, tag_ids=spec.tag_ids)
+    codec = ResultCodec(labels=spec.labels, tag_ids=spec.tag_ids, key=1)
     data = codec.encode(result, FrameRef("edgert_12_0_1_0_1", offset=0, shape=(720, 1280, 3)))
-    decoded = codec.decode(data)                  # a Decoded: the result's fields and the frame's place
+    codecs = {result_key(data): codec}            # the server's: one per version a worker announced
+    decoded = codecs[result_key(data)].decode(data)  # a Decoded: the result's fields and the frame's place
     result = decoded.result(image)               # the FrameResult again, with the image read back
 
 Only the image stays behind (it lives in shared memory, see shm.py; the message names
 where). Predictions go as arrays of tag indices and probabilities; a tag's name and id
-come from the model's labels, which both sides load from the same file. A prediction
-whose name or id is not the labels' (nothing the postprocessing makes) carries its
-strings, so any FrameResult survives the trip. Status reports (small, twice a second)
-are JSON. Every message starts with a kind byte.
+come from the model's labels. A worker announces each version it loads (a MODEL message:
+its key, name, version, labels, tag ids, project and iteration) before the first result of
+that version, and every result names the key of the codec that encoded it, so the server
+decodes each result with the labels and iteration of the version that made it, also
+around a swap (messages on one pipe arrive in order). A prediction whose name or id is not
+the labels' carries its strings, so any FrameResult survives the trip, whichever codec
+encoded it. Status reports (small, twice a second) and announcements are JSON. Every
+message starts with a kind byte.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import numpy as np
 
 from ..types import BoundingBox, Frame, FrameResult, Prediction, PredictionResult, Predictions
 
-RESULT, STATUS = b"R", b"S"
+RESULT, STATUS, MODEL = b"R", b"S", b"M"
+_KEY = struct.Struct("<I")  # the codec a result was encoded with, right after its kind byte
+MAX_LABELS = 100_000
 _HEAD = struct.Struct("<QddddqIIIB")  # seq, captured_at, captured_mono, inference_ms, published_mono,
 #                                      created (µs since the epoch), image width, height, predictions, reused
 _REF = struct.Struct("<QB")  # offset, ndim
@@ -85,7 +92,8 @@ class _Reader:
 
 class ResultCodec:
     def __init__(self, labels: Sequence[str] | None = (), tag_ids: Sequence[str] | None = None,
-                 project: str = "", iteration: str = "") -> None:
+                 project: str = "", iteration: str = "", key: int = 0) -> None:
+        self.key = key
         self.labels = tuple(labels or ())
         self.tag_ids = tuple(tag_ids) if tag_ids else None
         self.project, self.iteration = project, iteration  # the model's ids, as in-process results carry
@@ -114,7 +122,7 @@ class ResultCodec:
             indices, probabilities = [p.tag_index for p in preds], [p.probability for p in preds]
             flags = [(_BOX if p.bounding_box else 0) | (0 if self._usual(p) else _NAMED) for p in preds]
         parts = [
-            RESULT,
+            RESULT, _KEY.pack(self.key),
             _HEAD.pack(frame.seq, frame.captured_at, frame.captured_mono, result.inference_ms, result.published_mono,
                        created_us, pr.image_width, pr.image_height, n, result.reused),
             _text(frame.camera_id), _text(pr.id), _text(ref.segment), _REF.pack(ref.offset, len(ref.shape)),
@@ -138,7 +146,9 @@ class ResultCodec:
     def decode(self, data: bytes) -> Decoded:
         if data[:1] != RESULT:
             raise ValueError(f"not a result message (kind {data[:1]!r})")
-        r = _Reader(data, 1)
+        if result_key(data) != self.key:
+            raise ValueError(f"a result of codec {result_key(data)} given to codec {self.key}")
+        r = _Reader(data, 1 + _KEY.size)
         seq, captured_at, captured_mono, inference_ms, published_mono, created_us, width, height, n, reused = r.take(
             _HEAD.format)
         camera_id, pred_id, segment = r.text(), r.text(), r.text()
@@ -168,6 +178,50 @@ class ResultCodec:
                        FrameRef(segment, offset, tuple(shape), dtype), bool(reused))
 
 
+def result_key(data: bytes) -> int:
+    """The key of the codec (the model version) that encoded a result message."""
+    if data[:1] != RESULT or len(data) < 1 + _KEY.size:
+        raise ValueError("not a result message")
+    return int(_KEY.unpack_from(data, 1)[0])
+
+
+class ModelInfo(TypedDict):
+    """A version a worker loaded, announced before its first result: what decodes them."""
+
+    key: int
+    name: str
+    version: int | None
+    labels: list[str]
+    tag_ids: list[str] | None
+    project: str
+    iteration: str
+
+
+def encode_model(codec: ResultCodec, name: str, version: int | None) -> bytes:
+    info = ModelInfo(key=codec.key, name=name, version=version, labels=list(codec.labels),
+                     tag_ids=list(codec.tag_ids) if codec.tag_ids else None, project=codec.project,
+                     iteration=codec.iteration)
+    return MODEL + json.dumps(info, separators=(",", ":")).encode()
+
+
+def decode_model(data: bytes) -> tuple[ModelInfo, ResultCodec]:
+    """The announcement and the codec that decodes that version's results."""
+    if data[:1] != MODEL:
+        raise ValueError(f"not a model message (kind {data[:1]!r})")
+    info = json.loads(data[1:])
+    if not isinstance(info, dict) or type(info.get("key")) is not int:
+        raise ValueError("a model message without its key")
+    labels, tag_ids = info.get("labels"), info.get("tag_ids")
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS or not all(isinstance(x, str) for x in labels):
+        raise ValueError("a model message without its labels")
+    if tag_ids is not None and (not isinstance(tag_ids, list) or len(tag_ids) != len(labels)
+                                or not all(isinstance(x, str) for x in tag_ids)):
+        raise ValueError("a model message whose tag ids do not match its labels")
+    codec = ResultCodec(labels, tag_ids, str(info.get("project") or ""), str(info.get("iteration") or ""),
+                        key=info["key"])
+    return cast(ModelInfo, info), codec
+
+
 class CameraReport(TypedDict):
     """One camera as its worker sees it: CameraState's value, CameraStats' fields, its rate."""
 
@@ -175,6 +229,15 @@ class CameraReport(TypedDict):
     stats: dict[str, Any]
     fps: float
     skipped: int
+    model: str  # the published name it runs
+
+
+class ModelReport(TypedDict):
+    """One published name in a worker: the version it runs, and why the last swap failed."""
+
+    version: int | None
+    iteration: str
+    error: str  # "" unless the last swap to another version failed (the worker stays on this one)
 
 
 class WorkerStatus(TypedDict):
@@ -184,6 +247,7 @@ class WorkerStatus(TypedDict):
     cameras: dict[str, CameraReport]
     errors: int
     overwritten: int
+    models: dict[str, ModelReport]
 
 
 def encode_status(status: WorkerStatus) -> bytes:

@@ -1,9 +1,10 @@
 """Camera worker processes, supervised: started with `spawn`, restarted with backoff when
 they die, and their results published to the server's sinks as if they were local.
 
-    pool = WorkerPool(settings, plan, sink=sinks.all, codec=ResultCodec(spec.labels, spec.tag_ids))
+    pool = WorkerPool(settings, plan, sink=sinks.all, models=camera_models(camera_slots(settings, registry)))
     pool.start()
-    pool.cameras        # one RemoteCamera per camera: state, counters, worker pid and RSS
+    pool.cameras        # one RemoteCamera per camera: state, counters, model, worker pid and RSS
+    pool.swap("shelf", Path("models/shelf/v4"), 4)   # the model manager's listener
     pool.stop(2.0)      # every worker ends within the timeout (SIGKILL at the end)
 
 One supervisor thread waits on every worker's result pipe and process sentinel. A result
@@ -14,6 +15,11 @@ its shared memory unlinked, its cameras shown as `restarting`, and is started ag
 after a backoff (reset once it has run for STABLE_S); one silent for `hang_s` (stuck in
 a driver with the interpreter held, or stopped) is killed first. The other workers and
 the server carry on throughout.
+
+A swap goes to every worker that runs the name, as a control message (control.py); each
+worker swaps its own session and reports the version it runs (or why it stayed on the old
+one). Results are decoded with the codec the worker announced for the version that made
+them. A worker started again later starts on the version active then.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -34,13 +41,26 @@ import numpy as np
 
 from ..capture.camera import CameraState, CameraStats
 from ..capture.sources import describe_uri
-from ..capture.view import WorkerState
+from ..capture.view import WorkerState, model_fields
 from ..config import Settings
 from ..metrics import Metrics
 from ..model.bundle import Bundle
+from ..model.predictor import Predictor
+from ..model.slot import ModelSlot
 from ..service.backoff import Backoff
 from ..sinks import Sink
-from .codec import RESULT, STATUS, CameraReport, ResultCodec, decode_status
+from .codec import (
+    MODEL,
+    RESULT,
+    STATUS,
+    CameraReport,
+    ModelReport,
+    ResultCodec,
+    decode_model,
+    decode_status,
+    result_key,
+)
+from .control import ModelRef, encode_swap
 from .memory import rss_bytes
 from .plan import WorkerPlan
 from .process import WorkerSpec, run_worker
@@ -53,13 +73,15 @@ STARTUP_S = 120.0  # the same, before its first message (imports on a slow SD ca
 STABLE_S = 30.0  # a worker that ran this long starts its next restart from the first backoff
 RESTART_BACKOFF = Backoff(initial_s=0.5, max_s=30.0)
 BATCH = 64  # messages read from one worker before looking at the others
+CODECS_KEPT = 8  # versions per worker whose results may still come
 
 
 class RemoteCamera:
     """A camera that runs in a worker, as the server sees it: the worker's latest report."""
 
-    def __init__(self, camera_id: str, name: str, worker: WorkerHandle) -> None:
+    def __init__(self, camera_id: str, name: str, worker: WorkerHandle, model: str = "") -> None:
         self.id, self.name = camera_id, name
+        self.model = model  # the published name it runs
         self.stats = CameraStats()
         self.fps = 0.0
         self.skipped = 0  # frames its scene gate kept from the model, as the worker last reported
@@ -79,17 +101,20 @@ class RemoteCamera:
         self.stats = CameraStats(**report["stats"])
         self.fps = float(report["fps"])
         self.skipped = int(report["skipped"])
+        self.model = str(report.get("model") or self.model)
 
     def status(self) -> dict[str, object]:
         age = time.monotonic() - self.stats.last_frame_mono if self.stats.last_frame_mono else None
         w = self.worker
         rss = rss_bytes(w.process.pid) if w.process is not None and w.process.pid else None
+        model = w.models.get(self.model) or ModelReport(version=None, iteration="", error="")
         return {
             "id": self.id, "source": self.name, "state": self.state.value, "frames": self.stats.frames,
             "dropped": self.stats.dropped, "reconnects": self.stats.reconnects,
             "last_frame_age_s": round(age, 3) if age is not None else None, "last_error": self.stats.last_error,
             "worker": {"index": w.index, "pid": w.process.pid if w.process else None, "restarts": w.restarts,
                        "rss_mb": round(rss / 2**20, 1) if rss is not None else None},
+            **model_fields(self.model, model["version"], model["iteration"], model["error"]),
         }
 
 
@@ -109,12 +134,17 @@ class WorkerHandle:
     heard: float = 0.0  # monotonic time of the last message; 0: none yet
     prefix: str = ""
     offsets: dict[str, int] = field(default_factory=dict)  # camera -> seq offset of this incarnation
+    codecs: dict[int, ResultCodec] = field(default_factory=dict)  # key -> the codec this incarnation announced
+    models: dict[str, ModelReport] = field(default_factory=dict)  # name -> the version it runs, as last reported
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, plan: WorkerPlan, sink: Sink, codec: ResultCodec, model: Path,
+    def __init__(self, settings: Settings, plan: WorkerPlan, sink: Sink, models: Mapping[str, ModelRef],
                  metrics: Metrics | None = None, hang_s: float = HANG_S, log_level: int = logging.INFO) -> None:
-        self.settings, self.plan, self.sink, self.codec, self.model = settings, plan, sink, codec, model
+        """`models`: each camera's published name at its active version (camera_models)."""
+        self.settings, self.plan, self.sink = settings, plan, sink
+        self.models = dict(models)  # camera id -> the version its worker loads when it (re)starts
+        self._before: dict[str, ModelRef] = {}  # name -> the version before, should the active fail to load
         self.metrics = metrics
         self.hang_s = hang_s
         self.log_level = log_level
@@ -123,7 +153,8 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("spawn")
         self._workers = [WorkerHandle(i, group) for i, group in enumerate(plan.groups)]
         names = {c.id: describe_uri(c.source) for c in settings.cameras}
-        self.cameras = [RemoteCamera(cid, names.get(cid, cid), w) for w in self._workers for cid in w.cameras]
+        self.cameras = [RemoteCamera(cid, names.get(cid, cid), w, self.models[cid].name)
+                        for w in self._workers for cid in w.cameras]
         self._by_id = {c.id: c for c in self.cameras}
         self._last_seq: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -187,12 +218,34 @@ class WorkerPool:
             out[f"worker-{w.index}"] = w.process.pid if w.process is not None and w.results is not None else None
         return out
 
+    # -- hot swap ----------------------------------------------------------------------------
+    def swap(self, name: str, folder: Path, version: int) -> None:
+        """The model manager's listener: `name` is now `version`. Every worker that runs it is
+        told, and any worker started from now on loads it."""
+        ref = ModelRef(name, str(folder), version)
+        with self._lock:
+            old = next((r for r in self.models.values() if r.name == name), None)
+            if old is None or old == ref:
+                return
+            self._before[name] = old
+            self.models.update({cid: ref for cid, r in self.models.items() if r.name == name})
+            message = encode_swap(ref)
+            for w in self._workers:
+                if w.control is None or all(self.models[cid].name != name for cid in w.cameras):
+                    continue
+                try:
+                    w.control.send_bytes(message)
+                except OSError as exc:  # dying: it starts again on the new version
+                    log.warning("worker %d: cannot tell it of %s v%d (%s)", w.index, name, version, exc)
+
     # -- starting and restarting ---------------------------------------------------------
     def _spawn(self, w: WorkerHandle) -> None:
         w.incarnation += 1
         w.prefix = prefix_for(os.getpid(), w.index, w.incarnation)
-        spec = WorkerSpec(w.index, w.cameras, self.settings, self.plan.threads, w.prefix, os.getpid(), str(self.model),
-                          self.log_level, runs=self.plan.runs)
+        models = {cid: self.models[cid] for cid in w.cameras}
+        fallbacks = {r.name: self._before[r.name] for r in models.values() if r.name in self._before}
+        spec = WorkerSpec(w.index, w.cameras, self.settings, self.plan.threads, w.prefix, os.getpid(), models,
+                          self.log_level, runs=self.plan.runs, fallbacks=fallbacks)
         results_r, results_w = self._ctx.Pipe(duplex=False)
         control_r, control_w = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(target=run_worker, args=(spec, results_w, control_r), daemon=True,
@@ -203,6 +256,7 @@ class WorkerPool:
         w.process, w.results, w.control = process, results_r, control_w
         w.started, w.heard = time.monotonic(), 0.0
         w.offsets = {cid: self._last_seq.get(cid, 0) for cid in w.cameras}
+        w.codecs, w.models = {}, {}
         for cam in self.cameras:
             if cam.worker is w:
                 cam.reset()
@@ -297,8 +351,12 @@ class WorkerPool:
     def _handle(self, w: WorkerHandle, data: bytes) -> None:
         kind = data[:1]
         if kind == STATUS:
-            reports = decode_status(data)["cameras"]
+            status = decode_status(data)
+            reports = status["cameras"]
             w.restarting = w.restarting and not reports  # a new worker is back once its cameras report
+            models = status.get("models")
+            if isinstance(models, dict):
+                w.models = models
             for cid, report in reports.items():
                 cam = self._by_id.get(cid)
                 if cam is not None:
@@ -306,9 +364,20 @@ class WorkerPool:
                     if self.metrics:
                         self.metrics.fps.labels(cid).set(cam.fps)
             return
+        if kind == MODEL:
+            info, announced = decode_model(data)
+            w.codecs[announced.key] = announced
+            for key in list(w.codecs)[:-CODECS_KEPT]:
+                del w.codecs[key]
+            log.debug("worker %d: %s v%s has key %d", w.index, info["name"], info["version"], announced.key)
+            return
         if kind != RESULT:
             raise ValueError(f"unknown message kind {kind!r}")
-        decoded = self.codec.decode(data)
+        key = result_key(data)
+        codec = w.codecs.get(key)
+        if codec is None:
+            raise ValueError(f"a result of model key {key}, which the worker never announced")
+        decoded = codec.decode(data)
         image = self.frames.read(decoded.camera_id, decoded.ref, decoded.seq)
         if image is None:  # gone before it was copied (nothing but a stalled server does this): keep the result
             image = np.zeros(decoded.ref.shape, np.dtype(decoded.ref.dtype))
@@ -327,3 +396,14 @@ def shared_model(bundle: Bundle) -> Path:
     """What the workers open: the folder or .onnx the user named, or for a zip the folder the
     server extracted it to (read-only for them, one copy on disk and in the page cache)."""
     return bundle.source if bundle.source.is_dir() or bundle.source.suffix.lower() == ".onnx" else bundle.root
+
+
+def camera_models(slots: Mapping[str, ModelSlot[Predictor]]) -> dict[str, ModelRef]:
+    """Each camera's published name at its active version, as its worker opens it."""
+    out = {}
+    for cid, slot in slots.items():
+        active = slot.active
+        if active is None:
+            raise ValueError(f"camera {cid}: model {slot.name} is not loaded")
+        out[cid] = ModelRef(slot.name, str(shared_model(active.predictor.bundle)), active.version)
+    return out

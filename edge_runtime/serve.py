@@ -20,6 +20,7 @@ from .capture.sources import SourceError, check_source
 from .capture.view import CameraRunner, CameraView
 from .config import DEMO, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError, EdgeRuntimeError
+from .events.model_changes import ModelChange
 from .events.retention import Janitor
 from .events.setup import open_store
 from .events.store import EventStore
@@ -28,6 +29,7 @@ from .model import limits
 from .model.predictor import Predictor
 from .model.slot import ModelSlot
 from .publish.config import NAME
+from .publish.incoming import IncomingWatcher
 from .publish.manager import Loader, ModelManager, Policy
 from .publish.registry import Entry, Registry
 from .publish.store import ModelStore
@@ -75,8 +77,11 @@ def log_choices(settings: Settings, token: str | None, predictor: Predictor) -> 
 
 
 def store_wanted(settings: Settings) -> bool:
-    """Whether anything records into or reads from the store: rules, forwarders or samplers."""
-    return bool(settings.events.rules or settings.forwarders or settings.samples.samplers)
+    """Whether anything records into or reads from the store: rules, forwarders, samplers, or
+    published models (each change of their active version is recorded, rules or not)."""
+    m = settings.models
+    publishing = bool(ModelStore(m.path).names() or m.incoming or m.sources or m.iot_edge)
+    return bool(settings.events.rules or settings.forwarders or settings.samples.samplers or publishing)
 
 
 def forwarding(settings: Settings) -> forwarders.Plan:
@@ -169,7 +174,9 @@ def camera_slots(settings: Settings, registry: Registry) -> dict[str, ModelSlot[
 
 
 def model_manager(settings: Settings, store: ModelStore, registry: Registry, load: Loader,
-                  latest: LatestResults) -> ModelManager:
+                  latest: LatestResults, events: EventStore | None = None) -> ModelManager:
+    """The manager of the served names, with what brings it updates (the watched folder, the
+    pulled URLs, the module twin); each change of an active version recorded in `events`."""
     policy = Policy.of(settings.models)
     users: dict[str, list[str]] = {}
     for cfg in settings.cameras:
@@ -178,8 +185,17 @@ def model_manager(settings: Settings, store: ModelStore, registry: Registry, loa
     def frames(name: str) -> list[np.ndarray]:
         return [r.frame.image for cid in users.get(name, ()) if (r := latest.get(cid)) is not None]
 
-    manager = ModelManager(store, registry, load, policy, frames=frames)
+    device = settings.events.device
+
+    def record(change: ModelChange) -> None:
+        if events is not None:
+            events.record_model_change(dataclasses.replace(change, device=device))
+
+    manager = ModelManager(store, registry, load, policy, frames=frames, record=record)
     m = settings.models
+    incoming = IncomingWatcher.from_config(m, manager.publish)
+    if incoming is not None:
+        manager.feeds.append(incoming)
     if m.sources or m.iot_edge:  # updates from outside, each through the manager's checks (needs requests)
         from .publish.download import Downloader
         from .publish.iotedge import ModuleTwin
@@ -228,7 +244,7 @@ def build_services(
     cameras: list[CameraView] = []
     runner: CameraRunner | None = None
     processes: Callable[[], dict[str, int | None]] = server_process
-    manager = model_manager(settings, models, registry, load, sinks.latest)
+    manager = model_manager(settings, models, registry, load, sinks.latest, store)
     if plan.in_process:
         pipeline = local_pipeline(settings, predictor, sinks.all, metrics, models=camera_slots(settings, registry))
         if pipeline is not None:
@@ -247,7 +263,6 @@ def build_services(
         if on_cpu and (warning := loaded.oversubscribed()):
             log.warning("%s", warning)
     metrics.registry.register(MemoryCollector(processes))
-    manager = model_manager(settings, models, registry, load, sinks.latest)
     metrics.registry.register(ModelsCollector(registry, manager))
     return Services(predictor=predictor, settings=settings, auth=Auth(token, settings.server.session_ttl_s),
                     cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,

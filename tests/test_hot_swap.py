@@ -304,3 +304,23 @@ def test_with_a_public_key_only_signed_updates_are_taken_and_an_older_release_is
         assert listed(url)["shelf"]["iteration"] == ITER[3]
         with httpx.Client(base_url=url, headers=BEARER, timeout=60) as http:  # a rollback may go back
             assert http.post("/api/models/shelf/rollback").json()["version"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_every_change_is_recorded_without_an_event_rule_and_a_dropped_zip_is_taken(store, tmp_path):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    app, svc = app_over(store, events={"store": {"path": str(tmp_path / "events")}},
+                        models={"incoming": str(incoming), "incoming_poll_s": 0.2})
+    assert not svc.settings.events.rules and svc.store is not None  # opened for the model changes alone
+    with running(app) as url:
+        assert put(url, export(tmp_path, "v2", ITER[2])).status_code == 201
+        assert put(url, export(tmp_path, "bad", ITER[3], labels=("a", "b"))).status_code == 422
+        zipped = export(tmp_path, "dropped", ITER[4])
+        zipped.rename(incoming / "shelf.zip")  # published under its file name
+        assert wait_for(lambda: listed(url)["shelf"].get("iteration") == ITER[4], timeout=20)
+        assert not (incoming / "shelf.zip").exists()
+    changes = svc.store.model_changes()
+    assert [(c.reason, c.source, c.old_version, c.new_version) for c in reversed(changes)] == [
+        ("publish", "http", 1, 2), ("refused", "http", 2, 3), ("publish", "incoming", 2, 3)]  # v3 refused, removed
+    assert changes[-1].old_iteration == ITER[1] and changes[-1].new_iteration == ITER[2]

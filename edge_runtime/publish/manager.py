@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import EdgeRuntimeError, ModelStoreError
+from ..events.model_changes import ModelChange
 from ..model.imageio import read_image
 from ..model.predictor import Predictor
 from ..model.slot import Active, ModelSlot
@@ -66,9 +67,9 @@ Listener = Callable[[str, Path, int], None]  # told of each swap: name, version 
 class Feed(Protocol):
     """A thread that brings updates from outside and hands each to `publish` (pull.py, iotedge.py)."""
 
-    def start(self) -> None: ...
+    def start(self) -> object: ...
 
-    def stop(self, timeout: float = 5.0) -> None: ...
+    def stop(self, timeout: float = 5.0) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -85,22 +86,6 @@ class Policy:
     def of(cls, models: ModelsConfig) -> Policy:
         return cls(swap=models.swap, probation_s=models.probation_s, eval_margin=models.eval_margin,
                    public_key=getattr(models, "public_key", None))
-
-
-@dataclass(frozen=True)
-class Change:
-    """One change of a name's active version (or a version refused before it became one)."""
-
-    name: str
-    project: str | None
-    old_version: int | None
-    new_version: int | None
-    old_iteration: str
-    new_iteration: str
-    reason: str  # "publish", "rollback", "auto-rollback", "unpublish", "refused"
-    detail: str
-    source: str
-    at: float
 
 
 @dataclass(frozen=True)
@@ -131,12 +116,12 @@ class Status:
     swaps: int = 0
     last_swap_s: float | None = None  # from the start of the load to the switch
     probation_until: float | None = None
-    changes: list[Change] = field(default_factory=list)
+    changes: list[ModelChange] = field(default_factory=list)
 
 
 class ModelManager:
     def __init__(self, store: ModelStore, registry: Registry, loader: Loader, policy: Policy | None = None,
-                 frames: Frames | None = None, record: Callable[[Change], None] | None = None,
+                 frames: Frames | None = None, record: Callable[[ModelChange], None] | None = None,
                  signature_check: Callable[[Path, Path | None, Path | None], bool] | None = None,
                  release_of: Callable[[Path], Any] | None = None) -> None:
         """`signature_check(folder, signature, public_key)` and `release_of(folder)`: signing.py's
@@ -489,7 +474,7 @@ class ModelManager:
 
     def _record(self, name: str, project: str | None, old: Was | None, new: Was | None, reason: str, source: str,
                 detail: str, new_version: int | None = None) -> None:
-        change = Change(name, project, old.version if old else None, new.version if new else new_version,
+        change = ModelChange(name, project, old.version if old else None, new.version if new else new_version,
                         old.iteration if old else "", new.iteration if new else "", reason, detail, source,
                         time.time())
         status = self.status.setdefault(name, Status())

@@ -162,10 +162,11 @@ def _models_args(sub: Any) -> None:
 
 
 def _model_store(args: argparse.Namespace) -> Any:
+    from .publish.config import store_bytes
     from .publish.store import ModelStore
 
     settings = load_settings().models
-    return ModelStore.open(args.models or settings.path, keep=settings.keep)
+    return ModelStore.open(args.models or settings.path, keep=settings.keep, max_bytes=store_bytes(settings))
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -66,8 +66,10 @@ class ModelsCollector(Collector):
     """Each served name at scrape time: its active version and iteration, the memory its load
     added, and how many versions were swapped in, refused and rolled back by themselves."""
 
-    def __init__(self, registry: Registry, manager: ModelManager | None) -> None:
-        self.registry, self.manager = registry, manager
+    def __init__(self, registry: Registry, manager: ModelManager | None,
+                 cameras: Mapping[str, str] | None = None) -> None:
+        """`cameras`: each camera's published name, so its results' model can be joined."""
+        self.registry, self.manager, self.cameras = registry, manager, dict(cameras or {})
 
     def collect(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("edge_model_info", "1 for each served name at its active version",
@@ -79,6 +81,14 @@ class ModelsCollector(Collector):
                                       labels=["model"])
         rolled = CounterMetricFamily("edge_model_rollbacks", "Versions rolled back by themselves in probation",
                                      labels=["model"])
+        camera = GaugeMetricFamily("edge_camera_model", "1 for the model and version each camera runs now",
+                                   labels=["camera", "model", "version", "iteration"])
+        for camera_id, name in self.cameras.items():
+            entry = self.registry.entry(name)
+            running = entry.slot.active if entry else None
+            if running is not None:
+                camera.add_metric([camera_id, name, str(running.version or ""), running.predictor.iteration], 1.0)
+        yield camera
         statuses = self.manager.status if self.manager is not None else {}
         for name, entry in self.registry.models.items():
             active = entry.slot.active

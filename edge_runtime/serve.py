@@ -28,7 +28,7 @@ from .metrics import Metrics, ModelsCollector
 from .model import limits
 from .model.predictor import Predictor
 from .model.slot import ModelSlot
-from .publish.config import NAME
+from .publish.config import NAME, store_bytes
 from .publish.incoming import IncomingWatcher
 from .publish.manager import Loader, ModelManager, Policy
 from .publish.registry import Entry, Registry
@@ -104,6 +104,15 @@ def model_name(settings: Settings) -> str:
     path = Path(settings.model.path)
     stem = path.parent.name if version_of(path) else path.stem
     return stem if NAME.fullmatch(stem) else "default"
+
+
+def model_store(settings: Settings) -> ModelStore:
+    """The store, with what a killed publish or upload left tidied away when it can be
+    written; only read on a read-only root filesystem."""
+    m = settings.models
+    if m.path.is_dir() and os.access(m.path, os.W_OK):
+        return ModelStore.open(m.path, keep=m.keep, max_bytes=store_bytes(m))
+    return ModelStore(m.path, keep=m.keep, max_bytes=store_bytes(m))
 
 
 def loader(settings: Settings, split: Split) -> Loader:
@@ -225,7 +234,7 @@ def build_services(
     forwarders.check(forwarding(settings))  # their files are read again when the app starts them
     plan = cores_plan(settings)  # with workers, the server's own session serves uploads alone
     load = loader(settings, plan.server)
-    models = ModelStore(settings.models.path, keep=settings.models.keep)
+    models = model_store(settings)
     registry = model_registry(settings, load_published(settings, models, load), predictor,
                               lambda: load_predictor(settings, runs=plan.server.runs, threads=plan.server.threads))
     check_camera_models(settings, registry)
@@ -263,7 +272,8 @@ def build_services(
         if on_cpu and (warning := loaded.oversubscribed()):
             log.warning("%s", warning)
     metrics.registry.register(MemoryCollector(processes))
-    metrics.registry.register(ModelsCollector(registry, manager))
+    metrics.registry.register(ModelsCollector(registry, manager, {c.id: c.model or registry.default.name
+                                                                   for c in settings.cameras}))
     return Services(predictor=predictor, settings=settings, auth=Auth(token, settings.server.session_ttl_s),
                     cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,
                     frames=sinks.frames, metrics=metrics, sinks=sinks.all, store=store, janitor=sweeper,

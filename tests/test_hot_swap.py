@@ -273,6 +273,8 @@ def test_a_camera_switches_to_the_new_version_between_two_frames(store, tmp_path
         assert put(url, export(tmp_path, "v2", ITER[2])).status_code == 201
         assert wait_for(lambda: latest.get("cam").prediction.iteration == ITER[2], timeout=20)  # type: ignore[union-attr]
         assert svc.pipeline is not None and svc.pipeline.errors == 0
+        scrape = svc.metrics.render().decode()
+        assert f'edge_camera_model{{camera="cam",iteration="{ITER[2]}",model="shelf",version="2"}} 1.0' in scrape
         cameras = httpx.get(f"{url}/cameras", headers=BEARER).json()
         assert cameras  # the camera kept running through the swap
 
@@ -324,3 +326,82 @@ def test_every_change_is_recorded_without_an_event_rule_and_a_dropped_zip_is_tak
     assert [(c.reason, c.source, c.old_version, c.new_version) for c in reversed(changes)] == [
         ("publish", "http", 1, 2), ("refused", "http", 2, 3), ("publish", "incoming", 2, 3)]  # v3 refused, removed
     assert changes[-1].old_iteration == ITER[1] and changes[-1].new_iteration == ITER[2]
+
+
+def serve_over(store: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """`edge-runtime serve` over the store as a process of its own; (process, url)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.server_util import free_port, healthz_ms
+
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(json.dumps({"models": {"path": str(store)}, "server": {"port": port}}))
+    env = {**os.environ, "EDGE_RUNTIME_TOKEN": TOKEN, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    assert wait_for(lambda: healthz_ms(url) is not None, timeout=60)
+    return proc, url
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("after_s", [0.0, 0.3, 0.6, 1.0])
+def test_kill_9_during_an_upload_or_a_swap_leaves_a_whole_version_serving(store, tmp_path, after_s):
+    """kill -9 mid-upload, mid-load or just after the switch: the restarted server answers
+    with the version the store names, v1 or v2, never anything half-made."""
+    v2 = export(tmp_path, "v2", ITER[2]).read_bytes()
+    proc, url = serve_over(store, tmp_path)
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(head("/api/models/shelf", **{"Content-Length": str(len(v2))}, **BEARER) + v2[: len(v2) // 2])
+            if after_s:  # the whole body: the server stages, loads and swaps
+                s.sendall(v2[len(v2) // 2:])
+                time.sleep(after_s)
+            proc.kill()
+            proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc, url = serve_over(store, tmp_path)
+    try:
+        state = ModelStore(store).state("shelf")
+        assert state is not None and state.active in (1, 2)
+        expected = {1: ITER[1], 2: ITER[2]}[state.active]
+        assert httpx.post(f"{url}/image", content=PHOTO, headers=BEARER, timeout=30).json()["iteration"] == expected
+        assert listed(url)["shelf"]["version"] == state.active
+        if not after_s:
+            assert state.active == 1  # half an upload is never published
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.mark.adversarial
+@pytest.mark.timeout(120)
+def test_a_slow_upload_is_never_closed_to_make_room_at_the_connection_cap(store, tmp_path):
+    app, svc = app_over(store, server={"max_connections": 8, "header_timeout_s": 30, "body_timeout_s": 1})
+    v2 = export(tmp_path, "v2", ITER[2]).read_bytes()
+    with running(app, svc.settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        upload = socket.create_connection(("127.0.0.1", port), timeout=30)
+        upload.sendall(head("/api/models/shelf", **{"Content-Length": str(len(v2))}, **BEARER) + v2[:100])
+        time.sleep(0.3)
+        upload.sendall(v2[100:200])  # admitted by its route by now: its own deadline, never evicted
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(12)]  # past the cap
+        time.sleep(1.5)  # past the ordinary body deadline too
+        upload.sendall(v2[200:])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = upload.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+        for s in [upload, *idle]:
+            s.close()
+        assert listed(url)["shelf"]["version"] == 2

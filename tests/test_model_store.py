@@ -231,3 +231,17 @@ def test_a_link_named_like_a_version_is_copied_not_taken_as_one(tmp_path):
     (tmp_path / "v9").symlink_to(tmp_path / "models" / "shelf" / "v1")
     published = store.publish(tmp_path / "v9", "shelf")
     assert published.active == 1 and store.describe("shelf").iteration == "it-1"  # the folder it really is
+
+
+def test_the_disk_budget_removes_the_oldest_spare_versions_first(tmp_path):
+    exports = [colours(tmp_path, f"e{i}", f"it-{i}") for i in range(5)]
+    one = sum(p.stat().st_size for p in exports[0].iterdir())
+    store = ModelStore.open(tmp_path / "models", keep=10, max_bytes=int(3.5 * one))  # room for three versions
+    for export in exports:
+        store.publish(export, "shelf")
+    assert store.describe("shelf").versions == (3, 4, 5)  # keep alone would have left all five
+    assert store.size() <= 3.5 * one
+    tight = ModelStore.open(tmp_path / "tight", keep=10, max_bytes=one)  # not even two fit
+    for export in exports[:3]:
+        tight.publish(export, "shelf")
+    assert tight.describe("shelf").versions == (2, 3)  # the active and the previous are never removed

@@ -71,6 +71,8 @@ class ModelsConfig(Strict):
                        "name, each with its versions (edge_runtime/publish/store.py)")
     keep: int = Field(3, ge=2, le=100, description="versions kept on disk per name; the active and the previous "
                       "one are never removed")
+    max_mb: int | None = Field(4096, ge=1, description="the store's disk budget: older versions beyond the active and "
+                               "the previous one are removed, oldest first, to stay under it; null: keep only")
     swap: Literal["beside", "unload-first"] = Field("beside", description="beside: a new version is loaded and "
                                                     "verified while the old one serves; unload-first: the old one is "
                                                     "unloaded first (a board that cannot hold two), requests wait")
@@ -105,3 +107,7 @@ class ModelsConfig(Strict):
                                   "(edge_runtime/publish/incoming.py)")
     incoming_poll_s: float = Field(2.0, gt=0, le=3600, description="how often models.incoming is scanned; a zip "
                                    "is taken once its size and time stayed the same this long")
+
+
+def store_bytes(models: ModelsConfig) -> int | None:
+    return models.max_mb << 20 if models.max_mb is not None else None

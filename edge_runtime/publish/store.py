@@ -142,15 +142,15 @@ def _now() -> str:
 
 
 class ModelStore:
-    def __init__(self, root: Path, keep: int = 3) -> None:
-        self.root, self.keep = root, keep
+    def __init__(self, root: Path, keep: int = 3, max_bytes: int | None = None) -> None:
+        self.root, self.keep, self.max_bytes = root, keep, max_bytes
 
     @classmethod
-    def open(cls, root: Path, keep: int = 3) -> ModelStore:
+    def open(cls, root: Path, keep: int = 3, max_bytes: int | None = None) -> ModelStore:
         """The store at `root` (created if need be), with what killed writers left removed."""
         if keep < 2:
             raise ConfigError("models.keep must be at least 2 (the active and the previous version)")
-        store = cls(Path(root), keep)
+        store = cls(Path(root), keep, max_bytes)
         try:
             v.make_dirs(store.root)
         except OSError as exc:
@@ -335,11 +335,26 @@ class ModelStore:
         protected = {state.active, state.previous}
         numbers = v.versions(self.root / name)
         spare = [n for n in numbers if n not in protected]
-        excess = len(numbers) - self.keep
-        for number in spare[:max(0, excess)]:
+        excess = max(0, len(numbers) - self.keep)
+        doomed, spare = spare[:excess], spare[excess:]
+        if self.max_bytes is not None:  # the disk budget: the oldest spare versions go first
+            total = self.size() - sum(_tree_bytes(self.version_path(name, n)) for n in doomed)
+            while spare and total > self.max_bytes:
+                number = spare.pop(0)
+                total -= _tree_bytes(self.version_path(name, number))
+                doomed.append(number)
+        for number in doomed:
             gone = self.root / name / f"{REMOVED_PREFIX}v{number}-{os.getpid()}-{time.monotonic_ns()}"
             os.rename(self.version_path(name, number), gone)
             shutil.rmtree(gone, ignore_errors=True)
+        if self.max_bytes is not None and self.size() > self.max_bytes:
+            log.warning("model store %s holds %d MB, over models.max_mb (%d MB): only the active and previous "
+                        "versions of each name are left to remove", self.root, self.size() >> 20,
+                        self.max_bytes >> 20)
+
+    def size(self) -> int:
+        """Bytes of every version of every name."""
+        return sum(_tree_bytes(self.version_path(n, k)) for n in self.names() for k in v.versions(self.root / n))
 
     def _tidy(self) -> None:
         """What killed writers left: removed names and versions, stale staging folders, stray
@@ -370,3 +385,12 @@ class ModelStore:
                             shutil.rmtree(item, ignore_errors=True)
                 elif item.name.startswith(f".{STATE}.") and item.name.endswith(".tmp"):
                     item.unlink(missing_ok=True)
+
+
+def _tree_bytes(folder: Path) -> int:
+    total = 0
+    for current, _, files in os.walk(folder):
+        for file in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(current, file)).st_size
+    return total

@@ -49,6 +49,7 @@ def store(tmp_path: Path) -> Path:
 
 
 def app_over(store: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    overrides.setdefault("events", {"store": {"path": str(store.parent / "events")}})  # the changes, beside it
     settings = load_settings(env={}, overrides={"models": {"path": str(store), "probation_s": 60,
                                                            **overrides.pop("models", {})}, **overrides})
     svc = build_services(settings, env={"EDGE_RUNTIME_TOKEN": TOKEN})
@@ -338,7 +339,8 @@ def serve_over(store: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
 
     port = free_port()
     config = tmp_path / "serve.yaml"
-    config.write_text(json.dumps({"models": {"path": str(store)}, "server": {"port": port}}))
+    config.write_text(json.dumps({"models": {"path": str(store)}, "server": {"port": port},
+                                  "events": {"store": {"path": str(tmp_path / "events")}}}))
     env = {**os.environ, "EDGE_RUNTIME_TOKEN": TOKEN, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", "--config", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

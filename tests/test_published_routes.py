@@ -35,7 +35,9 @@ def sdk(url: str) -> CustomVisionPredictionClient:
 
 
 def serve(store: Path, **overrides: object) -> str:  # the app over a store; the caller runs it
-    settings = load_settings(env={}, overrides={"models": {"path": str(store)}, **overrides})
+    settings = load_settings(env={}, overrides={"models": {"path": str(store)},  # changes recorded beside it
+                                                "events": {"store": {"path": str(store.parent / "events")}},
+                                                **overrides})
     return create_app(build_services(settings, env={"EDGE_RUNTIME_TOKEN": KEY}))  # type: ignore[return-value]
 
 

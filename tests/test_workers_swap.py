@@ -295,12 +295,13 @@ def test_a_version_published_to_the_server_is_swapped_in_its_workers(exports, st
                                           "00000000-0000-0000-0000-000000000003"), "other")
     cams = [{"id": "a", "source": str(store["video"]), "loop": True, "realtime": True},
             {"id": "b", "source": str(store["video"]), "loop": True, "realtime": True, "model": "other"}]
-    in_process = build_services(load_settings(env={}, overrides={"models": {"path": str(root)}, "workers": 0,
-                                                                 "cameras": cams}), env={})
+    events = {"store": {"path": str(root.parent / "events")}}  # the model changes, recorded beside the store
+    in_process = build_services(load_settings(env={}, overrides={
+        "models": {"path": str(root)}, "events": events, "workers": 0, "cameras": cams}), env={})
     assert [(c.status()["model"], c.status()["version"], c.status()["iteration"]) for c in in_process.cameras] == [
         ("colours", 1, it["v1"]), ("other", 1, it["other"])]
 
-    svc = build_services(load_settings(env={}, overrides={"models": {"path": str(root)}, "workers": 2,
+    svc = build_services(load_settings(env={}, overrides={"models": {"path": str(root)}, "events": events, "workers": 2,
                                                           "cameras": cams}), env={})
     assert isinstance(svc.pipeline, WorkerPool) and svc.manager is not None
     assert svc.pipeline.swap in svc.manager.listeners

@@ -407,3 +407,27 @@ def test_a_slow_upload_is_never_closed_to_make_room_at_the_connection_cap(store,
         for s in [upload, *idle]:
             s.close()
         assert listed(url)["shelf"]["version"] == 2
+
+
+def test_a_camera_naming_a_model_not_published_and_bad_option_names_are_one_line_errors(store, tmp_path):
+    from edge_runtime.errors import ConfigError, EdgeRuntimeError
+
+    with pytest.raises(ConfigError, match="camera cam: model 'door' is not published") as err:
+        app_over(store, cameras=[{"id": "cam", "source": "demo:", "model": "door"}], workers=0)
+    assert "\n" not in str(err.value)
+    for bad in ({"cameras": [{"id": "cam", "source": "demo:", "model": "../x"}]},
+                {"models": {"options": {"a/b": {"top_k": 2}}}},
+                {"models": {"options": {"shelf": {"top_k": 0}}}},
+                {"models": {"options": {"shelf": {"threshold": float("nan")}}}},
+                {"models": {"max_mb": 0}}, {"models": {"swap": "sideways"}}):
+        with pytest.raises(EdgeRuntimeError):
+            app_over(store, **bad)
+
+
+def test_per_model_options_apply_to_that_name_only(store, tmp_path):
+    ModelStore.open(store).publish(export(tmp_path, "door", ITER[4]), "door")
+    app, _ = app_over(store, models={"options": {"door": {"top_k": 1}}})
+    with running(app) as url:
+        shelf = httpx.post(f"{url}/any/classify/iterations/shelf/image", content=PHOTO, headers=BEARER).json()
+        door = httpx.post(f"{url}/any/classify/iterations/door/image", content=PHOTO, headers=BEARER).json()
+    assert len(door["predictions"]) == 1 and len(shelf["predictions"]) == 3

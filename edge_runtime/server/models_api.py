@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
@@ -120,8 +120,9 @@ async def rollback_model(name: str = NAME, svc: Services = Depends(services)) ->
     return describe(entry, svc.models.default.name, manager)
 
 
-@router.delete("/{name}", status_code=204, summary="Stop serving a name and remove it from the store")
-async def delete_model(name: str = NAME, svc: Services = Depends(services)) -> None:
+@router.delete("/{name}", status_code=204, response_class=Response,
+               summary="Stop serving a name and remove it from the store")
+async def delete_model(name: str = NAME, svc: Services = Depends(services)) -> Response:
     manager = _manager(svc)
     if svc.models.entry(name) is None:
         raise NotFound(f"no model is published as {name!r}")
@@ -130,6 +131,7 @@ async def delete_model(name: str = NAME, svc: Services = Depends(services)) -> N
         await run_in_threadpool(manager.unpublish, name, "http", in_use)
     except ModelStoreError as exc:
         raise Conflict(str(exc)) from exc
+    return Response(status_code=204)
 
 
 def _room_for(folder: Path, size: int) -> None:

@@ -5,6 +5,7 @@ two frames. Real exports, real onnxruntime sessions, a real uvicorn server on lo
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from edge_runtime.config import load_settings
+from edge_runtime.errors import ModelStoreError
 from edge_runtime.publish.store import ModelStore
 from edge_runtime.serve import build_services
 from edge_runtime.server import create_app
@@ -431,3 +433,53 @@ def test_per_model_options_apply_to_that_name_only(store, tmp_path):
         shelf = httpx.post(f"{url}/any/classify/iterations/shelf/image", content=PHOTO, headers=BEARER).json()
         door = httpx.post(f"{url}/any/classify/iterations/door/image", content=PHOTO, headers=BEARER).json()
     assert len(door["predictions"]) == 1 and len(shelf["predictions"]) == 3
+
+
+def test_a_request_waiting_for_an_unload_first_load_never_blocks_the_event_loop():
+    """Whatever name it gives (one model served: any name reaches it), a request for an
+    emptied slot waits in a thread, so the loop keeps serving everything else."""
+    import asyncio
+    import types
+
+    from edge_runtime.model.slot import ModelSlot
+    from edge_runtime.publish.registry import Entry, Registry
+    from edge_runtime.server.state import Services
+
+    slot: ModelSlot = ModelSlot("shelf", object(), 1)  # type: ignore[arg-type]
+    svc = types.SimpleNamespace(models=Registry(Entry("shelf", None, slot)))
+    svc.resolve = lambda project, name, wait_s=60: Services.resolve(svc, project, name, wait_s)  # type: ignore[arg-type]
+    slot.unload("v2")
+    threading.Timer(1.0, lambda: slot.swap(object(), 2)).start()  # type: ignore[arg-type]
+
+    async def ticker() -> float:
+        gaps, last = [], time.monotonic()
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+        return max(gaps)
+
+    async def main() -> tuple[int | None, float]:
+        tick = asyncio.create_task(ticker())
+        served = await Services.served(svc, "p", "any-name")  # type: ignore[arg-type]
+        return served.version, await tick
+
+    version, stall = asyncio.run(main())
+    assert version == 2 and stall < 0.5  # the 1 s load never held the loop
+
+
+def test_a_claimed_version_a_killed_swap_never_checked_is_removed_and_rollback_checks_what_it_saw(store, tmp_path):
+    s = ModelStore.open(store)
+    pending = s.add(export(tmp_path, "v2", ITER[2]), "shelf", verify=False)  # the server then dies
+    marker = store / "shelf" / f".pending-v{pending}"
+    assert marker.exists()
+    ModelStore.open(store)
+    assert (store / "shelf" / f"v{pending}").is_dir()  # a swap beside this command may still be running
+    old = time.time() - 3600
+    os.utime(marker, (old, old))
+    ModelStore.open(store)
+    assert not (store / "shelf" / f"v{pending}").exists() and not marker.exists()
+    s.publish(export(tmp_path, "v3", ITER[3]), "shelf")
+    with pytest.raises(ModelStoreError, match="changed meanwhile"):
+        s.rollback("shelf", expect=1)
+    assert s.state("shelf").active == 2  # type: ignore[union-attr]

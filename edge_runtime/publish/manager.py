@@ -217,8 +217,9 @@ class ModelManager:
             folder = self.store.version_path(name, previous)
             if not folder.is_dir():
                 raise ModelStoreError(f"{name} v{previous} is no longer on the disk")
+            current = state.active
             return self._swap_in(name, previous, folder, None, None, reason, source, detail=detail,
-                                 activate=lambda: self.store.rollback(name, reason, verify=False))
+                                 activate=lambda: self.store.rollback(name, reason, verify=False, expect=current))
 
     def unpublish(self, name: str, source: str = "http", in_use: Sequence[str] = ()) -> None:
         """Stop serving `name` and remove it from the store. The default model, and a model a
@@ -267,7 +268,7 @@ class ModelManager:
                 except EdgeRuntimeError as exc:
                     self._refused(name, state.active, "cli", str(exc))
                     if state.previous is not None and was is not None:
-                        self.store.rollback(name, "auto-rollback", verify=False)
+                        self.store.rollback(name, "auto-rollback", verify=False, expect=state.active)
                         self._record(name, state.project, None, was, "auto-rollback", "cli", str(exc),
                                      new_version=was.version)
             for name in [n for n, e in self.registry.models.items()
@@ -282,13 +283,17 @@ class ModelManager:
         """Roll back a version that failed runs or gave non-finite outputs in its first
         minutes; end the probation of one that did not."""
         now = time.time() if now is None else now
-        for name, status in list(self.status.items()):
-            if status.probation_until is None:
-                continue
+        for name in list(self.status):
+            with self._lock:  # a PUT or rollback meanwhile changes what is judged
+                self._judge(name, now)
+
+    def _judge(self, name: str, now: float) -> None:
+        status = self.status.get(name)
+        if status is not None and status.probation_until is not None:
             entry = self.registry.entry(name)
             active = entry.slot.active if entry else None
             if active is None:
-                continue
+                return
             health = active.predictor.health
             bad = health.errors + health.non_finite
             if bad >= self.policy.probation_failures:
@@ -301,7 +306,7 @@ class ModelManager:
                     self.rollback(name, "auto-rollback", "probation", detail=detail)
                 except EdgeRuntimeError as exc:
                     self._note_error(name, f"{detail}; rollback failed: {exc}")
-                    continue
+                    return
                 status.rolled_back += 1
                 self._note_error(name, detail)
             elif now >= status.probation_until:
@@ -356,15 +361,15 @@ class ModelManager:
             after = rss_bytes()
             memory = after - before if before is not None and after is not None else None
             self._verify(name, predictor, was, gate_dir, old_accuracy, eval_dir is not None)
-        except Exception as exc:
+            if activate is True:
+                self.store.activate(name, version, reason, project)
+            elif callable(activate):
+                activate()
+        except Exception as exc:  # a failed store write too: the version that was active comes back
             status.state = "active"
             if unload_first and entry is not None and was is not None:
                 self._reload(entry, was.version)
             raise exc if isinstance(exc, EdgeRuntimeError) else ModelStoreError(f"{name} v{version}: {exc}") from exc
-        if activate is True:
-            self.store.activate(name, version, reason, project)
-        elif callable(activate):
-            activate()
         predictor.health.watching = True
         if entry is None:
             entry = Entry(name, project, ModelSlot(name, predictor, version, memory))

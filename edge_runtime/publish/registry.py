@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import ModelStoreError
 from ..model.predictor import Predictor
-from ..model.slot import ModelSlot
+from ..model.slot import WAIT_S, ModelSlot
 
 
 class UnknownModel(ModelStoreError):
@@ -53,8 +53,8 @@ class Entry:
     project: str | None
     slot: ModelSlot[Predictor]
 
-    def served(self) -> Served:
-        predictor = self.slot.get()
+    def served(self, wait_s: float = WAIT_S) -> Served:
+        predictor = self.slot.get(wait_s)
         active = self.slot.active
         return Served(self.name, self.project, predictor, active.version if active else None)
 
@@ -84,7 +84,8 @@ class Registry:
                 raise ModelStoreError(f"{name} is the default model; it cannot be removed while the server runs")
             self.models = {k: v for k, v in self.models.items() if k != name}
 
-    def resolve(self, project: str, name: str) -> Served:
+    def resolve(self, project: str, name: str, wait_s: float = WAIT_S) -> Served:
+        """The model for this request; ModelUnavailable after `wait_s` while an unload-first swap loads it."""
         models = self.models
         if len(models) == 1:
             entry = self.default
@@ -96,7 +97,7 @@ class Registry:
         if entry.project is not None and entry.project != project:
             raise UnknownModel(f"{entry.name} answers project {entry.project}, not {_shown(project)}",
                                "NotFoundProject")
-        return entry.served()
+        return entry.served(wait_s)
 
 
 def _shown(text: str, limit: int = 64) -> str:

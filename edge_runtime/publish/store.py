@@ -51,6 +51,7 @@ STATE = "state.json"
 LOCK = ".lock"
 REMOVED_PREFIX = ".removed-"
 UPLOADS = ".uploads"  # PUT /api/models streams each export here first
+PENDING_PREFIX = ".pending-"  # NAME/.pending-vN: vN is claimed but not yet checked (a killed swap leaves it)
 STATE_SCHEMA = 1
 MAX_STATE_BYTES = 1 << 20
 STALE_STAGING_S = 600.0  # a staging folder untouched this long belongs to a killed publish
@@ -239,6 +240,8 @@ class ModelStore:
             v.fsync_tree(staging)
             with self._locked():
                 target = v.claim_next_version(folder, staging)
+                if not verify:  # checked by the caller before it is activated: until then it is pending
+                    (folder / f"{PENDING_PREFIX}{target.name}").touch()
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -257,6 +260,7 @@ class ModelStore:
             state = State(name, project if project is not None else (old.project if old else None),
                           (*(old.history if old else ())[-(HISTORY - 1):], Activation(version, _now(), reason)))
             self._write_state(state)
+            (self.root / name / f"{PENDING_PREFIX}v{version}").unlink(missing_ok=True)
             self._prune(name, state)
         log.info("%s %s v%d%s", "published" if reason == "publish" else f"activated ({reason})", name, version,
                  f" for project {state.project}" if state.project else "")
@@ -273,16 +277,22 @@ class ModelStore:
                 gone = path.parent / f"{REMOVED_PREFIX}v{version}-{os.getpid()}-{time.monotonic_ns()}"
                 os.rename(path, gone)
                 shutil.rmtree(gone, ignore_errors=True)
+            (self.root / name / f"{PENDING_PREFIX}v{version}").unlink(missing_ok=True)
             if state is None:
                 with contextlib.suppress(OSError):  # a refused first version leaves no empty name behind
                     (self.root / name).rmdir()
 
-    def rollback(self, name: str, reason: str = "rollback", *, verify: bool = True) -> Published:
-        """Make the version before the active one active again; `verify` loads it first."""
+    def rollback(self, name: str, reason: str = "rollback", *, verify: bool = True,
+                 expect: int | None = None) -> Published:
+        """Make the version before the active one active again; `verify` loads it first.
+        `expect`: the version the caller saw active; another active meanwhile refuses."""
         with self._locked():
             state = self.state(name)
             if state is None:
                 raise ModelStoreError(f"no model published as {name!r}")
+            if expect is not None and state.active != expect:
+                raise ModelStoreError(f"{name} changed meanwhile (v{state.active} is active, not v{expect}); "
+                                      "nothing was rolled back")
             if state.previous is None:
                 raise ModelStoreError(f"{name} has no earlier version to go back to")
             if not self.version_path(name, state.previous).is_dir():
@@ -358,8 +368,9 @@ class ModelStore:
 
     def _tidy(self) -> None:
         """What killed writers left: removed names and versions, stale staging folders, stray
-        state temps. A version folder is never removed here: one that a killed publish
-        claimed, or that `edge-export train` wrote, is a whole, verified version."""
+        state temps, and versions a killed server claimed but never checked (still marked
+        pending, not named in state.json). Any other version folder is never removed here:
+        one that `edge-export train` wrote, or a killed CLI publish verified, is whole."""
         now = time.time()
         for path in self.root.iterdir():
             if path.name == UPLOADS and path.is_dir() and not path.is_symlink():
@@ -385,6 +396,21 @@ class ModelStore:
                             shutil.rmtree(item, ignore_errors=True)
                 elif item.name.startswith(f".{STATE}.") and item.name.endswith(".tmp"):
                     item.unlink(missing_ok=True)
+                elif item.name.startswith(PENDING_PREFIX):
+                    self._drop_pending(path.name, item, now)
+
+    def _drop_pending(self, name: str, marker: Path, now: float) -> None:
+        number = v.version_of(Path(marker.name[len(PENDING_PREFIX):]))
+        with contextlib.suppress(OSError, EdgeRuntimeError):
+            if now - marker.lstat().st_mtime <= STALE_STAGING_S:
+                return  # a swap that may still be running in a server beside this command
+            state = self.state(name)
+            if number is not None and (state is None or number not in {state.active, state.previous}):
+                gone = marker.parent / f"{REMOVED_PREFIX}v{number}-{os.getpid()}-{time.monotonic_ns()}"
+                if self.version_path(name, number).is_dir():
+                    os.rename(self.version_path(name, number), gone)
+                    shutil.rmtree(gone, ignore_errors=True)
+            marker.unlink(missing_ok=True)
 
 
 def _tree_bytes(folder: Path) -> int:

@@ -137,7 +137,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def _make_room(self) -> None:
         idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self
-                and c._phase is not None and c._phase != "upload" and c._upload() is None
+                and c._phase is not None and c._phase != "upload"
+                and not (c._phase == "body" and c._upload() is not None)
                 and not c.transport.is_closing()]
         if idle:
             oldest = min(idle, key=lambda c: c._phase_since)

@@ -92,9 +92,9 @@ async def put_model(request: Request, name: str = NAME, project: str | None = PR
     if _uploads.locked():
         raise Busy(f"{MAX_UPLOADS} uploads are already running; try again when one ends")
     async with _uploads:
-        allow_long_upload(request, limit, m.upload_timeout_s)
         folder = manager.store.root / UPLOADS
         await run_in_threadpool(_room_for, folder, declared or 0)
+        allow_long_upload(request, limit, m.upload_timeout_s)  # only once it is certain to be read
         path = await _receive(request, folder, limit)
         try:
             update = Update(path, name, project, source="http",

@@ -17,6 +17,7 @@ from ..events.retention import Janitor
 from ..events.store import EventStore
 from ..metrics import Metrics
 from ..model.predictor import Predictor
+from ..model.slot import WAIT_S, ModelUnavailable
 from ..publish.manager import ModelManager
 from ..publish.registry import Registry, Served
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
@@ -66,18 +67,20 @@ class Services:
         active = self.models.default.slot.active  # None while unload-first loads: not stuck
         return pipeline_ok and not (active is not None and active.predictor.model.stuck)
 
-    def resolve(self, project: str | None, name: str | None) -> Served:
+    def resolve(self, project: str | None, name: str | None, wait_s: float = WAIT_S) -> Served:
         """The model that answers this project id and published name (publish/registry.py);
-        the default model when the route names none (POST /image). Off the event loop: it
-        waits while an unload-first swap loads the model."""
-        return self.models.default.served() if name is None else self.models.resolve(project or "", name)
+        the default model when the route names none (POST /image). It waits while an
+        unload-first swap loads the model: off the event loop only."""
+        if name is None:
+            return self.models.default.served(wait_s)
+        return self.models.resolve(project or "", name, wait_s)
 
     async def served(self, project: str | None, name: str | None) -> Served:
         """`resolve` for a route: at once when the model is there, in a thread while it loads."""
-        entry = self.models.default if name is None else self.models.models.get(name)
-        if entry is not None and entry.slot.active is None:
+        try:
+            return self.resolve(project, name, wait_s=0)
+        except ModelUnavailable:
             return await run_in_threadpool(self.resolve, project, name)
-        return self.resolve(project, name)
 
     def camera(self, camera_id: str | None) -> CameraView | None:
         if camera_id is None:

@@ -334,6 +334,8 @@ class Pull:
                     summary.already_here += 1
                     summary.written[which] += 1
                     continue
+                if old is not None and Path(old.file).parent != Path(folder):
+                    self._inside(old.file).unlink(missing_ok=True)  # retagged: never left under its old tag
                 pending.append((remote.id, pool.submit(self._fetch, remote, folder, which)))
             with state_file.open("a", encoding="utf-8") as f:
                 for image_id, future in pending:

@@ -78,7 +78,7 @@ def test_classification_comes_out_as_folders_check_reads_through_429_500_and_cut
 
 def test_a_run_that_stopped_goes_on_without_fetching_anything_twice(cv_service, tmp_path):
     double, url = cv_service
-    classification_project(double)
+    pid, tags, _ = classification_project(double)
     out = tmp_path / "shelf"
     puller(url, out, []).run("shelf")
     assert len(double.downloads) == 27
@@ -99,6 +99,12 @@ def test_a_run_that_stopped_goes_on_without_fetching_anything_twice(cv_service, 
     puller(url, out, []).run("shelf")
     assert double.downloads == []
     assert not load_dataset(out).report.errors
+    # retagged in the service: the image moves to its new tag's folder, and only there
+    record = double.stored[pid][0]
+    record["tags"] = [{"tagId": tags["green"], "tagName": "green", "created": record["created"]}]
+    puller(url, out, []).run("shelf")
+    assert [p.parent.name for p in out.glob(f"*/{record['id']}.png")] == ["green"]
+    assert load_dataset(out).counts() == {"red": 11, "green": 13}
 
 
 def test_pages_are_the_services_256(cv_service, tmp_path):

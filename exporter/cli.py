@@ -1,4 +1,4 @@
-"""`edge-export`: check datasets, train (offline or in Custom Vision), evaluate, verify and sign bundles.
+"""`edge-export`: check datasets, train (offline or in Custom Vision), pull projects, evaluate, verify, sign bundles.
 
 Exit status: 0 done, 1 a problem with the input (named on stderr in one line), 2 usage.
 """
@@ -120,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--timeout", type=float, default=1800)
     export.add_argument("--no-progress", action="store_true")
     _cloud_args(export)
+
+    pull = sub.add_parser("pull", help="bring a Custom Vision project's images, labels, iterations and exports out "
+                          "as a dataset the other commands read")
+    pull.add_argument("--project", required=True, help="project name or id")
+    pull.add_argument("--out", type=Path, required=True, metavar="DATASET", help="the dataset folder to write")
+    pull.add_argument("--exports", action="store_true",
+                      help="also download each trained iteration's ONNX export (asking for it where none exists), "
+                      "verified")
+    pull.add_argument("--untagged", action="store_true", help="also pull untagged images (into DATASET/_untagged)")
+    pull.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each export")
+    pull.add_argument("--no-progress", action="store_true")
+    _cloud_args(pull)
 
     status = sub.add_parser("status", help="a Custom Vision project's iterations and upload state")
     status.add_argument("--project", required=True)
@@ -264,6 +276,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return _bundle_from_cloud(args, run, args.project, project.id, args.iteration, info, tag_ids)
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .credentials import guard_logs, load_credentials
+    from .pull import Pull, RateLimiter
+    from .sdk_client import SdkClient
+
+    credentials = load_credentials(args.credentials)
+    guard_logs(credentials.training_key)
+    client = SdkClient.connect(credentials, limiter=RateLimiter(10))
+    summary = Pull(client, args.out, Bars(not args.no_progress), poll_s=args.poll_seconds,
+                   timeout_s=args.timeout).run(args.project, exports=args.exports, untagged=args.untagged)
+    for problem in summary.refused + summary.failed:
+        print(problem, file=sys.stderr)
+    print(summary.line())
+    return EXIT_ERROR if summary.refused or summary.failed else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     run, _ = _cloud(args, args.project)
     project = run.find_project(args.project)
@@ -311,7 +339,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "train": cmd_train, "export": cmd_export, "status": cmd_status,
+COMMANDS = {"check": cmd_check, "train": cmd_train, "export": cmd_export, "pull": cmd_pull, "status": cmd_status,
             "evaluate": cmd_evaluate, "verify": cmd_verify, "sign": cmd_sign, "keygen": cmd_keygen}
 
 

@@ -37,6 +37,7 @@ ADVISED_PER_TAG = 15
 MULTILABEL_FILES = ("labels.csv", "labels.json")
 COCO_FILES = ("annotations.json", "coco.json", "_annotations.coco.json")
 MANIFEST_SUFFIXES = (".csv", ".json")
+SET_APART = ("_negative", "_untagged", "_exports")  # folders `pull` writes beside the tags: never a tag
 WHAT_A_DATASET_IS = ("a dataset is a folder with one sub-folder of images per tag, or a labels.csv or labels.json "
                      "(multilabel) or a COCO annotations.json (detection) with the images beside it")
 
@@ -166,7 +167,8 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _classification(root: Path, report: Report) -> tuple[list[str], list[Item]]:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in SET_APART)
     if not folders:
         raise DatasetError(f"{root}: no tag folders or label file found; {WHAT_A_DATASET_IS}")
     reader, items = _Reader(report), []

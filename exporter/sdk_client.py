@@ -71,13 +71,16 @@ def _iteration(it: Any) -> Iteration:
 class SdkClient:
     """TrainingClient over `CustomVisionTrainingClient`, with retries and error mapping."""
 
-    def __init__(self, sdk: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, sdk: Any, sleep: Callable[[float], None] = time.sleep,
+                 limiter: Callable[[], None] | None = None) -> None:
         self.sdk = sdk
         self.sleep = sleep
+        self.limiter = limiter  # called before every request: the tier's calls-a-second quota
         self.retries_done = 0
 
     @classmethod
-    def connect(cls, credentials: Credentials, sleep: Callable[[float], None] = time.sleep) -> SdkClient:
+    def connect(cls, credentials: Credentials, sleep: Callable[[float], None] = time.sleep,
+                limiter: Callable[[], None] | None = None) -> SdkClient:
         from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
         from msrest.authentication import ApiKeyCredentials
 
@@ -85,13 +88,19 @@ class SdkClient:
             credentials.endpoint, ApiKeyCredentials(in_headers={"Training-key": credentials.training_key}))
         sdk.config.retry_policy.retries = 0  # retries happen in `_call`, where Retry-After is honoured
         sdk.config.connection.timeout = TIMEOUT_S
-        return cls(sdk, sleep)
+        return cls(sdk, sleep, limiter)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Any SDK operation by name, with the retries and error mapping of the typed calls."""
+        return self._call(name, *args, **kwargs)
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         from msrest.exceptions import ClientRequestError, HttpOperationError
 
         for attempt in range(RETRIES + 1):
             log.debug("Custom Vision %s (attempt %d)", name, attempt + 1)
+            if self.limiter is not None:
+                self.limiter()
             try:
                 return getattr(self.sdk, name)(*args, **kwargs)
             except (HttpOperationError, ClientRequestError) as exc:

@@ -3,7 +3,9 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -110,3 +112,20 @@ def _limits_of_this_test_only():  # type: ignore[no-untyped-def]
     from edge_runtime.model import limits
 
     limits.reset()
+
+
+@pytest.fixture(scope="module")
+def cv_export_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real export as the Custom Vision service hands it out."""
+    from tests.datasets import make_export_zip
+
+    return make_export_zip(tmp_path_factory.mktemp("cvexport"))
+
+
+@pytest.fixture()
+def cv_service(cv_export_zip: Path) -> Iterator[tuple[Any, str]]:
+    """The loopback double of the training API: (its state, its endpoint)."""
+    from tests.cv_double import serving
+
+    with serving(cv_export_zip) as served:
+        yield served

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import urllib.parse
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from tests.server_util import running
 
 KEY = "test-training-key-0123456789"
 BASE = "/customvision/v3.4-preview/training"
@@ -35,6 +41,10 @@ class Faults:
     throttle_first_upload: bool = False  # one 429 with Retry-After on the first images call
     fail_once: str = ""  # an operation name that answers 500 once
     break_after_batches: int = 0  # from then on, every images call answers 503
+    throttle_once: str = ""  # an operation name that answers 429 with Retry-After once
+    cut_once: set[str] = field(default_factory=set)  # image ids whose first download stops half-way
+    truncate_once: set[str] = field(default_factory=set)  # ... whose first download is a whole but cut file
+    huge_length: set[str] = field(default_factory=set)  # ... whose download claims a terabyte
 
 
 @dataclass
@@ -52,6 +62,45 @@ class Double:
     published: list[tuple[str, str]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     base_url: str = ""
+    stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project -> image records
+    blobs: dict[str, bytes] = field(default_factory=dict)  # image id -> original file
+    downloads: list[str] = field(default_factory=list)  # image id of every download asked for
+    takes: list[int] = field(default_factory=list)  # the take of every listing call
+
+    def add_project(self, name: str, domain_id: str, classification: str | None,
+                    tags: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
+        """A project as the service holds it; tags are (name, type); returns its id and tag ids by name."""
+        pid = str(uuid.uuid4())
+        self.projects[pid] = {"id": pid, "name": name, "description": "pulled in tests",
+                              "settings": {"domainId": domain_id, "classificationType": classification,
+                                           "targetExportPlatforms": ["ONNX"]}}
+        self.tags[pid] = [{"id": str(uuid.uuid4()), "name": n, "description": None, "type": t, "imageCount": 0}
+                          for n, t in tags]
+        self.images[pid], self.stored[pid] = {}, []
+        return pid, {t["name"]: t["id"] for t in self.tags[pid]}
+
+    def add_image(self, pid: str, data: bytes, width: int, height: int, tag_ids: list[str] = (),  # type: ignore[assignment]
+                  regions: list[tuple[str, float, float, float, float]] = (),  # type: ignore[assignment]
+                  image_id: str = "", metadata: dict[str, str] | None = None) -> str:
+        image_id = image_id or str(uuid.uuid4())
+        names = {t["id"]: t["name"] for t in self.tags[pid]}
+        uri = f"{self.base_url}/img/{urllib.parse.quote(image_id, safe='')}"
+        self.stored[pid].append({
+            "id": image_id, "created": "2024-01-01T00:00:00Z", "width": width, "height": height,
+            "resizedImageUri": uri, "thumbnailUri": uri, "originalImageUri": uri,
+            "tags": [{"tagId": t, "tagName": names.get(t, "?"), "created": "2024-01-01T00:00:00Z"} for t in tag_ids],
+            "regions": [{"regionId": str(uuid.uuid4()), "tagName": names.get(t, "?"), "created": "2024-01-01T00:00:00Z",
+                         "tagId": t, "left": x, "top": y, "width": w, "height": h} for t, x, y, w, h in regions],
+            "metadata": metadata or {}})
+        self.blobs[image_id] = data
+        return image_id
+
+    def add_iteration(self, pid: str, name: str = "Iteration 1") -> str:
+        iid = str(uuid.uuid4())
+        self.iterations[iid] = {"id": iid, "name": name, "status": "Completed", "projectId": pid,
+                                "trainingType": "Regular", "exportable": True, "reservedBudgetInHours": 0,
+                                "domainId": self.projects[pid]["settings"]["domainId"]}
+        return iid
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -71,6 +120,9 @@ def create_double_app(double: Double) -> FastAPI:
             if double.faults.fail_once and double.faults.fail_once in op:
                 double.faults.fail_once = ""
                 return error(500, "InternalServerError", "Something went wrong on our side.")
+            if double.faults.throttle_once and double.faults.throttle_once in op:
+                double.faults.throttle_once = ""
+                return error(429, "TooManyRequests", "Rate limit is exceeded.", {"Retry-After": "1"})
         return await call_next(request)
 
     @app.get(BASE + "/domains")
@@ -89,6 +141,52 @@ def create_double_app(double: Double) -> FastAPI:
                                              "targetExportPlatforms": ["ONNX"]}}
         double.tags[pid], double.images[pid] = [], {}
         return double.projects[pid]
+
+    @app.get(BASE + "/projects/{pid}")
+    async def project(pid: str) -> Any:
+        if pid not in double.projects:
+            return error(404, "BadRequestProjectUnknown", "Unknown project.")
+        return double.projects[pid]
+
+    def listed(pid: str, tagged: bool) -> list[dict[str, Any]]:
+        return [i for i in double.stored.get(pid, []) if bool(i["tags"] or i["regions"]) == tagged]
+
+    def page(pid: str, tagged: bool, take: int, skip: int) -> Response:
+        double.takes.append(take)
+        if take > 256:
+            return error(400, "BadRequestInvalidArgument", "take is limited to 256.")
+        # json.dumps, not JSONResponse: hostile tests send NaN as the service's JSON writer could
+        return Response(json.dumps(listed(pid, tagged)[skip : skip + take]), media_type="application/json")
+
+    @app.get(BASE + "/projects/{pid}/images/tagged")
+    async def tagged(pid: str, take: int = 50, skip: int = 0) -> Any:
+        return page(pid, True, take, skip)
+
+    @app.get(BASE + "/projects/{pid}/images/untagged")
+    async def untagged(pid: str, take: int = 50, skip: int = 0) -> Any:
+        return page(pid, False, take, skip)
+
+    @app.get(BASE + "/projects/{pid}/images/tagged/count")
+    async def tagged_count(pid: str) -> Any:
+        return len(listed(pid, True))
+
+    @app.get(BASE + "/projects/{pid}/images/untagged/count")
+    async def untagged_count(pid: str) -> Any:
+        return len(listed(pid, False))
+
+    @app.get("/img/{image_id:path}")
+    async def image(image_id: str) -> Any:
+        double.downloads.append(image_id)
+        data, faults = double.blobs[image_id], double.faults
+        if image_id in faults.cut_once:
+            faults.cut_once.discard(image_id)
+            return Response(data[: len(data) // 2], headers={"content-length": str(len(data))})
+        if image_id in faults.truncate_once:
+            faults.truncate_once.discard(image_id)
+            return Response(data[: len(data) // 2], media_type="application/octet-stream")
+        if image_id in faults.huge_length:
+            return Response(data, headers={"content-length": str(10**12)})
+        return Response(data, media_type="application/octet-stream")
 
     @app.get(BASE + "/projects/{pid}/tags")
     async def tags(pid: str) -> Any:
@@ -188,3 +286,12 @@ def create_double_app(double: Double) -> FastAPI:
         return FileResponse(double.export_zip, media_type="application/zip")
 
     return app
+
+
+@contextmanager
+def serving(export_zip: Path) -> Iterator[tuple[Double, str]]:
+    """The double on a loopback port: (its state, its endpoint)."""
+    double = Double(export_zip)
+    with running(create_double_app(double)) as url:
+        double.base_url = url
+        yield double, url

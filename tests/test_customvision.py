@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,30 +22,16 @@ from exporter.credentials import Credentials, guard_logs, load_credentials
 from exporter.customvision import CloudError, CloudTraining, UploadState
 from exporter.dataset import load_dataset
 from exporter.sdk_client import SdkClient
-from tests.cv_double import KEY, Double, Faults, create_double_app
-from tests.datasets import make_export_zip, noise_dataset
-from tests.server_util import running
-
-
-@pytest.fixture(scope="module")
-def export_zip(tmp_path_factory) -> Path:
-    return make_export_zip(tmp_path_factory.mktemp("cvexport"))
-
-
-@pytest.fixture()
-def service(export_zip):
-    double = Double(export_zip)
-    with running(create_double_app(double)) as url:
-        double.base_url = url
-        yield double, url
+from tests.cv_double import KEY, Faults
+from tests.datasets import noise_dataset
 
 
 def connect(url: str, sleeps: list[float]) -> SdkClient:
     return SdkClient.connect(Credentials(url, KEY), sleep=sleeps.append)
 
 
-def test_full_run_with_throttling_and_a_server_error(service, tmp_path):
-    double, url = service
+def test_full_run_with_throttling_and_a_server_error(cv_service, tmp_path):
+    double, url = cv_service
     double.faults = Faults(throttle_first_upload=True, fail_once="/train")
     dataset = load_dataset(noise_dataset(tmp_path / "data", per_tag=40))
     sleeps: list[float] = []
@@ -63,8 +48,8 @@ def test_full_run_with_throttling_and_a_server_error(service, tmp_path):
     assert Predictor.load(zip_path).spec.labels == ("red", "green")
 
 
-def test_unknown_domains_and_bad_keys_are_clear(service, tmp_path):
-    _, url = service
+def test_unknown_domains_and_bad_keys_are_clear(cv_service, tmp_path):
+    _, url = cv_service
     dataset = load_dataset(noise_dataset(tmp_path / "data", per_tag=5))
     run = CloudTraining(connect(url, []), UploadState.open(tmp_path / "s.json"), poll_s=0.01)
     with pytest.raises(CloudError, match="General \\(compact\\)"):
@@ -84,8 +69,8 @@ def cli(url: str, *args: str, key: str = KEY) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_cli_trains_exports_and_writes_a_bundle_without_leaking_the_key(service, tmp_path):
-    double, url = service
+def test_cli_trains_exports_and_writes_a_bundle_without_leaking_the_key(cv_service, tmp_path):
+    double, url = cv_service
     data = noise_dataset(tmp_path / "data", per_tag=8)
     out = tmp_path / "bundles"
     proc = cli(url, "train", str(data), "--backend", "customvision", "--project", "kiosk", "--out", str(out),
@@ -111,10 +96,10 @@ def test_cli_trains_exports_and_writes_a_bundle_without_leaking_the_key(service,
     assert status.returncode == 0 and "Completed" in status.stdout and "16 images" in status.stdout
 
 
-def test_a_wrong_sha1_in_the_download_is_refused(service, tmp_path, export_zip):
-    double, url = service
+def test_a_wrong_sha1_in_the_download_is_refused(cv_service, tmp_path, cv_export_zip):
+    double, url = cv_service
     tampered = tmp_path / "tampered.zip"
-    with zipfile.ZipFile(export_zip) as src, zipfile.ZipFile(tampered, "w") as dst:
+    with zipfile.ZipFile(cv_export_zip) as src, zipfile.ZipFile(tampered, "w") as dst:
         for name in src.namelist():
             data = src.read(name)
             if name == "cvexport.manifest":
@@ -148,8 +133,8 @@ def test_credentials_come_from_env_or_file_and_stay_out_of_logs(tmp_path, caplog
     assert "k-env" not in caplog.text and "***" in caplog.text
 
 
-def test_cli_exports_an_existing_iteration(service, tmp_path):
-    double, url = service
+def test_cli_exports_an_existing_iteration(cv_service, tmp_path):
+    double, url = cv_service
     data = noise_dataset(tmp_path / "data", per_tag=5)
     out = tmp_path / "bundles"
     assert cli(url, "train", str(data), "--backend", "customvision", "--project", "again", "--out", str(out),

@@ -347,4 +347,7 @@ class Pipeline:
 
 def _prepared_for(prepared: Prepared, stages: Stages) -> bool:
     """Whether a frame prepared on the grabber thread fits the model that will run on it."""
-    return prepared.input is None or prepared.input == getattr(getattr(stages, "spec", None), "input", None)
+    if prepared.input is None:
+        return True
+    wanted = getattr(getattr(stages, "spec", None), "input", None)
+    return prepared.input is wanted or prepared.input == wanted  # the same object but across a swap

@@ -113,3 +113,30 @@ def healthz_ms(url: str, timeout: float = 2.0) -> float | None:
     except httpx.HTTPError:
         return None
     return (time.monotonic() - began) * 1000 if ok else None
+
+
+def answer(url: str, request: bytes, seconds: float = 5.0) -> tuple[int | None, bytes]:
+    """Send `request` and keep the connection open, sending nothing more; return the status
+    and the answer the server gives within `seconds` (None: no answer)."""
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as s:
+        s.sendall(request)
+        data, deadline = b"", time.monotonic() + seconds
+        while not _whole(data) and time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            data += chunk
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", data)
+    return (int(match.group(1)) if match else None), data
+
+
+def _whole(data: bytes) -> bool:
+    """Whether `data` holds a whole answer: its headers and the body they declare."""
+    headers, sep, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)", headers)
+    return bool(sep) and len(body) >= (int(length.group(1)) if length else 0)

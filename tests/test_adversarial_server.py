@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from edge_runtime.server import create_app
 from edge_runtime.server.auth import SESSION_COOKIE, SIGNIN_FORM_LIMIT, Auth, require_token
 from edge_runtime.server.body import BEFORE_AUTH
 from tests.conftest import DEMO
-from tests.server_util import free_port, running, serve_process
+from tests.server_util import answer, free_port, running, serve_process
 
 COFFEE = (DEMO / "samples" / "coffee.jpg").read_bytes()
 TOKEN = "adversarial-server-token-0123456789"
@@ -97,33 +96,6 @@ def head(method: str, path: str, headers: dict[str, str], version: str = "HTTP/1
 def chunked(data: bytes, size: int = 16 * 1024) -> bytes:
     """`data` as chunks, without the last (empty) chunk: the body is still open."""
     return b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size]) for i in range(0, len(data), size))
-
-
-def answer(url: str, request: bytes, seconds: float = 5.0) -> tuple[int | None, bytes]:
-    """Send `request` and keep the connection open, sending nothing more; return the status
-    and the answer the server gives within `seconds` (None: no answer)."""
-    port = int(url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as s:
-        s.sendall(request)
-        data, deadline = b"", time.monotonic() + seconds
-        while not _whole(data) and time.monotonic() < deadline:
-            s.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = s.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            data += chunk
-    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", data)
-    return (int(match.group(1)) if match else None), data
-
-
-def _whole(data: bytes) -> bool:
-    """Whether `data` holds a whole answer: its headers and the body they declare."""
-    headers, sep, body = data.partition(b"\r\n\r\n")
-    length = re.search(rb"(?im)^content-length: *(\d+)", headers)
-    return bool(sep) and len(body) >= (int(length.group(1)) if length else 0)
 
 
 def declared(method: str, path: str, size: int, **headers: str) -> bytes:

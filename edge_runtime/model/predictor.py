@@ -49,10 +49,16 @@ class Health:
 
     def check(self, outputs: Outputs) -> None:
         self.runs += 1
-        for value in outputs.values():
-            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
-                self.non_finite += 1
-                return
+        if non_finite(outputs) is not None:
+            self.non_finite += 1
+
+
+def non_finite(outputs: Outputs) -> str | None:
+    """The name of the first float output holding NaN or an infinity, else None."""
+    for name, value in outputs.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            return name
+    return None
 
 
 class Predictor:

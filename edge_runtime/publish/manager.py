@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import EdgeRuntimeError, ModelStoreError
 from ..events.model_changes import ModelChange
 from ..model.imageio import read_image
-from ..model.predictor import Predictor
+from ..model.predictor import Predictor, non_finite
 from ..model.slot import Active, ModelSlot
 from ..paths import DEMO_SAMPLES
 from ..service.rss import rss_bytes
@@ -400,11 +400,11 @@ class ModelManager:
             raise ModelStoreError(f"{name}: {kinds[not detection]} cannot replace {kinds[not was.detection]} under "
                                   "one name; publish it under another name")
         for frame in self._warm_up_frames(name):
-            outputs = new.infer(new.prepare(frame).tensor)
-            for key, value in outputs.items():
-                if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
-                    raise ModelStoreError(f"{name}: output {key} is not finite on a warm-up frame")
-            new.predict(frame)
+            prepared = new.prepare(frame)
+            outputs = new.infer(prepared.tensor)
+            if (bad := non_finite(outputs)) is not None:
+                raise ModelStoreError(f"{name}: output {bad} is not finite on a warm-up frame")
+            new.finish(outputs, prepared)
         if gate_dir is None:
             return
         if detection:

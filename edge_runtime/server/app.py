@@ -150,6 +150,7 @@ def create_app(svc: Services) -> FastAPI:
     app.state.services = svc
     app.state.auth = svc.auth
     app.state.url_fetcher = fetcher
+    app.state.model_uploads = asyncio.Semaphore(models_api.MAX_UPLOADS)  # PUT /api/models at once
     errors.install(app)
     app.include_router(auth.router)
     app.include_router(docs.router)

@@ -44,7 +44,6 @@ SPACE_MARGIN = 64 << 20  # left free on the store's disk after an upload and its
 NAME = PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="the published name")
 PROJECT = Query(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                 description="the project id it answers for; default: the name's, or any project")
-_uploads = asyncio.Semaphore(MAX_UPLOADS)
 
 
 def describe(entry: Entry, default: str, manager: ModelManager | None) -> dict[str, Any]:
@@ -89,9 +88,10 @@ async def put_model(request: Request, name: str = NAME, project: str | None = PR
     declared = declared_length(request.headers)
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the export is {declared} bytes; models.max_upload_mb allows {limit}")
-    if _uploads.locked():
+    uploads: asyncio.Semaphore = request.app.state.model_uploads
+    if uploads.locked():
         raise Busy(f"{MAX_UPLOADS} uploads are already running; try again when one ends")
-    async with _uploads:
+    async with uploads:
         folder = manager.store.root / UPLOADS
         await run_in_threadpool(_room_for, folder, declared or 0)
         allow_long_upload(request, limit, m.upload_timeout_s)  # only once it is certain to be read

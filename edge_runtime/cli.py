@@ -227,11 +227,17 @@ def _events_args(sub: Any) -> None:
             p.add_argument("--format", default="jsonl", choices=("jsonl", "csv", "dataset"),
                            help="dataset: one folder per tag, as edge-export train reads")
             p.add_argument("--samples", action="store_true", help="also the samples kept for labelling")
+            p.add_argument("--model", help="dataset: the labels of this published model, in OUT/train/ and "
+                           "OUT/held_out/ (COCO for boxes), with its base dataset merged into train")
+            p.add_argument("--held-out", type=float, default=0.2, metavar="SHARE",
+                           help="with --model: the newest share of the labels kept out of training (default 0.2)")
+            p.add_argument("--models", type=Path, help="with --model: the model store whose NAME/dataset/ is the "
+                           "base dataset (default: models.path)")
 
 
 def cmd_events(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .events.export import all_events, export, table
+    from .events.export import all_events, export, export_dataset, table
     from .events.salvage import Damage
     from .events.store import DB_NAME, EventStore
     from .events.times import parse_time
@@ -243,12 +249,21 @@ def cmd_events(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"{flag}: {exc}") from None
     since, until = times["--since"], times["--until"]
+    model = getattr(args, "model", None)
+    if model is not None and args.format != "dataset":
+        raise ConfigError("--model: only with --format dataset")
     store = EventStore.open_readonly(args.data)
     damage = Damage()  # a damaged store is read as far as it can be, and the loss said in one line
     try:
         if args.action == "list":
             events = all_events(store, since, until, damage)
             print(json.dumps([e.to_json() for e in events], indent=2) if args.json else table(events))
+        elif model is not None:
+            base = (args.models or load_settings().models.path) / model / "dataset"
+            made = export_dataset(store, args.out, model, args.held_out, base=base)
+            print(f"exported {made.train} {made.kind} images to {args.out / 'train'} ({made.base} from {base}) and "
+                  f"{made.held_out} held out to {args.out / 'held_out'}; tags: {', '.join(made.tags)}"
+                  + (f"; {made.missing} labelled images were missing" if made.missing else ""))
         else:
             counts = export(store, args.out, args.format, since, until, samples=args.samples, damage=damage)
             print(f"exported {counts['events']} events" + (f" and {counts['samples']} samples" if args.samples

@@ -133,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--no-progress", action="store_true")
     _cloud_args(pull)
 
+    push = sub.add_parser("push-labels", help="send the labels made on a device (its event store) up to a Custom "
+                          "Vision project, with their tags or boxes")
+    push.add_argument("--data", type=Path, required=True, help="the device's data folder (events.store.path); "
+                      "read only, so safe while the server records")
+    push.add_argument("--model", required=True, help="the published model name the labels are for")
+    push.add_argument("--project", required=True, help="project id or name")
+    push.add_argument("--out", type=Path, default=Path("bundles"),
+                      help="the upload state goes to OUT/.state/PROJECT.json: a second run sends only what is new")
+    push.add_argument("--no-progress", action="store_true")
+    _cloud_args(push)
+
     status = sub.add_parser("status", help="a Custom Vision project's iterations and upload state")
     status.add_argument("--project", required=True)
     status.add_argument("--out", type=Path, default=Path("bundles"))
@@ -292,6 +303,25 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return EXIT_ERROR if summary.refused or summary.failed else 0
 
 
+def cmd_push_labels(args: argparse.Namespace) -> int:
+    from edge_runtime.events.store import EventStore
+
+    from .push_labels import push_labels
+
+    store = EventStore.open_readonly(args.data)
+    try:
+        run, _ = _cloud(args, args.project)
+        with tempfile.TemporaryDirectory() as work:
+            report = push_labels(store, args.model, args.project, run, Path(work))
+    finally:
+        store.close()
+    for path, status in report.failed:
+        print(f"refused by the service: {Path(path).name} ({status})", file=sys.stderr)
+    print(f"labels of {args.model}: {report.uploaded} images uploaded, {report.already_there} already there, "
+          f"{len(report.failed)} refused")
+    return EXIT_ERROR if report.failed else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     run, _ = _cloud(args, args.project)
     project = run.find_project(args.project)
@@ -340,6 +370,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"check": cmd_check, "train": cmd_train, "export": cmd_export, "pull": cmd_pull, "status": cmd_status,
+            "push-labels": cmd_push_labels,
             "evaluate": cmd_evaluate, "verify": cmd_verify, "sign": cmd_sign, "keygen": cmd_keygen}
 
 

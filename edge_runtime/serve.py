@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,12 +21,14 @@ from .capture.sources import SourceError, check_source
 from .capture.view import CameraRunner, CameraView
 from .config import DEMO, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError, EdgeRuntimeError
+from .events.export import held_out_frames
 from .events.model_changes import ModelChange
 from .events.retention import Janitor
 from .events.setup import open_store
 from .events.store import EventStore
 from .metrics import Metrics, ModelsCollector
 from .model import limits
+from .model.imageio import read_image
 from .model.predictor import Predictor
 from .model.slot import ModelSlot
 from .publish.config import NAME, store_bytes
@@ -200,7 +203,17 @@ def model_manager(settings: Settings, store: ModelStore, registry: Registry, loa
         if events is not None:
             events.record_model_change(dataclasses.replace(change, device=device))
 
-    manager = ModelManager(store, registry, load, policy, frames=frames, record=record)
+    def held_out(name: str) -> list[tuple[str, np.ndarray]]:
+        """The name's held-out labelled frames, for the accuracy gate; none without a store."""
+        if events is None:
+            return []
+        pairs = []
+        for tag, path in held_out_frames(events, name):
+            with contextlib.suppress(EdgeRuntimeError):  # a frame that cannot be read counts for neither version
+                pairs.append((tag, read_image(path)))
+        return pairs
+
+    manager = ModelManager(store, registry, load, policy, frames=frames, record=record, held_out=held_out)
     m = settings.models
     incoming = IncomingWatcher.from_config(m, manager.publish)
     if incoming is not None:

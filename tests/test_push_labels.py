@@ -33,7 +33,7 @@ def run_of(url: str, tmp_path: Path, sleeps: list[float]) -> CloudTraining:
 
 def test_classification_labels_go_up_in_batches_through_a_429_and_a_duplicate(cv_service, tmp_path):
     double, url = cv_service
-    pid, tags = double.add_project("shelf", MULTICLASS, "Multiclass", [("red", "Regular")])
+    pid, _ = double.add_project("shelf", MULTICLASS, "Multiclass", [("red", "Regular")])
     store = EventStore.open(tmp_path / "data", Budget(min_free_bytes=0))
     ids = keep(store, 70)
     for i, sample_id in enumerate(ids):

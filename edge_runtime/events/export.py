@@ -28,6 +28,7 @@ stops the export with ExportError: a copy that silently lacks its pictures is wo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -376,3 +377,17 @@ def export_dataset(store: EventStore, out: Path, model: str, held_out: float = 0
         raise ExportError(f"dataset export of {model!r} to {out} stopped: {where}{exc.strerror or exc}") from None
     tags = sorted(set().union(*(set(e.tags) | {b.tag for b in e.boxes} for e in base_entries + entries(labels))))
     return DatasetCounts(kind, train_n, held_n, len(base_entries), tuple(tags), train_missing + held_missing)
+
+
+def held_out_frames(store: EventStore, model: str, share: float = 0.2) -> list[tuple[str, Path]]:
+    """(tag, image file) of `model`'s held-out classification labels, as `export_dataset` holds
+    them out: what the publish gate measures a new version on beside models.path/NAME/eval/."""
+    labels = [x for x in store.labels(model) if x.kind == "classification"]
+    _, held = split_held_out(labels, share)
+    frames = []
+    for label in held:
+        sample = store.sample(label.sample_id)
+        if sample is not None:
+            with contextlib.suppress(StoreError):
+                frames.append((label.tags[0], store.media_path(sample.image)))
+    return frames

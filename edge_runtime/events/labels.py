@@ -143,6 +143,11 @@ class LabelItem:
     label: Label | None = None
 
 
+def _event_prediction(tag: str, peak: float, box: str | None) -> dict[str, Any]:
+    """What an event's clean frame starts from: the event's tag, peak and box."""
+    return {"predictions": [{"tagName": tag, "probability": peak, "boundingBox": salvage.box(box)}]}
+
+
 def _missing(exc: sqlite3.OperationalError) -> bool:
     return str(exc).startswith("no such table")
 
@@ -228,27 +233,39 @@ class LabelRows(RetentionQueries):
         joined = ("LEFT JOIN labels l ON l.sample_id = s.id AND l.model = ?" if self._has_labels() else
                   "LEFT JOIN (SELECT NULL AS sample_id, NULL AS model, NULL AS kind, NULL AS tags, NULL AS boxes, "
                   "NULL AS labelled_at, NULL AS revision) l ON l.model = ?")
-        sql = ("SELECT * FROM (SELECT 'sample' AS item, s.id AS id, s.sampler, s.camera AS camera, s.taken_at, "
-               "s.image, s.prediction, l.model AS l_model, l.kind, l.tags, l.boxes, l.labelled_at, l.revision "
-               f"FROM samples s {joined} "
-               "UNION ALL SELECT 'event', e.id, ?, e.camera, e.start, e.frame, "
-               "json_object('predictions', json_array(json_object('tagName', e.tag, 'probability', e.peak, "
-               "'boundingBox', json(e.box)))), NULL, NULL, NULL, NULL, NULL, NULL "
-               "FROM events e WHERE e.frame IS NOT NULL AND e.end_at IS NOT NULL "
-               "AND e.id NOT IN (SELECT id FROM samples))")
+        # the page first, from small columns only: a prediction can be a thousand tags long
+        sql = ("SELECT * FROM (SELECT 'sample' AS item, s.id AS id, s.camera AS camera, l.model AS l_model, l.kind, "
+               f"l.tags, l.boxes, l.labelled_at, l.revision FROM samples s {joined} "
+               "UNION ALL SELECT 'event', e.id, e.camera, NULL, NULL, NULL, NULL, NULL, NULL FROM events e "
+               "WHERE e.frame IS NOT NULL AND e.end_at IS NOT NULL AND e.id NOT IN (SELECT id FROM samples))")
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        rows = self._read_all(sql, (model, SAMPLER_EVENT, *args[1:], limit))
+        page = self._read_all(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
+        found = self._frames([row[1] for row in page if row[0] == "sample"],
+                             [row[1] for row in page if row[0] == "event"])
         items = []
-        for row in rows:
-            kind, sample_row, label_row = row[0], row[1:7], row[7:]
-            found = samples_of([sample_row])
-            if not found:
+        for kind, item_id, _, *label_row in page:
+            if item_id not in found:
                 continue
-            label = labels_of([(row[1], *label_row)])[0] if label_row[0] is not None else None
-            items.append(LabelItem(kind, found[0], label))
+            label = labels_of([(item_id, *label_row)])[0] if label_row[0] is not None else None
+            items.append(LabelItem(kind, found[item_id], label))
         return items
+
+    def _frames(self, sample_ids: list[str], event_ids: list[str]) -> dict[str, SampleRecord]:
+        """The samples of these ids, and these events' clean frames as samples (their box the prediction)."""
+        found = {}
+        if sample_ids:
+            marks = ",".join("?" * len(sample_ids))
+            found = {s.id: s for s in samples_of(self._read_all(
+                f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE id IN ({marks})", tuple(sample_ids)))}
+        if event_ids:
+            marks = ",".join("?" * len(event_ids))
+            for row in self._read_all(f"SELECT id, camera, start, frame, tag, peak, box FROM events "
+                                      f"WHERE id IN ({marks})", tuple(event_ids)):
+                event_id, camera, start, frame, tag, peak, box = row
+                found.update({s.id: s for s in samples_of([(event_id, SAMPLER_EVENT, camera, start, frame,
+                                                            json.dumps(_event_prediction(tag, peak, box)))])})
+        return found
 
     def adopt_event_frame(self, event_id: str) -> SampleRecord | None:
         """The sample made of an event's clean frame, under the event's id (made now, a copy,
@@ -271,8 +288,7 @@ class LabelRows(RetentionQueries):
             return None
         name = frame.replace("events/", "samples/", 1).replace("-frame.jpg", ".jpg")
         size = self.write_media(name, data)
-        prediction = {"predictions": [{"tagName": tag, "probability": peak,
-                                       "boundingBox": salvage.box(box)}]}
+        prediction = _event_prediction(tag, peak, box)
         try:
             with self._transaction("saving a sample") as db:
                 db.execute("INSERT OR IGNORE INTO samples(id, sampler, camera, taken_at, image, prediction, bytes) "

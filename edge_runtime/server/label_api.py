@@ -42,6 +42,7 @@ router = APIRouter(tags=["label"])
 protected = APIRouter(prefix="/api/label", dependencies=[Depends(require_token)], tags=["label"])
 LABEL_BODY_LIMIT = 64 << 10
 MANUAL = "manual"  # the sampler name of a grabbed frame
+TOP_PREDICTIONS = 20  # per frame listed: the starting point of its label
 ITEM_ID = PathParam(pattern=EVENT_ID.pattern, description="a sample's or an event's id")
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MODEL = PathParam(pattern=MODEL_NAME, description="the published name")
@@ -85,7 +86,12 @@ def _kind(svc: Services, model: str) -> tuple[str, list[str]]:
 
 
 def item_json(sample: SampleRecord, source: str, label: Label | None) -> dict[str, Any]:
+    """A frame to label, with the model's most probable predictions (a thousand-tag model's
+    full list, fifty times a page, would be megabytes)."""
     predictions = sample.prediction.get("predictions")
+    if isinstance(predictions, list):
+        scored = [p for p in predictions if isinstance(p, dict) and isinstance(p.get("probability"), (int, float))]
+        predictions = sorted(scored, key=lambda p: -p["probability"])[:TOP_PREDICTIONS]
     return {"id": sample.id, "source": source, "sampler": sample.sampler, "camera": sample.camera,
             "takenAt": iso(sample.taken_at), "image": f"/api/label/items/{sample.id}/image.jpg",
             "predictions": predictions if isinstance(predictions, list) else [],

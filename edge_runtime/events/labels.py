@@ -34,6 +34,7 @@ from ..errors import LabelConflictError, LabelError, StoreError
 from . import salvage
 from .records import SAMPLE_COLUMNS, SampleRecord, log, samples_of
 from .retention_queries import RetentionQueries
+from .sample_rows import SampleRows
 
 KINDS = ("classification", "multilabel", "detection")
 TAG = re.compile(r'^[^\x00-\x1f\x7f/\\:*?"<>|._][^\x00-\x1f\x7f/\\:*?"<>|]{0,63}$')  # a folder name too
@@ -152,7 +153,7 @@ def _missing(exc: sqlite3.OperationalError) -> bool:
     return str(exc).startswith("no such table")
 
 
-class LabelRows(RetentionQueries):
+class LabelRows(RetentionQueries, SampleRows):
     def sample(self, sample_id: str) -> SampleRecord | None:
         found = samples_of(self._read_all(f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE id = ?", (sample_id,)))
         return found[0] if found else None
@@ -287,15 +288,5 @@ class LabelRows(RetentionQueries):
         except (OSError, StoreError):
             return None
         name = frame.replace("events/", "samples/", 1).replace("-frame.jpg", ".jpg")
-        size = self.write_media(name, data)
-        prediction = _event_prediction(tag, peak, box)
-        try:
-            with self._transaction("saving a sample") as db:
-                db.execute("INSERT OR IGNORE INTO samples(id, sampler, camera, taken_at, image, prediction, bytes) "
-                           "VALUES (?,?,?,?,?,?,?)",
-                           (event_id, SAMPLER_EVENT, camera, start, name, json.dumps(prediction), size))
-        except StoreError:
-            self._unlink([name])
-            raise
-        self._count_bytes(size)
+        self._keep_sample(event_id, SAMPLER_EVENT, camera, start, name, data, _event_prediction(tag, peak, box))
         return self.sample(event_id)

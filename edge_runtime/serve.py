@@ -32,6 +32,7 @@ from .publish.config import NAME, store_bytes
 from .publish.incoming import IncomingWatcher
 from .publish.manager import Loader, ModelManager, Policy
 from .publish.registry import Entry, Registry
+from .publish.retrain import Retrainer, labelled_frames
 from .publish.store import ModelStore
 from .publish.versions import version_of
 from .server import GracefulServer, Services, create_app, server_config
@@ -278,7 +279,8 @@ def build_services(
                     cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,
                     frames=sinks.frames, metrics=metrics, sinks=sinks.all, store=store, janitor=sweeper,
                     forwarding=forwarding(settings), registry=registry,
-                    manager=manager)
+                    manager=manager, retrain=Retrainer.open(models, manager, labelled_frames(models),
+                                                            settings.models.retrain))
 
 
 def serve(settings: Settings) -> None:

@@ -350,12 +350,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from edge_runtime.model.predictor import Predictor
 
-    from .compare import compare, table
+    from edge_runtime.publish.retrain import comparison_table
+
+    from .compare import compare
 
     active, candidate = Predictor.load(args.active), Predictor.load(args.candidate)
     dataset = load_dataset(args.dataset)
     report = compare(active, candidate, dataset, args.threshold, progress=progress_for(args))
-    print(table(report))
+    print(comparison_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

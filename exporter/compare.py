@@ -136,25 +136,3 @@ def _detection(active: Predictor, candidate: Predictor, dataset: Dataset, thresh
     overall = {side: {"map50": _figure(m.map50)} for side, m in figures.items()}
     return {"perTag": per_tag, "overall": overall, "disagreements": differ}
 
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def table(report: dict[str, Any]) -> str:
-    """The comparison as text: one row per tag, the active version's figure, then the candidate's."""
-    detection = report["kind"] == Kind.DETECTION.value
-    names = ("ap",) if detection else ("precision", "recall", "ap")
-    width = max([len(t["tag"]) for t in report["perTag"]] + [7])
-    head = "  ".join(f"{'AP@0.5' if detection else n:>17}" for n in names)
-    lines = [f"{'tag':<{width}}  {head}  images", f"{'':<{width}}  " + "  ".join(
-        f"{'active':>8} {'new':>8}" for _ in names)]
-    for t in report["perTag"]:
-        cells = "  ".join(f"{_pct(t['active'][n]):>8} {_pct(t['candidate'][n]):>8}" for n in names)
-        lines.append(f"{t['tag']:<{width}}  {cells}  {t['images']:>6}")
-    overall = report["overall"]
-    keys = ("map50",) if detection else names
-    cells = "  ".join(f"{_pct(overall['active'][k]):>8} {_pct(overall['candidate'][k]):>8}" for k in keys)
-    lines.append(f"{'mAP@0.5' if detection else 'overall':<{width}}  {cells}")
-    lines.append(f"{report['disagreementCount']} of {report['images']} images answered differently")
-    return "\n".join(lines)

@@ -27,7 +27,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import json
-import math
 import os
 import resource
 import shutil
@@ -99,6 +98,7 @@ class Child:
         self.argv, self.limits, self.log, self.on_progress = list(argv), limits, log, on_progress
         self.env, self.what = env, what
         self.proc: subprocess.Popen[bytes] | None = None
+        self.on_start: Callable[[int], object] | None = None  # told the child's pid
         self._written = 0
         self._over = False
         self._last_error = ""
@@ -138,6 +138,8 @@ class Child:
             except OSError as exc:
                 raise TrainingError(f"{self.what} could not be started: {exc.strerror or exc}") from None
             assert self.proc.stdout is not None and self.proc.stderr is not None
+            if self.on_start is not None:
+                self.on_start(self.proc.pid)
             readers = [threading.Thread(target=self._read, args=(self.proc.stdout, log, True), daemon=True),
                        threading.Thread(target=self._read, args=(self.proc.stderr, log, False), daemon=True)]
             for r in readers:
@@ -195,7 +197,3 @@ class Child:
             parsed = parse_progress(line)
             if parsed is not None and self.on_progress is not None:
                 self.on_progress(*parsed)
-
-
-def fraction(done: int, total: int) -> float:
-    return 0.0 if total <= 0 or not math.isfinite(done / total) else min(1.0, done / total)

@@ -74,6 +74,10 @@ class TrainingBusy(TrainingError):
     """A training already runs on this device."""
 
 
+class NoRoom(TrainingError):
+    """Too little free disk to start a training."""
+
+
 class UnknownCandidate(TrainingError):
     """No such candidate for this name."""
 
@@ -99,6 +103,7 @@ class Job:
     version: int | None = None  # the version it became, once promoted
     train_images: int = 0
     held_out_images: int = 0
+    pid: int | None = None  # the child's process id while one runs
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items()}
@@ -204,8 +209,11 @@ class Retrainer:
         return job
 
     def _take_lock(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        f = open(self.root / LOCK, "ab")  # noqa: SIM115 (held until the training ends)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            f = open(self.root / LOCK, "ab")  # noqa: SIM115 (held until the training ends)
+        except OSError as exc:
+            raise TrainingError(f"{self.root}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -222,7 +230,7 @@ class Retrainer:
         budget = self.settings.max_mb << 20
         free = shutil.disk_usage(self.root).free
         if free < budget:
-            raise TrainingError(f"{free >> 20} MB free on the model store's disk; a training needs "
+            raise NoRoom(f"{free >> 20} MB free on the model store's disk; a training needs "
                                 f"models.retrain.max_mb ({self.settings.max_mb} MB)")
 
     # ---- the job -----------------------------------------------------------------------------
@@ -302,7 +310,11 @@ class Retrainer:
                       what="the training" if phase == "train" else "the comparison")
         with self._lock:
             self._children[job.id] = child
-        child.run()
+        child.on_start = lambda pid: setattr(job, "pid", pid)
+        try:
+            child.run()
+        finally:
+            job.pid = None
 
     def _bundle(self, job: Job) -> Path:
         found = sorted((self._folder(job) / "bundles" / job.name).glob("v*/model.onnx"))
@@ -487,3 +499,26 @@ class Retrainer:
 def _images(folder: Path) -> int:
     suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
     return sum(1 for p in folder.rglob("*") if p.suffix.lower() in suffixes) if folder.is_dir() else 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def comparison_table(report: dict[str, Any]) -> str:
+    """The comparison as text: one row per tag, the active version's figure, then the candidate's."""
+    detection = report["kind"] == "detection"
+    names = ("ap",) if detection else ("precision", "recall", "ap")
+    width = max([len(t["tag"]) for t in report["perTag"]] + [7])
+    head = "  ".join(f"{'AP@0.5' if detection else n:>17}" for n in names)
+    lines = [f"{'tag':<{width}}  {head}  images", f"{'':<{width}}  " + "  ".join(
+        f"{'active':>8} {'new':>8}" for _ in names)]
+    for t in report["perTag"]:
+        cells = "  ".join(f"{_pct(t['active'][n]):>8} {_pct(t['candidate'][n]):>8}" for n in names)
+        lines.append(f"{t['tag']:<{width}}  {cells}  {t['images']:>6}")
+    overall = report["overall"]
+    keys = ("map50",) if detection else names
+    cells = "  ".join(f"{_pct(overall['active'][k]):>8} {_pct(overall['candidate'][k]):>8}" for k in keys)
+    lines.append(f"{'mAP@0.5' if detection else 'overall':<{width}}  {cells}")
+    lines.append(f"{report['disagreementCount']} of {report['images']} images answered differently")
+    return "\n".join(lines)

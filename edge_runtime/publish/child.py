@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import resource
@@ -101,6 +102,7 @@ class Child:
         self.on_start: Callable[[int], object] | None = None  # told the child's pid
         self._written = 0
         self._over = False
+        self.timed_out = False
         self._last_error = ""
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
@@ -144,11 +146,10 @@ class Child:
                        threading.Thread(target=self._read, args=(self.proc.stderr, log, False), daemon=True)]
             for r in readers:
                 r.start()
-            timed_out = False
             try:
                 self.proc.wait(timeout=limits.timeout_s)
             except subprocess.TimeoutExpired:
-                timed_out = True
+                self.timed_out = True
                 self._kill()
                 self.proc.wait()
             for r in readers:
@@ -156,7 +157,7 @@ class Child:
         code = self.proc.returncode
         if code == 0 and not self._over:
             return
-        raise TrainingError(self._reason(code, timed_out, time.monotonic() - started))
+        raise TrainingError(self._reason(code, self.timed_out, time.monotonic() - started))
 
     def _reason(self, code: int, timed_out: bool, seconds: float) -> str:
         said = f": {self._last_error}" if self._last_error else ""
@@ -166,9 +167,11 @@ class Child:
             return f"{self.what} ran past its deadline ({self.limits.timeout_s:g} s) and was stopped"
         if self._over:
             return f"{self.what} wrote more than {self.limits.max_output} bytes of output and was stopped"
+        over_budget = f"a file over its disk budget ({(self.limits.max_file or 0) >> 20} MB)"
         if code == -signal.SIGXFSZ:
-            return (f"{self.what} tried to write a file over its disk budget "
-                    f"({(self.limits.max_file or 0) >> 20} MB) and was stopped")
+            return f"{self.what} tried to write {over_budget} and was stopped"
+        if self.limits.max_file is not None and os.strerror(errno.EFBIG) in self._last_error:
+            return f"{self.what} could not write {over_budget}: {self._last_error}"
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             return f"{self.what} was killed ({name}) after {seconds:.0f} s{said}"

@@ -313,6 +313,11 @@ class Retrainer:
         child.on_start = lambda pid: setattr(job, "pid", pid)
         try:
             child.run()
+        except TrainingError:
+            if child.timed_out:  # the deadline is the whole job's, not what was left of it
+                raise TrainingError(f"{child.what} ran past models.retrain.timeout_s ({s.timeout_s:g} s) and was "
+                                    "stopped") from None
+            raise
         finally:
             job.pid = None
 

@@ -349,7 +349,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from edge_runtime.model.predictor import Predictor
-
     from edge_runtime.publish.retrain import comparison_table
 
     from .compare import compare
@@ -386,7 +385,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"check": cmd_check, "train": cmd_train, "export": cmd_export, "pull": cmd_pull, "status": cmd_status,
-            "evaluate": cmd_evaluate, "compare": cmd_compare, "verify": cmd_verify, "sign": cmd_sign, "keygen": cmd_keygen}
+            "evaluate": cmd_evaluate, "compare": cmd_compare, "verify": cmd_verify, "sign": cmd_sign,
+            "keygen": cmd_keygen}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,6 +60,18 @@ def compare(active: Predictor, candidate: Predictor, dataset: Dataset, threshold
             "disagreementCount": len(listed), "disagreements": listed[:MAX_DISAGREEMENTS]}
 
 
+def _staged(progress: Progress | None, stage: str) -> Progress | None:
+    """`progress` told `stage` as the stage's name (which version is being run)."""
+    if progress is None:
+        return None
+    told = progress
+
+    def each(_: str, done: int, total: int) -> None:
+        told(stage, done, total)
+
+    return each
+
+
 def _relative(dataset: Dataset, path: Path) -> str:
     try:
         return path.resolve().relative_to(dataset.root.resolve()).as_posix()
@@ -72,11 +84,8 @@ def _classification(active: Predictor, candidate: Predictor, dataset: Dataset, t
     labels = list(dict.fromkeys([*dataset.tags, *(active.spec.labels or ()), *(candidate.spec.labels or ())]))
     count = len(dataset.items)
 
-    def stage(name: str) -> Progress | None:
-        return (lambda _, done, total: progress(name, done, total)) if progress else None
-
-    truth, old = classification_scores(active, dataset, labels, stage("active"))
-    _, new = classification_scores(candidate, dataset, labels, stage("candidate"))
+    truth, old = classification_scores(active, dataset, labels, _staged(progress, "active"))
+    _, new = classification_scores(candidate, dataset, labels, _staged(progress, "candidate"))
     multiclass = dataset.kind is Kind.CLASSIFICATION
     metrics = {side: classification_metrics(truth, scores, labels, threshold, multiclass=multiclass,
                                             source=f"{count} held-out images")
@@ -87,7 +96,7 @@ def _classification(active: Predictor, candidate: Predictor, dataset: Dataset, t
             return [labels[int(row.argmax())]] if row.max() > 0 else []
         return [labels[k] for k in np.flatnonzero(row >= threshold)]
 
-    differ = []
+    differ: list[dict[str, Any]] = []
     for i, item in enumerate(dataset.items):
         a, c = answer(old[i]), answer(new[i])
         if a != c:
@@ -96,12 +105,12 @@ def _classification(active: Predictor, candidate: Predictor, dataset: Dataset, t
                            "activeRight": set(a) == set(item.tags), "candidateRight": set(c) == set(item.tags)})
     per_tag = []
     for k, tag in enumerate(labels):
-        a, c = metrics["active"].per_tag[k], metrics["candidate"].per_tag[k]
-        per_tag.append({"tag": tag, "images": a.images,
-                        "active": {"precision": _figure(a.precision), "recall": _figure(a.recall),
-                                   "ap": _figure(a.average_precision)},
-                        "candidate": {"precision": _figure(c.precision), "recall": _figure(c.recall),
-                                      "ap": _figure(c.average_precision)}})
+        was, now = metrics["active"].per_tag[k], metrics["candidate"].per_tag[k]
+        per_tag.append({"tag": tag, "images": was.images,
+                        "active": {"precision": _figure(was.precision), "recall": _figure(was.recall),
+                                   "ap": _figure(was.average_precision)},
+                        "candidate": {"precision": _figure(now.precision), "recall": _figure(now.recall),
+                                      "ap": _figure(now.average_precision)}})
     overall = {side: {"precision": _figure(m.precision), "recall": _figure(m.recall),
                       "ap": _figure(m.average_precision)} for side, m in metrics.items()}
     return {"perTag": per_tag, "overall": overall, "disagreements": differ}
@@ -114,10 +123,9 @@ def _boxes(predictor: Predictor, data: bytes, threshold: float) -> list[str]:
 
 def _detection(active: Predictor, candidate: Predictor, dataset: Dataset, threshold: float,
                progress: Progress | None) -> dict[str, Any]:
-    figures = {}
+    figures: dict[str, DetectionMetrics] = {}
     for side, predictor in (("active", active), ("candidate", candidate)):
-        m = evaluate(predictor, dataset, threshold,
-                     progress=(lambda _, d, t, s=side: progress(s, d, t)) if progress else None)
+        m = evaluate(predictor, dataset, threshold, progress=_staged(progress, side))
         assert isinstance(m, DetectionMetrics)
         figures[side] = m
     tags = list(dict.fromkeys([*dataset.tags, *(t for m in figures.values() for t, _ in m.per_tag)]))
@@ -125,7 +133,7 @@ def _detection(active: Predictor, candidate: Predictor, dataset: Dataset, thresh
     per_tag = [{"tag": t, "images": sum(1 for i in dataset.items if any(r.tag == t for r in i.regions)),
                 "active": {"ap": _figure(ap["active"].get(t, math.nan))},
                 "candidate": {"ap": _figure(ap["candidate"].get(t, math.nan))}} for t in tags]
-    differ = []
+    differ: list[dict[str, Any]] = []
     for item in dataset.items:
         a, c = _boxes(active, item.data, threshold), _boxes(candidate, item.data, threshold)
         if Counter(a) != Counter(c):

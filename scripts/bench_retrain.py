@@ -30,10 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.datasets import noise_dataset  # noqa: E402
 from edge_runtime.config import load_settings  # noqa: E402
 from edge_runtime.serve import build_services  # noqa: E402
 from edge_runtime.server import create_app  # noqa: E402
+from tests.datasets import noise_dataset  # noqa: E402
 from tests.retrain_util import BEARER, TOKEN, base_bundle, store_with  # noqa: E402
 from tests.server_util import running  # noqa: E402
 

@@ -90,7 +90,7 @@ class Hammer:
 def test_train_refuse_a_second_discard_then_train_and_promote_while_requests_keep_answering(base, pair, tmp_path):
     store = store_with(base, tmp_path / "models", pair)
     dataset_before = tree(store / "shelf" / "labelled")
-    app, svc = app_over(store)
+    app, _ = app_over(store)
     with running(app) as url:
         first = httpx.post(f"{url}/api/models/shelf/candidates", headers=BEARER, timeout=30)
         assert first.status_code == 202, first.text

@@ -136,7 +136,7 @@ class Child:
             try:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE, env=self.env, start_new_session=True,
-                                             preexec_fn=in_child)  # noqa: PLW1509 (plain system calls only)
+                                             preexec_fn=in_child)
             except OSError as exc:
                 raise TrainingError(f"{self.what} could not be started: {exc.strerror or exc}") from None
             assert self.proc.stdout is not None and self.proc.stderr is not None

@@ -14,8 +14,9 @@ a disagreement is found by its number in the candidate's own comparison).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
@@ -35,6 +36,7 @@ protected = APIRouter(prefix="/api/models/{name}/candidates", dependencies=[Depe
 TRAIN_PAGE = "/view/train"
 CANDIDATE = PathParam(pattern=r"^[0-9a-f]{16}$", description="the candidate's id")
 INDEX = PathParam(ge=0, le=100_000, description="the disagreement's number in the comparison")
+T = TypeVar("T")
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".bmp": "image/bmp",
                ".gif": "image/gif", ".webp": "image/webp"}
 
@@ -57,6 +59,14 @@ def _mapped(exc: EdgeRuntimeError) -> Exception:
     return Refused(str(exc))
 
 
+async def _call(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` off the event loop, the retrainer's refusals mapped to HTTP errors."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except EdgeRuntimeError as exc:
+        raise _mapped(exc) from exc
+
+
 def _body(retrainer: Retrainer, name: str, job_id: str) -> dict[str, Any]:
     body = retrainer.job(name, job_id).to_json()
     body["comparison"] = retrainer.comparison(name, job_id)
@@ -66,10 +76,7 @@ def _body(retrainer: Retrainer, name: str, job_id: str) -> dict[str, Any]:
 @protected.post("", status_code=202, summary="Train a candidate from the model's labelled frames")
 async def start(name: str = NAME, svc: Services = Depends(services)) -> dict[str, Any]:
     retrainer = _retrainer(svc, name)
-    try:
-        job = await run_in_threadpool(retrainer.start, name)
-    except EdgeRuntimeError as exc:
-        raise _mapped(exc) from exc
+    job = await _call(retrainer.start, name)
     return job.to_json()
 
 
@@ -82,20 +89,14 @@ async def candidates(name: str = NAME, svc: Services = Depends(services)) -> lis
 @protected.get("/{candidate}", summary="A candidate's state, progress, error and comparison")
 async def candidate(name: str = NAME, candidate: str = CANDIDATE, svc: Services = Depends(services)) -> dict[str, Any]:
     retrainer = _retrainer(svc, name)
-    try:
-        return await run_in_threadpool(_body, retrainer, name, candidate)
-    except EdgeRuntimeError as exc:
-        raise _mapped(exc) from exc
+    return await _call(_body, retrainer, name, candidate)
 
 
 @protected.get("/{candidate}/images/{index}", summary="The held-out image of one disagreement")
 async def image(name: str = NAME, candidate: str = CANDIDATE, index: int = INDEX,
                 svc: Services = Depends(services)) -> Response:
     retrainer = _retrainer(svc, name)
-    try:
-        path = await run_in_threadpool(retrainer.image, name, candidate, index)
-    except EdgeRuntimeError as exc:
-        raise _mapped(exc) from exc
+    path = await _call(retrainer.image, name, candidate, index)
     kind = IMAGE_TYPES.get(path.suffix.lower())
     if kind is None:
         raise NotFound(f"candidate {candidate} has no image for disagreement {index}")
@@ -105,20 +106,14 @@ async def image(name: str = NAME, candidate: str = CANDIDATE, index: int = INDEX
 @protected.post("/{candidate}/promote", summary="Publish the candidate (warm-up, verification, rollback)")
 async def promote(name: str = NAME, candidate: str = CANDIDATE, svc: Services = Depends(services)) -> dict[str, Any]:
     retrainer = _retrainer(svc, name)
-    try:
-        entry = await run_in_threadpool(retrainer.promote, name, candidate)
-    except EdgeRuntimeError as exc:
-        raise _mapped(exc) from exc
+    entry = await _call(retrainer.promote, name, candidate)
     return describe(entry, svc.models.default.name, svc.manager)
 
 
 @protected.delete("/{candidate}", summary="Discard the candidate; the active version stays")
 async def discard(name: str = NAME, candidate: str = CANDIDATE, svc: Services = Depends(services)) -> dict[str, Any]:
     retrainer = _retrainer(svc, name)
-    try:
-        job = await run_in_threadpool(retrainer.discard, name, candidate)
-    except EdgeRuntimeError as exc:
-        raise _mapped(exc) from exc
+    job = await _call(retrainer.discard, name, candidate)
     return job.to_json()
 
 

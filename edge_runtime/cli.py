@@ -157,8 +157,17 @@ def _models_args(sub: Any) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("name", help="the published name")
         store_flag(p)
+    retrain = sub.add_parser("retrain", help="train a candidate from a model's labelled frames and compare it with "
+                             "the active version on the held-out ones")
+    retrain.add_argument("name", help="the published name")
+    retrain.add_argument("--dataset", type=Path, metavar="DIR", help="train on DIR/train and compare on "
+                         "DIR/held_out (default: the model's labelled frames)")
+    retrain.add_argument("--data", type=Path, help="the event store holding the labels (default: events.store.path)")
+    retrain.add_argument("--promote", action="store_true", help="publish the candidate once it is compared, "
+                         "through the same checks as `publish`")
     store_flag(publish)
     store_flag(models)
+    store_flag(retrain)
 
 
 def _model_store(args: argparse.Namespace) -> Any:
@@ -196,6 +205,45 @@ def cmd_models(args: argparse.Namespace) -> int:
               f"{len(m.tags):>5} tags  since {m.activated_at}  previous: {f'v{m.previous}' if m.previous else '-'}")
     if not models:
         print("no models published")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from .model.predictor import Predictor
+    from .publish.manager import ModelManager, Policy
+    from .publish.retrain import Job, Retrainer, comparison_table, folder_pair, labelled_frames
+
+    everything = load_settings()
+    settings = everything.models
+    store = _model_store(args)
+    manager = ModelManager.for_name(store, args.name, lambda path, name: Predictor.load(path),
+                                    Policy.of(settings)) if args.promote else None
+    if args.dataset:
+        dataset = folder_pair(args.dataset)
+    else:  # read-only: safe while the server records
+        from .events.store import EventStore
+
+        events = EventStore.open_readonly(args.data or everything.events.store.path)
+        dataset = labelled_frames(store, events, settings.retrain.held_out)
+    retrainer = Retrainer.open(store, manager, dataset, settings.retrain)
+    shown: set[tuple[str, str, bool]] = set()
+
+    def progress(job: Job) -> None:  # a line as each stage starts and ends
+        key = (job.phase, job.stage, job.done >= job.total)
+        if key not in shown:
+            shown.add(key)
+            print(f"  {100 * job.progress:5.1f}%  {job.phase} {job.stage} {job.done}/{job.total}", file=sys.stderr)
+
+    job = retrainer.run(args.name, progress)
+    if job.state != "ready":
+        raise EdgeRuntimeError(f"{args.name}: candidate {job.id} {job.state}: {job.error}")
+    print(comparison_table(retrainer.comparison(args.name, job.id) or {}))
+    if not args.promote:
+        print(f"candidate {job.id} is ready: promote it on the device page, or train again with --promote")
+        return 0
+    entry = retrainer.promote(args.name, job.id)
+    active = entry.slot.active
+    print(f"promoted: {args.name} v{active.version if active else '?'} is active")
     return 0
 
 
@@ -475,7 +523,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
 
 COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench,
             "quantize": cmd_quantize, "survey": cmd_survey, "events": cmd_events, "publish": cmd_publish,
-            "models": cmd_models, "rollback": cmd_rollback, "unpublish": cmd_unpublish}
+            "models": cmd_models, "retrain": cmd_retrain, "rollback": cmd_rollback, "unpublish": cmd_unpublish}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,8 @@
     │                                leading outside OUT, a base dataset it cannot read)
     ├── ModelStoreError              the model store cannot do what was asked
     │   ├── PullError                a pulled update was refused: its description, download or hash
-    │   └── SignatureError           an update's signature is missing, damaged or does not match
+    │   ├── SignatureError           an update's signature is missing, damaged or does not match
+    │   └── TrainingError            a retraining on the device failed: its child's error, deadline or budget
     └── ControlError                 a worker's control message it does not understand (workers/control.py)
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
@@ -171,3 +172,8 @@ class PullError(ModelStoreError):
 
 class SignatureError(ModelStoreError):
     """An update is refused: no signature, a damaged one, another key's, or files that differ."""
+
+
+class TrainingError(ModelStoreError):
+    """A candidate could not be trained or compared on the device (publish/retrain.py); the
+    active version and the dataset are untouched."""

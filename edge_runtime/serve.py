@@ -35,6 +35,7 @@ from .publish.config import NAME, store_bytes
 from .publish.incoming import IncomingWatcher
 from .publish.manager import Loader, ModelManager, Policy
 from .publish.registry import Entry, Registry
+from .publish.retrain import Retrainer, labelled_frames
 from .publish.store import ModelStore
 from .publish.versions import version_of
 from .server import GracefulServer, Services, create_app, server_config
@@ -208,7 +209,7 @@ def model_manager(settings: Settings, store: ModelStore, registry: Registry, loa
         if events is None:
             return []
         pairs = []
-        for tag, path in held_out_frames(events, name):
+        for tag, path in held_out_frames(events, name, settings.models.retrain.held_out):
             with contextlib.suppress(EdgeRuntimeError):  # a frame that cannot be read counts for neither version
                 pairs.append((tag, read_image(path)))
         return pairs
@@ -291,7 +292,13 @@ def build_services(
                     cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,
                     frames=sinks.frames, metrics=metrics, sinks=sinks.all, store=store, janitor=sweeper,
                     forwarding=forwarding(settings), registry=registry,
-                    manager=manager)
+                    manager=manager, retrain=retrainer(settings, models, manager, store))
+
+
+def retrainer(settings: Settings, models: ModelStore, manager: ModelManager, events: EventStore | None) -> Retrainer:
+    """Candidates trained from each name's labels in the event store (publish/retrain.py)."""
+    r = settings.models.retrain
+    return Retrainer.open(models, manager, labelled_frames(models, events, r.held_out), r)
 
 
 def serve(settings: Settings) -> None:

@@ -240,6 +240,14 @@ class ModelManager:
             self._record(name, entry.project if entry else None, Was.of(active), None, "unpublish", source, "")
             self.status.pop(name, None)
 
+    def discarded(self, name: str, detail: str, source: str = "retrain") -> None:
+        """A candidate version was thrown away before it was published (publish/retrain.py):
+        recorded as a "discard" change; the active version stays (old and new are both it)."""
+        with self._lock:
+            entry = self.registry.entry(check_name(name))
+            was = Was.of(entry.slot.active) if entry else None
+            self._record(name, entry.project if entry else None, was, was, "discard", source, detail)
+
     def refresh(self) -> None:
         """Take in what changed in the store without this server: a publish or rollback from
         the command line (loaded, checked and swapped; rolled back in the store if it fails

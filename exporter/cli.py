@@ -217,7 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.signing_key = SigningKey.load(args.sign, args.key_password_file) if args.sign else None
     dataset = load_dataset(args.dataset)
     print(dataset.summary())
-    if dataset.report.errors:
+    if dataset.report.errors:  # the reason on stderr too: the one line a parent (a retrain on the device) shows
+        print(f"edge-export: {dataset.report.errors[0]}", file=sys.stderr)
         return EXIT_ERROR
     project = args.project or dataset.root.name
     if args.backend == "customvision":

@@ -5,10 +5,13 @@
 A model store holds v1 of "shelf", trained by `edge-export train` on BASE images per tag
 (red, green). A server (the real app under uvicorn, its camera in a worker process as
 `serve` runs it) watches a real OpenCV clip looped at FPS frames per second with that
-model. After QUIET_S seconds of the camera alone, a candidate is trained through
-POST /api/models/shelf/candidates from the base set plus NEW new labels (a third tag among
-them) and compared on held-out frames. The table gives the training and comparison times
-and the camera's frames per second without and during the training.
+model. NEW frames (red, green and a third tag, blue, in turn) are kept as samples in the
+real event store and labelled there, as the label page saves them; the base set is the
+name's base dataset (STORE/shelf/dataset). After QUIET_S seconds of the camera alone, a
+candidate is trained through POST /api/models/shelf/candidates from what export_dataset
+writes (the base set and the labels not held out) and compared on the held-out labels
+(the newest models.retrain.held_out share). The table gives the training and comparison
+times and the camera's frames per second without and during the training.
 """
 
 from __future__ import annotations
@@ -33,8 +36,7 @@ sys.path.insert(0, str(ROOT))
 from edge_runtime.config import load_settings  # noqa: E402
 from edge_runtime.serve import build_services  # noqa: E402
 from edge_runtime.server import create_app  # noqa: E402
-from tests.datasets import noise_dataset  # noqa: E402
-from tests.retrain_util import BEARER, TOKEN, base_bundle, store_with  # noqa: E402
+from tests.retrain_util import BEARER, TOKEN, base_bundle, label_in_store, store_with  # noqa: E402
 from tests.server_util import running  # noqa: E402
 
 
@@ -57,26 +59,18 @@ def fps(url: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=int, default=20, help="base images per tag")
-    parser.add_argument("--new", type=int, default=50, help="new labels (in three tags)")
+    parser.add_argument("--new", type=int, default=50, help="new labels (three tags in turn)")
     parser.add_argument("--fps", type=float, default=10.0, help="the camera's rate")
     parser.add_argument("--quiet-s", type=float, default=20.0, help="seconds of the camera alone")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
     try:
         bundle = base_bundle(work / "base", args.base)
-        pair = work / "pair"
-        shutil.copytree(work / "base" / "base", pair / "train")  # the base set, plus the new labels
-        per_tag = max(1, args.new // 3)
-        noise_dataset(work / "new", per_tag, ("red", "green", "blue"))
-        for tag in ("red", "green", "blue"):
-            (pair / "train" / tag).mkdir(parents=True, exist_ok=True)
-            for f in (work / "new" / tag).iterdir():
-                shutil.copy(f, pair / "train" / tag / f"new-{f.name}")
-        noise_dataset(pair / "held_out", max(3, per_tag // 4), ("red", "green", "blue"))
-        store = store_with(bundle, work / "models", pair)
+        store = store_with(bundle, work / "models", base=work / "base" / "base")
+        label_in_store(work / "events", args.new)  # through the event store's own API
         video = clip(work / "clip.avi", args.fps)
         settings = load_settings(env={}, overrides={
-            "models": {"path": str(store)}, "events": {"store": {"path": str(work / "events")}},
+            "models": {"path": str(store)}, "events": {"store": {"path": str(work / "events"), "min_free_mb": 0}},
             "cameras": [{"id": "cam", "source": str(video), "loop": True, "realtime": True, "max_fps": args.fps,
                          "model": "shelf"}]})
         app = create_app(build_services(settings, env={"EDGE_RUNTIME_TOKEN": TOKEN}))
@@ -103,7 +97,7 @@ def main() -> None:
         train_s = phases.get("compare", done) - started
         compare_s = done - phases.get("compare", done)
         machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.system()}"
-        print(f"machine: {machine}; base {args.base} per tag x2, {per_tag * 3} new labels, "
+        print(f"machine: {machine}; base {args.base} per tag x2, {args.new} new labels in the event store, "
               f"{body['trainImages']} training images, {body['heldOutImages']} held out; camera at {args.fps:g} fps")
         print("| measure | value |")
         print("|---|---|")

@@ -1,7 +1,9 @@
 """Candidates trained on the device: the real `edge-export train` and `compare` in children,
-a real server answering while one is trained, promoted and discarded, and the ways a
-training ends badly (killed, hung, too much output, over its disk budget, the server
-killed under it). Real classifiers, real onnxruntime sessions, a real uvicorn server."""
+from labels saved in a real event store (export_dataset) or a folder pair (--dataset), a
+real server answering while one is trained, promoted and discarded, `edge-runtime retrain`
+on the command line, and the ways a training ends badly (no event store, no labels, killed,
+hung, too much output, over its disk budget, the server killed under it). Real
+classifiers, real onnxruntime sessions, a real uvicorn server."""
 
 from __future__ import annotations
 
@@ -20,17 +22,28 @@ import numpy as np
 import pytest
 
 from edge_runtime.config import load_settings
+from edge_runtime.errors import TrainingError
 from edge_runtime.events.store import EventStore
 from edge_runtime.model.predictor import Predictor
 from edge_runtime.publish.child import parse_progress, progress_line
 from edge_runtime.publish.config import RetrainConfig
-from edge_runtime.publish.retrain import Retrainer, TrainingBusy, folder_pair
+from edge_runtime.publish.retrain import Retrainer, TrainingBusy, folder_pair, labelled_frames
 from edge_runtime.publish.store import ModelStore
 from exporter.compare import compare
 from exporter.dataset import load_dataset
 from exporter.evaluate import evaluate
 from tests.conftest import wait_for
-from tests.retrain_util import BEARER, app_over, base_bundle, candidate, labelled_pair, store_with
+from tests.retrain_util import (
+    BEARER,
+    app_over,
+    base_bundle,
+    candidate,
+    label_in_store,
+    label_through_routes,
+    labelled_pair,
+    noise_jpeg,
+    store_with,
+)
 from tests.server_util import running
 
 PNG = cv2.imencode(".png", np.full((48, 48, 3), (0, 0, 255), np.uint8))[1].tobytes()
@@ -87,11 +100,12 @@ class Hammer:
 
 
 @pytest.mark.timeout(600)
-def test_train_refuse_a_second_discard_then_train_and_promote_while_requests_keep_answering(base, pair, tmp_path):
-    store = store_with(base, tmp_path / "models", pair)
-    dataset_before = tree(store / "shelf" / "labelled")
-    app, _ = app_over(store)
+def test_train_refuse_a_second_discard_then_train_and_promote_while_requests_keep_answering(base, tmp_path):
+    store = store_with(base, tmp_path / "models")
+    app, svc = app_over(store)
     with running(app) as url:
+        label_through_routes(url, svc.store, count=33)  # blue among them: a tag v1 never knew
+        labels_before = svc.store.labels("shelf")
         first = httpx.post(f"{url}/api/models/shelf/candidates", headers=BEARER, timeout=30)
         assert first.status_code == 202, first.text
         job = first.json()
@@ -132,8 +146,8 @@ def test_train_refuse_a_second_discard_then_train_and_promote_while_requests_kee
         assert candidate(url, job["id"])["state"] == "promoted"
         again = httpx.post(f"{url}/api/models/shelf/candidates/{job['id']}/promote", headers=BEARER, timeout=30)
         assert again.status_code == 409  # promoted once
+        assert svc.store.labels("shelf") == labels_before  # trained from a copy: the labels are as they were
     assert ModelStore(store).state("shelf").active == 2  # type: ignore[union-attr]
-    assert tree(store / "shelf" / "labelled") == dataset_before  # trained from a copy
     events = EventStore.open_readonly(store.parent / "events")
     try:
         changes = [(c.reason, c.source) for c in events.model_changes(limit=10)]
@@ -143,8 +157,9 @@ def test_train_refuse_a_second_discard_then_train_and_promote_while_requests_kee
 
 
 @pytest.mark.timeout(300)
-def test_a_child_killed_mid_training_fails_the_job_and_the_active_version_keeps_serving(base, pair, tmp_path):
-    store = store_with(base, tmp_path / "models", pair)
+def test_a_child_killed_mid_training_fails_the_job_and_the_active_version_keeps_serving(base, tmp_path):
+    store = store_with(base, tmp_path / "models")
+    label_in_store(store.parent / "events", count=24)
     app, _ = app_over(store)
     with running(app) as url:
         job = httpx.post(f"{url}/api/models/shelf/candidates", headers=BEARER, timeout=30).json()
@@ -265,8 +280,9 @@ def _without(folder: Path, tag: str, out: Path) -> Path:
 
 
 @pytest.mark.timeout(120)
-def test_hostile_route_input(base, pair, tmp_path):
-    store = store_with(base, tmp_path / "models", pair)
+def test_hostile_route_input(base, tmp_path):
+    store = store_with(base, tmp_path / "models")
+    label_in_store(store.parent / "events", count=12)
     app, _ = app_over(store)
     with running(app) as url:
         base_url = f"{url}/api/models/shelf/candidates"
@@ -289,6 +305,95 @@ def test_hostile_route_input(base, pair, tmp_path):
             r = httpx.get(f"{base_url}/{huge.json()['id']}/images/0", headers=BEARER)
             assert r.status_code == 404
         # the server's shutdown stops that training
+
+
+def _fails_with(store: Path, events: EventStore | None) -> str:
+    """The one-line reason a training from the labelled frames of `events` failed."""
+    models = ModelStore.open(store)
+    job = Retrainer.open(models, None, labelled_frames(models, events, 0.2)).run("shelf")
+    assert job.state == "failed" and "\n" not in job.error, job
+    assert not (store / ".candidates" / "shelf" / job.id / "dataset").exists()
+    assert models.state("shelf").active == 1  # type: ignore[union-attr]
+    return job.error
+
+
+def test_without_an_event_store_a_training_fails_with_one_line(base, tmp_path):
+    store = store_with(base, tmp_path / "models")
+    with pytest.raises(TrainingError, match="no event store"):
+        labelled_frames(ModelStore(store), None, 0.2)("shelf", tmp_path / "out")
+    assert "shelf: no event store, so no labelled frames" in _fails_with(store, None)
+
+
+def test_without_labels_for_the_name_a_training_fails_with_one_line(base, tmp_path):
+    store = store_with(base, tmp_path / "models")
+    label_in_store(tmp_path / "events", count=9, model="door")  # another model's labels only
+    events = EventStore.open_readonly(tmp_path / "events")
+    try:
+        assert "no labels for model 'shelf'" in _fails_with(store, events)
+    finally:
+        events.close()
+
+
+def test_the_base_dataset_is_merged_into_train_and_the_newest_labels_held_out(base, tmp_path):
+    """STORE/shelf/dataset (red, green) and five labels of a new tag: train/ has all three
+    tags, held_out/ only the newest label; neither the base dataset nor the labels change."""
+    store = store_with(base, tmp_path / "models", base=base.parents[2] / "base")
+    kept = label_in_store(tmp_path / "events", count=5, tags=("blue",))
+    before = tree(store / "shelf" / "dataset")
+    events = EventStore.open_readonly(tmp_path / "events")
+    try:
+        labelled_frames(ModelStore(store), events, 0.2)("shelf", tmp_path / "out")
+    finally:
+        events.close()
+    train, held = load_dataset(tmp_path / "out" / "train"), load_dataset(tmp_path / "out" / "held_out")
+    counts = {tag: sum(1 for i in train.items if i.tags == (tag,)) for tag in ("red", "green", "blue")}
+    assert counts == {"red": 6, "green": 6, "blue": 4}
+    newest = kept[-1][0]
+    assert [i.path.stem for i in held.items] == [newest] and held.items[0].tags == ("blue",)
+    assert tree(store / "shelf" / "dataset") == before
+
+
+@pytest.mark.timeout(120)
+def test_too_few_labels_of_a_new_tag_fail_with_the_trainers_reason(base, tmp_path):
+    """Four labels of blue, one of them held out: the trainer's own check refuses, and its
+    reason is the job's one-line error."""
+    store = store_with(base, tmp_path / "models", base=base.parents[2] / "base")
+    label_in_store(tmp_path / "events", count=4, tags=("blue",))
+    events = EventStore.open_readonly(tmp_path / "events")
+    try:
+        assert _fails_with(store, events) == "edge-export: tag 'blue' has 3 images; at least 5 are needed"
+    finally:
+        events.close()
+
+
+@pytest.mark.timeout(400)
+def test_the_retrain_command_trains_from_labels_in_a_store_a_server_is_writing(base, tmp_path):
+    """`edge-runtime retrain shelf --data DATA`: the event store read-only while another
+    process holds it open for writing, as a recording server does."""
+    store = store_with(base, tmp_path / "models")
+    label_in_store(tmp_path / "events", count=24)
+    writer = EventStore.open(tmp_path / "events")
+    try:
+        labels = writer.labels("shelf")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_RUNTIME_")}
+        done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "retrain", "shelf", "--data",
+                               str(tmp_path / "events"), "--models", str(store)], capture_output=True, text=True,
+                              timeout=360, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.strip()}
+        # precision, recall, AP (v1, the candidate) and images: v1 never answers blue, the candidate finds them all
+        assert rows["blue"][:4] == ["-", "100.0%", "0.0%", "100.0%"], done.stdout
+        assert "is ready" in done.stdout and "train features" in done.stderr
+        assert writer.labels("shelf") == labels  # read only: the labels as they were, the writer still writing
+        assert writer.add_sample("manual", "cam", 1.0, noise_jpeg("red"), {"predictions": []}) is not None
+    finally:
+        writer.close()
+    assert ModelStore(store).state("shelf").active == 1  # type: ignore[union-attr]
+    missing = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "retrain", "shelf", "--data",
+                              str(tmp_path / "nowhere"), "--models", str(store)], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path, env=env)
+    assert missing.returncode == 1 and "no event store in" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_progress_lines_are_parsed_strictly():

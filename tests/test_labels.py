@@ -227,8 +227,14 @@ def test_the_held_out_share_is_the_newest_labels_with_each_tag_where_it_can_be()
     labels = [Label(f"S{i:02d}", "m", "classification", ("a" if i < 8 else "b",), labelled_at=T0 + i)
               for i in range(10)]
     train, held = split_held_out(labels, 0.2)
-    assert [x.sample_id for x in held] == ["S07", "S08", "S09"]  # the two newest (b, b) and the newest a
-    assert len(train) == 7 and not {x.sample_id for x in train} & {x.sample_id for x in held}
+    # the newest two are both b: one of them (20% of b's two, at least one) is held out, the
+    # other trains, so a tag labelled last is still learnt; and the newest a
+    assert [x.sample_id for x in held] == ["S07", "S09"]
+    assert len(train) == 8 and not {x.sample_id for x in train} & {x.sample_id for x in held}
+    late = labels[:8] + [Label(f"N{i}", "m", "classification", ("new",), labelled_at=T0 + 20 + i) for i in range(6)]
+    train, held = split_held_out(late, 0.2)  # a new tag labelled last: 20% of 14 would be all six of it
+    assert [x.sample_id for x in held if x.tags == ("new",)] == ["N5"]
+    assert sum(1 for x in train if x.tags == ("new",)) == 5 and [x.tags for x in held].count(("a",)) == 1
     train, held = split_held_out(labels[:1], 0.2)
     assert len(train) == 1 and held == []  # one label: it trains
     assert split_held_out(labels, 0.0)[1] == []
@@ -251,14 +257,14 @@ def test_a_classifiers_dataset_comes_out_in_folders_per_tag_with_the_newest_held
         image[:8, :8] = RNG.integers(0, 256, (8, 8, 3))
         (base / "blue" / f"{i}.jpg").write_bytes(jpeg_bytes(image))
     counts = export_dataset(store, tmp_path / "out", "shelf", 0.2, base=base)
-    assert (counts.kind, counts.train, counts.held_out, counts.base) == ("classification", 12, 3, 3)
+    assert (counts.kind, counts.train, counts.held_out, counts.base) == ("classification", 13, 2, 3)
     assert counts.tags == ("blue", "green", "red")
     train = load_dataset(tmp_path / "out" / "train")
     held = load_dataset(tmp_path / "out" / "held_out")
     assert train.kind == held.kind == Kind.CLASSIFICATION
-    assert train.counts() == {"red": 5, "green": 4, "blue": 3}
-    assert held.counts() == {"red": 1, "green": 2}  # the two newest (green), and the newest red
-    assert {p.path.stem for p in held.items} == {ids[5], ids[10], ids[11]}
+    assert train.counts() == {"red": 5, "green": 5, "blue": 3}
+    assert held.counts() == {"red": 1, "green": 1}  # the newest green (at most 20% of green's six), the newest red
+    assert {p.path.stem for p in held.items} == {ids[5], ids[11]}
     assert not {p.path.stem for p in held.items} & {p.path.stem for p in train.items}
 
 
@@ -360,8 +366,8 @@ def test_the_command_writes_a_models_dataset_and_refuses_model_without_dataset(t
     args = ["events", "export", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
             "--format", "dataset", "--model", "shelf", "--held-out", "0.25", "--models", str(tmp_path / "models")]
     assert main(args) == 0
-    assert "exported 8 classification images" in capsys.readouterr().out
-    assert load_dataset(tmp_path / "out" / "held_out").counts() == {"green": 3, "red": 1}
+    assert "exported 9 classification images" in capsys.readouterr().out
+    assert load_dataset(tmp_path / "out" / "held_out").counts() == {"green": 2, "red": 1}  # at most 25% of a tag
     assert main([*args[:-6], "--format", "jsonl", "--model", "shelf"]) == 1
     assert "--model: only with --format dataset" in capsys.readouterr().err
     assert main([*args[:-4], "--held-out", "nan"]) == 1

@@ -264,8 +264,9 @@ def kind_of(labels: list[Label]) -> str | None:
 
 
 def split_held_out(labels: list[Label], share: float) -> tuple[list[Label], list[Label]]:
-    """(train, held_out): the newest `share` of the labels by labelled_at held out, and at
-    least one of each tag where that tag has two or more labels (one stays for training)."""
+    """(train, held_out): the newest `share` of the labels by labelled_at held out, with at
+    least one and at most `share` (rounded, at least one) of each tag where that tag has two
+    or more labels: a new tag labelled last is not held out whole, so the candidate learns it."""
     if not 0 <= share < 1 or not math.isfinite(share):
         raise ConfigError(f"--held-out {share}: a share from 0 up to, not including, 1")
     newest = sorted(labels, key=lambda x: (x.labelled_at, x.sample_id), reverse=True)
@@ -278,6 +279,13 @@ def split_held_out(labels: list[Label], share: float) -> tuple[list[Label], list
             if len(having) >= 2 and not any(tag in x.all_tags for x in held):
                 held.append(having[0])  # the newest of that tag
                 train.remove(having[0])
+        for tag in sorted(set().union(*(x.all_tags for x in newest))):
+            total = sum(1 for x in newest if tag in x.all_tags)
+            cap = max(1, round(total * share)) if total >= 2 else 0
+            while (kept := [x for x in held if tag in x.all_tags]) and len(kept) > cap:
+                oldest = min(kept, key=lambda x: (x.labelled_at, x.sample_id))
+                held.remove(oldest)  # back to training
+                train.append(oldest)
     return sorted(train, key=lambda x: x.labelled_at), sorted(held, key=lambda x: x.labelled_at)
 
 

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also download each trained iteration's ONNX export (asking for it where none exists), "
                       "verified")
     pull.add_argument("--untagged", action="store_true", help="also pull untagged images (into DATASET/_untagged)")
+    pull.add_argument("--predictions", action="store_true",
+                      help="also pull the images the prediction endpoint stored, with what was predicted, for "
+                      "labelling (into DATASET/_predictions, with predictions.json)")
     pull.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each export")
     pull.add_argument("--no-progress", action="store_true")
     _cloud_args(pull)
@@ -285,8 +288,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
     guard_logs(credentials.training_key)
     client = SdkClient.connect(credentials, limiter=RateLimiter(10))
     summary = Pull(client, args.out, Bars(not args.no_progress), poll_s=args.poll_seconds,
-                   timeout_s=args.timeout).run(args.project, exports=args.exports, untagged=args.untagged)
-    for problem in summary.refused + summary.failed:
+                   timeout_s=args.timeout).run(args.project, exports=args.exports, untagged=args.untagged,
+                                               predictions=args.predictions)
+    for problem in summary.problems():
         print(problem, file=sys.stderr)
     print(summary.line())
     return EXIT_ERROR if summary.refused or summary.failed else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -82,19 +83,19 @@ def test_a_run_that_stopped_goes_on_without_fetching_anything_twice(cv_service, 
     out = tmp_path / "shelf"
     puller(url, out, []).run("shelf")
     assert len(double.downloads) == 27
-    # a killed run: the last state line half written, and its file never renamed into place
-    state = out / ".pull" / "images.jsonl"
-    lines = state.read_text().splitlines()
-    last = json.loads(lines[-1])
-    state.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:30])
-    (out / last["file"]).unlink()
+    # a killed run: the last page's rows never committed, one of its files never renamed into place
+    with sqlite3.connect(out / ".pull" / "state.db") as db:
+        rows = db.execute("SELECT id, file FROM images ORDER BY seq").fetchall()
+        db.execute("DELETE FROM images WHERE id IN (?, ?)", (rows[-1][0], rows[-2][0]))
+    last, uncommitted = {"id": rows[-1][0], "file": rows[-1][1]}, rows[-2][0]
+    (out / last["file"]).rename(out / (last["file"] + ".part"))
     # and one file damaged on disk: its hash no longer matches
-    damaged = json.loads(lines[0])
+    damaged = {"id": rows[0][0], "file": rows[0][1]}
     (out / damaged["file"]).write_bytes(b"not the image")
     double.downloads.clear()
     summary = puller(url, out, []).run("shelf")
-    assert sorted(double.downloads) == sorted([last["id"], damaged["id"]])
-    assert summary.already_here == 25 and summary.written["tagged"] + summary.written["negative"] == 27
+    assert sorted(double.downloads) == sorted([last["id"], uncommitted, damaged["id"]])
+    assert summary.already_here == 24 and summary.written["tagged"] + summary.written["negative"] == 27
     double.downloads.clear()
     puller(url, out, []).run("shelf")
     assert double.downloads == []

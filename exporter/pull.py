@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import requests
 
@@ -199,7 +199,7 @@ class Predicted:
                       extra={"created": self.created, "iteration": self.iteration, "predictions": entries})
 
 
-Listed = Union[Remote, Predicted]
+Listed = Remote | Predicted
 
 
 class Problems:
@@ -410,8 +410,9 @@ class Pull:
 
     def _take(self, source: str, wanted: list[tuple[Listed, str, str]], summary: Summary,
               pool: ThreadPoolExecutor) -> None:
-        """Fetch one page's images that are not here yet, and write their rows (files first)."""
-        pending: list[Future[Record]] = []
+        """Fetch one page's images that are not here yet, and write the page's rows in its order
+        (each file is on disk before its row)."""
+        rows: list[Record | Future[Record]] = []
         batch: set[str] = set()
         for remote, folder, which in wanted:
             known = self.state.get(source, remote.id)
@@ -420,16 +421,15 @@ class Pull:
             batch.add(remote.id)
             old = known[0] if known is not None else None
             if old is not None and Path(old.file).parent == Path(folder) and self._have(old):
-                self.state.put(source, remote.record(old.file, old.sha256, old.width, old.height, which))
+                rows.append(remote.record(old.file, old.sha256, old.width, old.height, which))
                 summary.already_here += 1
-                summary.written[which] += 1
                 continue
             if old is not None and Path(old.file).parent != Path(folder):
                 self._inside(old.file).unlink(missing_ok=True)  # retagged: never left under its old tag
-            pending.append(pool.submit(self._fetch, remote, folder, which))
-        for future in pending:
+            rows.append(pool.submit(self._fetch, remote, folder, which))
+        for row in rows:
             try:
-                record = future.result()
+                record = row.result() if isinstance(row, Future) else row
             except CloudError as exc:
                 summary.failed.append(str(exc))
                 continue

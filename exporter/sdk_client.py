@@ -95,7 +95,8 @@ class SdkClient:
         return self._call(name, *args, **kwargs)
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        from msrest.exceptions import ClientRequestError, DeserializationError, HttpOperationError
+        from azure.core.exceptions import DeserializationError  # what msrest raises for a malformed answer
+        from msrest.exceptions import ClientRequestError, HttpOperationError
 
         for attempt in range(RETRIES + 1):
             log.debug("Custom Vision %s (attempt %d)", name, attempt + 1)

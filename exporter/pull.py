@@ -444,7 +444,7 @@ class Pull:
                             sleep=self.sleep, poll_s=self.poll_s)
         for it in self.client.iterations(project_id):
             entry: dict[str, Any] = {"id": it.id, "name": it.name, "status": it.status,
-                                     "publishName": it.publish_name or None}
+                                     "publishName": it.publish_name or None, "trainedAt": it.trained_at or None}
             if it.status == TRAINED:
                 perf = self.client.performance(project_id, it.id, 0.5, 0.3 if kind == "detection" else None)
                 entry["performance"] = {"threshold": 0.5, "precision": perf.precision, "recall": perf.recall,

@@ -65,7 +65,8 @@ def _message(exc: Exception) -> str:
 
 
 def _iteration(it: Any) -> Iteration:
-    return Iteration(it.id, it.name or "", it.status or "", it.publish_name or "")
+    trained_at = it.trained_at.isoformat() if getattr(it, "trained_at", None) is not None else ""
+    return Iteration(it.id, it.name or "", it.status or "", it.publish_name or "", trained_at)
 
 
 class SdkClient:

@@ -77,6 +77,7 @@ class Double:
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project -> stored predictions
     queries: list[dict[str, Any]] = field(default_factory=list)  # the token of every query_predictions call
     synthetic: dict[str, Synthetic] = field(default_factory=dict)  # project -> images made on the fly
+    performances: dict[str, dict[str, Any]] = field(default_factory=dict)  # iteration -> its answer, if not the default
     record_downloads: bool = True  # off for large projects: the list would grow with them
 
     def add_project(self, name: str, domain_id: str, classification: str | None,
@@ -132,9 +133,10 @@ class Double:
         tags = [t["id"] for t in self.tags[pid] if t["type"] != "Negative"]
         self.synthetic[pid] = Synthetic(count, tuple(tags), detection, multilabel, self.base_url)
 
-    def add_iteration(self, pid: str, name: str = "Iteration 1") -> str:
+    def add_iteration(self, pid: str, name: str = "Iteration 1", trained_at: str = "2024-01-02T00:00:00Z") -> str:
         iid = str(uuid.uuid4())
         self.iterations[iid] = {"id": iid, "name": name, "status": "Completed", "projectId": pid,
+                                "trainedAt": trained_at,
                                 "trainingType": "Regular", "exportable": True, "reservedBudgetInHours": 0,
                                 "domainId": self.projects[pid]["settings"]["domainId"]}
         return iid
@@ -368,6 +370,8 @@ def create_double_app(double: Double) -> FastAPI:
 
     @app.get(BASE + "/projects/{pid}/iterations/{iid}/performance")
     async def performance(pid: str, iid: str, threshold: float = 0.5) -> Any:
+        if iid in double.performances:
+            return Response(json.dumps(double.performances[iid]), media_type="application/json")
         per_tag = [{"id": t["id"], "name": t["name"], "precision": 0.9, "precisionStdDeviation": 0.0,
                     "recall": 0.8, "recallStdDeviation": 0.0, "averagePrecision": 0.95} for t in double.tags[pid]]
         return {"perTagPerformance": per_tag, "precision": 0.9, "precisionStdDeviation": 0.0, "recall": 0.8,

@@ -325,3 +325,21 @@ def test_a_page_that_breaks_the_apis_schema_is_one_clear_error(cv_service, tmp_p
     double.predictions[pid][0]["created"] = "not a date"
     with pytest.raises(CloudError, match="query_predictions: the answer does not follow the API's schema"):
         puller(url, tmp_path / "odd", []).run("odd", predictions=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_memory_stays_flat_as_the_project_grows(tmp_path):
+    """scripts/bench_pull.py at a small size: the Python heap's peak once 2,000 images are
+    pulled and the COCO file written is that of the first 512 (a state held in memory, or
+    annotations built as one list, grow by several MB here)."""
+    figures = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "scripts/bench_pull.py", "--images", "2000", "--at", "400",
+                             "--calls-per-second", "1000", "--tracemalloc", "--json", str(figures)],
+                            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=280,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "pulled bench (detection): 2000 tagged images" in result.stdout and "heap peak MB" in result.stdout
+    rows = json.loads(figures.read_text())["rows"]
+    assert [r["images"] for r in rows] == [512, 2000]
+    assert rows[1]["heapPeakMB"] - rows[0]["heapPeakMB"] < 1.0, rows

@@ -140,7 +140,8 @@ def test_leaving_custom_vision_as_the_readme_says(case: Case, cv_service: tuple[
     if trained.returncode != 0 and "needs --backend customvision" in trained.stderr:
         pytest.skip(f"train --backend local does not train {case.name} yet")
     assert trained.returncode == 0, trained.stderr
-    bundle = bundles / "shelf" / "v1"
+    bundle = bundles / "shelf-data" / "v1"  # named after the dataset folder
+    assert f"bundle: {bundle} (" in trained.stdout
     assert json.loads((bundle / "bundle.json").read_text())["tagIds"] == [tags[t] for t in
                                                                           (bundle / "labels.txt").read_text().split()]
 
@@ -157,8 +158,8 @@ def test_leaving_custom_vision_as_the_readme_says(case: Case, cv_service: tuple[
             assert cells[-1] == f"{100 * ap:.1f}%" and float(cells[-2].rstrip("%")) >= 50
     assert json.loads(figures.read_text())["service"]["iteration"] == "Iteration 2"
 
-    image = next(p for p in sorted((data / "images").glob("*.jpg"))) if case.name == "detection" else \
-        sorted((data / "blue").glob("*.jpg"))[0]
+    image = next(p for p in sorted((data / "images").glob("*.jpeg"))) if case.name == "detection" else \
+        sorted((data / "blue").glob("*.jpeg"))[0]
     truth = "blue" if case.name == "classification" else _coco_tag(data, image)
     with serve_process(bundle, tmp_path, EDGE_RUNTIME_EVENTS__STORE__PATH=str(tmp_path / "events")) as served:
         answer = httpx.post(f"{served.url}/image", content=image.read_bytes(), timeout=60)

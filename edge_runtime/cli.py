@@ -157,8 +157,17 @@ def _models_args(sub: Any) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("name", help="the published name")
         store_flag(p)
+    retrain = sub.add_parser("retrain", help="train a candidate from a model's labelled frames and compare it with "
+                             "the active version on the held-out ones")
+    retrain.add_argument("name", help="the published name")
+    retrain.add_argument("--dataset", type=Path, metavar="DIR", help="train on DIR/train and compare on "
+                         "DIR/held_out (default: the model's labelled frames)")
+    retrain.add_argument("--data", type=Path, help="the event store holding the labels (default: events.store.path)")
+    retrain.add_argument("--promote", action="store_true", help="publish the candidate once it is compared, "
+                         "through the same checks as `publish`")
     store_flag(publish)
     store_flag(models)
+    store_flag(retrain)
 
 
 def _model_store(args: argparse.Namespace) -> Any:
@@ -199,6 +208,45 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from .model.predictor import Predictor
+    from .publish.manager import ModelManager, Policy
+    from .publish.retrain import Job, Retrainer, comparison_table, folder_pair, labelled_frames
+
+    everything = load_settings()
+    settings = everything.models
+    store = _model_store(args)
+    manager = ModelManager.for_name(store, args.name, lambda path, name: Predictor.load(path),
+                                    Policy.of(settings)) if args.promote else None
+    if args.dataset:
+        dataset = folder_pair(args.dataset)
+    else:  # read-only: safe while the server records
+        from .events.store import EventStore
+
+        events = EventStore.open_readonly(args.data or everything.events.store.path)
+        dataset = labelled_frames(store, events, settings.retrain.held_out)
+    retrainer = Retrainer.open(store, manager, dataset, settings.retrain)
+    shown: set[tuple[str, str, bool]] = set()
+
+    def progress(job: Job) -> None:  # a line as each stage starts and ends
+        key = (job.phase, job.stage, job.done >= job.total)
+        if key not in shown:
+            shown.add(key)
+            print(f"  {100 * job.progress:5.1f}%  {job.phase} {job.stage} {job.done}/{job.total}", file=sys.stderr)
+
+    job = retrainer.run(args.name, progress)
+    if job.state != "ready":
+        raise EdgeRuntimeError(f"{args.name}: candidate {job.id} {job.state}: {job.error}")
+    print(comparison_table(retrainer.comparison(args.name, job.id) or {}))
+    if not args.promote:
+        print(f"candidate {job.id} is ready: promote it on the device page, or train again with --promote")
+        return 0
+    entry = retrainer.promote(args.name, job.id)
+    active = entry.slot.active
+    print(f"promoted: {args.name} v{active.version if active else '?'} is active")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     m = _model_store(args).rollback(args.name)
     print(f"{m.name}: v{m.active} is active again")
@@ -227,11 +275,17 @@ def _events_args(sub: Any) -> None:
             p.add_argument("--format", default="jsonl", choices=("jsonl", "csv", "dataset"),
                            help="dataset: one folder per tag, as edge-export train reads")
             p.add_argument("--samples", action="store_true", help="also the samples kept for labelling")
+            p.add_argument("--model", help="dataset: the labels of this published model, in OUT/train/ and "
+                           "OUT/held_out/ (COCO for boxes), with its base dataset merged into train")
+            p.add_argument("--held-out", type=float, default=0.2, metavar="SHARE",
+                           help="with --model: the newest share of the labels kept out of training (default 0.2)")
+            p.add_argument("--models", type=Path, help="with --model: the model store whose NAME/dataset/ is the "
+                           "base dataset (default: models.path)")
 
 
 def cmd_events(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .events.export import all_events, export, table
+    from .events.export import all_events, export, export_dataset, table
     from .events.salvage import Damage
     from .events.store import DB_NAME, EventStore
     from .events.times import parse_time
@@ -243,12 +297,21 @@ def cmd_events(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"{flag}: {exc}") from None
     since, until = times["--since"], times["--until"]
+    model = getattr(args, "model", None)
+    if model is not None and args.format != "dataset":
+        raise ConfigError("--model: only with --format dataset")
     store = EventStore.open_readonly(args.data)
     damage = Damage()  # a damaged store is read as far as it can be, and the loss said in one line
     try:
         if args.action == "list":
             events = all_events(store, since, until, damage)
             print(json.dumps([e.to_json() for e in events], indent=2) if args.json else table(events))
+        elif model is not None:
+            base = (args.models or load_settings().models.path) / model / "dataset"
+            made = export_dataset(store, args.out, model, args.held_out, base=base)
+            print(f"exported {made.train} {made.kind} images to {args.out / 'train'} ({made.base} from {base}) and "
+                  f"{made.held_out} held out to {args.out / 'held_out'}; tags: {', '.join(made.tags)}"
+                  + (f"; {made.missing} labelled images were missing" if made.missing else ""))
         else:
             counts = export(store, args.out, args.format, since, until, samples=args.samples, damage=damage)
             print(f"exported {counts['events']} events" + (f" and {counts['samples']} samples" if args.samples
@@ -460,7 +523,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
 
 COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "serve": cmd_serve, "bench": cmd_bench,
             "quantize": cmd_quantize, "survey": cmd_survey, "events": cmd_events, "publish": cmd_publish,
-            "models": cmd_models, "rollback": cmd_rollback, "unpublish": cmd_unpublish}
+            "models": cmd_models, "retrain": cmd_retrain, "rollback": cmd_rollback, "unpublish": cmd_unpublish}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,10 +18,15 @@
     ├── InferenceError               onnxruntime failed while running a model
     ├── ConfigError                  a setting is wrong (the key is named)
     ├── StoreError                   the event store cannot be used
-    │   └── DiskFullError            no room on its disk or in its budget
+    │   ├── DiskFullError            no room on its disk or in its budget
+    │   └── LabelError               a label the store refuses (a box outside the image, no such sample)
+    │       └── LabelConflictError   saved with a stale revision: someone else saved first
+    ├── ExportError                  `events export` could not write its copy (a full disk, a name
+    │                                leading outside OUT, a base dataset it cannot read)
     ├── ModelStoreError              the model store cannot do what was asked
     │   ├── PullError                a pulled update was refused: its description, download or hash
-    │   └── SignatureError           an update's signature is missing, damaged or does not match
+    │   ├── SignatureError           an update's signature is missing, damaged or does not match
+    │   └── TrainingError            a retraining on the device failed: its child's error, deadline or budget
     └── ControlError                 a worker's control message it does not understand (workers/control.py)
 
 Vendor exceptions (onnxruntime, OpenCV, zipfile) are mapped to these where they enter,
@@ -139,6 +144,23 @@ class DiskFullError(StoreError):
     """The store's disk (or its budget) has no room; recording resumes when space returns."""
 
 
+class LabelError(StoreError):
+    """A label that cannot be saved as it is: the sample, a tag or a box is named."""
+
+
+class LabelConflictError(LabelError):
+    """A label saved over a revision that is no longer the current one; `current` is the
+    label as it now stands (None: it was deleted)."""
+
+    def __init__(self, message: str, current: object = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class ExportError(EdgeRuntimeError):
+    """The export could not be written (a full disk, a name leading outside OUT)."""
+
+
 class ModelStoreError(EdgeRuntimeError):
     pass
 
@@ -150,3 +172,8 @@ class PullError(ModelStoreError):
 
 class SignatureError(ModelStoreError):
     """An update is refused: no signature, a damaged one, another key's, or files that differ."""
+
+
+class TrainingError(ModelStoreError):
+    """A candidate could not be trained or compared on the device (publish/retrain.py); the
+    active version and the dataset are untouched."""

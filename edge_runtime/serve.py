@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,18 +21,21 @@ from .capture.sources import SourceError, check_source
 from .capture.view import CameraRunner, CameraView
 from .config import DEMO, Settings, check_access, is_loopback, resolve_token
 from .errors import ConfigError, EdgeRuntimeError
+from .events.export import held_out_frames
 from .events.model_changes import ModelChange
 from .events.retention import Janitor
 from .events.setup import open_store
 from .events.store import EventStore
 from .metrics import Metrics, ModelsCollector
 from .model import limits
+from .model.imageio import read_image
 from .model.predictor import Predictor
 from .model.slot import ModelSlot
 from .publish.config import NAME, store_bytes
 from .publish.incoming import IncomingWatcher
 from .publish.manager import Loader, ModelManager, Policy
 from .publish.registry import Entry, Registry
+from .publish.retrain import Retrainer, labelled_frames
 from .publish.store import ModelStore
 from .publish.versions import version_of
 from .server import GracefulServer, Services, create_app, server_config
@@ -200,7 +204,17 @@ def model_manager(settings: Settings, store: ModelStore, registry: Registry, loa
         if events is not None:
             events.record_model_change(dataclasses.replace(change, device=device))
 
-    manager = ModelManager(store, registry, load, policy, frames=frames, record=record)
+    def held_out(name: str) -> list[tuple[str, np.ndarray]]:
+        """The name's held-out labelled frames, for the accuracy gate; none without a store."""
+        if events is None:
+            return []
+        pairs = []
+        for tag, path in held_out_frames(events, name, settings.models.retrain.held_out):
+            with contextlib.suppress(EdgeRuntimeError):  # a frame that cannot be read counts for neither version
+                pairs.append((tag, read_image(path)))
+        return pairs
+
+    manager = ModelManager(store, registry, load, policy, frames=frames, record=record, held_out=held_out)
     m = settings.models
     incoming = IncomingWatcher.from_config(m, manager.publish)
     if incoming is not None:
@@ -278,7 +292,13 @@ def build_services(
                     cameras=cameras, pipeline=runner, latest=sinks.latest, events=sinks.broadcaster,
                     frames=sinks.frames, metrics=metrics, sinks=sinks.all, store=store, janitor=sweeper,
                     forwarding=forwarding(settings), registry=registry,
-                    manager=manager)
+                    manager=manager, retrain=retrainer(settings, models, manager, store))
+
+
+def retrainer(settings: Settings, models: ModelStore, manager: ModelManager, events: EventStore | None) -> Retrainer:
+    """Candidates trained from each name's labels in the event store (publish/retrain.py)."""
+    r = settings.models.retrain
+    return Retrainer.open(models, manager, labelled_frames(models, events, r.held_out), r)
 
 
 def serve(settings: Settings) -> None:

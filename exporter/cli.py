@@ -18,6 +18,7 @@ from edge_runtime import __version__
 from edge_runtime.cli import Parser
 from edge_runtime.errors import EXIT_ERROR, ConfigError, run_command
 from edge_runtime.int8.target import TARGETS, Target
+from edge_runtime.publish.child import progress_line
 
 from .dataset import WHAT_A_DATASET_IS, Dataset, load_dataset
 from .keys import PASSWORD_ENV, SigningKey, generate_keys, key_password
@@ -53,6 +54,26 @@ class Bars:
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
+
+
+class ProgressLines:
+    """`--progress-lines`: each step as one machine-readable line on stdout, for the process
+    that started this one (edge-runtime retrain reads them for its progress bar)."""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        print(progress_line(stage, done, total), flush=True)
+
+
+def progress_for(args: argparse.Namespace) -> Bars | ProgressLines:
+    if getattr(args, "progress_lines", False):
+        return ProgressLines()
+    return Bars(not getattr(args, "no_progress", False))
+
+
+def _progress_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--progress-lines", action="store_true",
+                        help="progress as 'progress {\"stage\": S, \"done\": N, \"total\": N}' lines on stdout")
 
 
 def _cloud_args(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path("bundles"), help="bundles are written to OUT/PROJECT/vN")
     train.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the report")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--no-progress", action="store_true")
+    _progress_args(train)
     train.add_argument("--sign", type=Path, metavar="KEY",
                        help="sign each bundle with this private key once it is verified (vN/model.sig)")
     _password_arg(train)
@@ -137,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--no-progress", action="store_true")
     _cloud_args(pull)
 
+    push = sub.add_parser("push-labels", help="send the labels made on a device (its event store) up to a Custom "
+                          "Vision project, with their tags or boxes")
+    push.add_argument("--data", type=Path, required=True, help="the device's data folder (events.store.path); "
+                      "read only, so safe while the server records")
+    push.add_argument("--model", required=True, help="the published model name the labels are for")
+    push.add_argument("--project", required=True, help="project id or name")
+    push.add_argument("--out", type=Path, default=Path("bundles"),
+                      help="the upload state goes to OUT/.state/PROJECT.json: a second run sends only what is new")
+    push.add_argument("--no-progress", action="store_true")
+    _cloud_args(push)
+
     status = sub.add_parser("status", help="a Custom Vision project's iterations and upload state")
     status.add_argument("--project", required=True)
     status.add_argument("--out", type=Path, default=Path("bundles"))
@@ -152,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "newest trained), from the project.json that pull wrote (default: DATASET/project.json, "
                           "when there is one)")
     evaluate.add_argument("--no-progress", action="store_true")
+
+    compare = sub.add_parser("compare", help="two versions of a model side by side on the same labelled dataset: "
+                             "per-tag precision, recall and AP (mAP for detectors), and the images they disagree on")
+    compare.add_argument("active", type=Path, help="the version serving now (export zip, folder or .onnx)")
+    compare.add_argument("candidate", type=Path, help="the version that may replace it")
+    compare.add_argument("dataset", type=Path, help=DATASET_HELP)
+    compare.add_argument("--threshold", type=float, default=0.5)
+    compare.add_argument("--json", type=Path, help="also write the comparison here")
+    _progress_args(compare)
 
     verify = sub.add_parser("verify", help="check an export (zip, folder or .onnx) loads and runs")
     verify.add_argument("export", type=Path)
@@ -194,7 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pulled import pulled_tag_ids
 
     tag_ids = pulled_tag_ids(dataset.root)  # a pulled dataset: the bundle reports the service's tag ids
-    result = train_local(dataset, seed=args.seed, threshold=args.threshold, progress=Bars(not args.no_progress))
+    result = train_local(dataset, seed=args.seed, threshold=args.threshold, progress=progress_for(args))
     print(f"\ntrained on {result.train_images} images ({result.validation_images} held out) "
           f"in {result.seconds:.1f} s")
     print(f"recipe, chosen by {FOLDS}-fold cross-validation on the training images: {result.recipe}")
@@ -303,6 +344,25 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return EXIT_ERROR if summary.refused or summary.failed else 0
 
 
+def cmd_push_labels(args: argparse.Namespace) -> int:
+    from edge_runtime.events.store import EventStore
+
+    from .push_labels import push_labels
+
+    store = EventStore.open_readonly(args.data)
+    try:
+        run, _ = _cloud(args, args.project)
+        with tempfile.TemporaryDirectory() as work:
+            report = push_labels(store, args.model, args.project, run, Path(work))
+    finally:
+        store.close()
+    for path, status in report.failed:
+        print(f"refused by the service: {Path(path).name} ({status})", file=sys.stderr)
+    print(f"labels of {args.model}: {report.uploaded} images uploaded, {report.already_there} already there, "
+          f"{len(report.failed)} refused")
+    return EXIT_ERROR if report.failed else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     run, _ = _cloud(args, args.project)
     project = run.find_project(args.project)
@@ -352,6 +412,21 @@ def _service_figures(against: str | None, dataset: Path) -> ServiceFigures | Non
         return None
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from edge_runtime.model.predictor import Predictor
+    from edge_runtime.publish.retrain import comparison_table
+
+    from .compare import compare
+
+    active, candidate = Predictor.load(args.active), Predictor.load(args.candidate)
+    dataset = load_dataset(args.dataset)
+    report = compare(active, candidate, dataset, args.threshold, progress=progress_for(args))
+    print(comparison_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     result = verify_export(args.export)
     sha = "SHA-1 verified" if result.sha1_checked else "no SHA-1 in manifest"
@@ -375,7 +450,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"check": cmd_check, "train": cmd_train, "export": cmd_export, "pull": cmd_pull, "status": cmd_status,
-            "evaluate": cmd_evaluate, "verify": cmd_verify, "sign": cmd_sign, "keygen": cmd_keygen}
+            "push-labels": cmd_push_labels,
+            "evaluate": cmd_evaluate, "compare": cmd_compare, "verify": cmd_verify, "sign": cmd_sign,
+            "keygen": cmd_keygen}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,19 +53,31 @@ def evaluate(predictor: Predictor, dataset: Dataset, threshold: float = 0.5,
     unknown = sorted(set(dataset.tags) - set(labels))
     if unknown:
         raise DatasetError(f"the dataset has tags the model does not know: {', '.join(unknown)}")
+    truth, scores = classification_scores(predictor, dataset, labels, progress)
+    return classification_metrics(truth, scores, labels, threshold,
+                                  multiclass=predictor.spec.variant.value == "multiclass",
+                                  source=f"{len(dataset.items)} images of {dataset.root.name}")
+
+
+def classification_scores(predictor: Predictor, dataset: Dataset, labels: list[str],
+                          progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """[images, tags] 0/1 truth and the model's probabilities, in the order of `labels`
+    (which may hold tags the model does not know: they score 0, and tags it knows but
+    `labels` lacks are left out)."""
     everything = PostprocessOptions(threshold=0.0)
+    known = list(predictor.spec.labels or ())
+    column = {tag: labels.index(tag) for tag in known if tag in labels}
     truth = np.zeros((len(dataset.items), len(labels)), np.float32)
     scores = np.zeros_like(truth)
     for row, item in enumerate(dataset.items):
         for tag in item.tags:
             truth[row, labels.index(tag)] = 1
         for p in predictor.predict(decode_image(item.data), everything).predictions:
-            scores[row, p.tag_index] = p.probability
+            if (k := column.get(known[p.tag_index])) is not None:
+                scores[row, k] = p.probability
         if progress:
             progress("evaluate", row + 1, len(dataset.items))
-    return classification_metrics(truth, scores, labels, threshold,
-                                  multiclass=predictor.spec.variant.value == "multiclass",
-                                  source=f"{len(dataset.items)} images of {dataset.root.name}")
+    return truth, scores
 
 
 def _detection(predictor: Predictor, dataset: Dataset, labels: list[str],

@@ -63,6 +63,7 @@ class Double:
     tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     images: dict[str, dict[str, str]] = field(default_factory=dict)  # project -> sha1 -> id
     received: list[str] = field(default_factory=list)  # sha1 of every image body received
+    uploaded: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project -> entries taken (no contents)
     batches: int = 0
     iterations: dict[str, dict[str, Any]] = field(default_factory=dict)
     polls: dict[str, int] = field(default_factory=dict)
@@ -341,6 +342,7 @@ def create_double_app(double: Double) -> FastAPI:
                 status = "OKDuplicate"
             else:
                 double.images[pid][sha1] = str(uuid.uuid4())
+                double.uploaded.setdefault(pid, []).append({k: v for k, v in e.items() if k != "contents"})
                 status = "OK"
             image = {"id": double.images[pid][sha1], "width": 64, "height": 64} if status.startswith("OK") else None
             results.append({"sourceUrl": e.get("name"), "status": status, "image": image})

@@ -249,6 +249,24 @@ def test_a_labelled_folder_refuses_a_less_accurate_version(store, tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_the_names_held_out_labels_refuse_a_less_accurate_version(store, tmp_path):
+    """Labels made on the device: the newest are held out, and the gate measures on them."""
+    app, svc = app_over(store)
+    with running(app) as url:
+        events = svc.store
+        for i, (tag, bgr) in enumerate((("blue", (255, 0, 0)), ("green", (0, 255, 0)), ("red", (0, 0, 255))) * 2):
+            image = solid(bgr, 64, 64)
+            image[:4, :4] = i  # distinct frames
+            sample = events.add_sample("manual", "cam", 1_790_000_000.0 + i, cv2.imencode(".jpg", image)[1].tobytes(),
+                                       {})
+            events.save_label(sample, "shelf", "classification", [tag], now=1_790_000_000.0 + i)
+        worse = export(tmp_path, "worse", ITER[2], labels=("red", "blue", "green"))  # every answer wrong
+        r = put(url, worse)
+        assert r.status_code == 422 and "held-out labels" in r.json()["message"]
+        assert put(url, export(tmp_path, "same", ITER[3])).status_code == 201
+
+
+@pytest.mark.timeout(120)
 def test_a_camera_switches_to_the_new_version_between_two_frames(store, tmp_path):
     app, svc = app_over(store, cameras=[{"id": "cam", "source": "demo:", "model": "shelf"}], workers=0)
     with running(app) as url:

@@ -18,6 +18,7 @@ from edge_runtime import forwarders
 from edge_runtime.config import load_settings
 from edge_runtime.errors import StoreError
 from edge_runtime.events import model_changes
+from edge_runtime.events.records import SCHEMA_VERSION
 from edge_runtime.events.retention import Janitor
 from edge_runtime.events.store import EventStore, ModelChange
 from edge_runtime.forwarders import payload
@@ -93,7 +94,7 @@ def test_an_older_store_gains_the_table_and_keeps_its_events(tmp_path: Path):
     finally:
         store.close()
     db = sqlite3.connect(data / "events.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
 
 

@@ -27,9 +27,10 @@ from .records import iso, log, new_id
 
 KIND = "model-change"
 PAYLOAD_SCHEMA_VERSION = 1
-# publish, rollback (asked for), auto-rollback (the health gate), unpublish, and refused: a
-# version that failed to load, warm up, verify or its signature check, and never became active
-REASONS = ("publish", "rollback", "auto-rollback", "unpublish", "refused")
+# publish, rollback (asked for), auto-rollback (the health gate), unpublish, refused: a
+# version that failed to load, warm up, verify or its signature check, and never became active,
+# and discard: a candidate trained on the device that was thrown away (the active one stays)
+REASONS = ("publish", "rollback", "auto-rollback", "unpublish", "refused", "discard")
 MAX_TEXT = 256  # characters of a name, project, iteration, source or device
 MAX_DETAIL = 1000  # characters of the one-line detail; longer ones are cut
 MAX_ROWS = 1000  # rows the janitor keeps (each is a few hundred bytes)

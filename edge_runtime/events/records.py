@@ -21,7 +21,7 @@ from .salvage import Damage
 log = logging.getLogger(__name__)
 DB_NAME = "events.db"
 MEDIA_DIR = "media"
-SCHEMA_VERSION = 2  # 2: model_changes
+SCHEMA_VERSION = 3  # 2: model_changes; 3: labels
 WAL_PAGES = 256
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS model_changes(
     old_iteration TEXT NOT NULL, new_iteration TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
     source TEXT NOT NULL, at REAL NOT NULL, device TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS model_changes_at ON model_changes(at);
+CREATE TABLE IF NOT EXISTS labels(
+    sample_id TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL, tags TEXT NOT NULL, boxes TEXT NOT NULL,
+    labelled_at REAL NOT NULL, revision INTEGER NOT NULL, PRIMARY KEY(sample_id, model));
+CREATE INDEX IF NOT EXISTS labels_model ON labels(model, labelled_at);
 """
 EVENT_COLUMNS = ("id, rule, camera, tag, start, end_at, last_at, peak, peak_at, frames, box, "
                  "snapshot, thumbnail, clip, frame, device")

@@ -1,5 +1,6 @@
 """The queries retention.py decides with: the oldest rows with media, dropping an item's
-media, deleting the oldest records and samples.
+media, deleting the oldest records and samples. A labelled sample (labels.py) is never
+among them: its frame is what the next model trains on.
 """
 
 from __future__ import annotations
@@ -11,19 +12,30 @@ from .records import EVENT_COLUMNS, EventRecord, events_of
 
 
 class RetentionQueries(MediaFiles):
+    def _has_labels(self) -> bool:
+        """Whether the labels table is there (not in a store older than labels, read-only or on a full disk)."""
+        return bool(self._read_all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'labels'"))
+
+    def _unlabelled(self) -> str:
+        """A condition on samples.id that leaves labelled samples out."""
+        return "id NOT IN (SELECT sample_id FROM labels)" if self._has_labels() else "1"
+
     def oldest_with_media(self, limit: int = 20) -> list[tuple[str, str, float]]:
         """(kind "event"|"sample", id, time) of the oldest rows that still have media files."""
         rows = self._read_all(
             "SELECT 'event', id, start FROM events WHERE media_bytes > 0 AND end_at IS NOT NULL "
-            "UNION ALL SELECT 'sample', id, taken_at FROM samples ORDER BY 3 LIMIT ?", (limit,))
+            f"UNION ALL SELECT 'sample', id, taken_at FROM samples WHERE {self._unlabelled()} ORDER BY 3 LIMIT ?",
+            (limit,))
         return [(str(k), str(i), float(t)) for k, i, t in rows]
 
     def drop_media(self, kind: str, item_id: str) -> int:
-        """Delete the media of one event (keeping its record) or one sample; bytes freed."""
+        """Delete the media of one event (keeping its record) or one unlabelled sample; bytes freed."""
         if kind == "sample":
-            rows = self._read_all("SELECT image, bytes FROM samples WHERE id = ?", (item_id,))
-            with self._transaction() as db:
-                db.execute("DELETE FROM samples WHERE id = ?", (item_id,))
+            unlabelled = self._unlabelled()
+            with self._transaction() as db:  # the check and the delete in one: a label saved meanwhile keeps it
+                rows = db.execute(f"SELECT image, bytes FROM samples WHERE id = ? AND {unlabelled}",
+                                  (item_id,)).fetchall()
+                db.execute(f"DELETE FROM samples WHERE id = ? AND {unlabelled}", (item_id,))
             names: list[str | None] = [rows[0][0]] if rows else []
             freed = int(rows[0][1]) if rows else 0
         else:
@@ -52,7 +64,7 @@ class RetentionQueries(MediaFiles):
         return len(events)
 
     def delete_samples_before(self, when: float) -> int:
-        rows = self._read_all("SELECT id FROM samples WHERE taken_at < ?", (when,))
+        rows = self._read_all(f"SELECT id FROM samples WHERE taken_at < ? AND {self._unlabelled()}", (when,))
         for (sample_id,) in rows:
             self.drop_media("sample", sample_id)
         return len(rows)

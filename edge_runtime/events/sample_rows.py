@@ -8,7 +8,7 @@ import json
 import math
 from typing import Any
 
-from ..errors import DiskFullError
+from ..errors import DiskFullError, StoreError
 from .files import MediaFiles
 from .records import SAMPLE_COLUMNS, SampleRecord, new_id, samples_of
 from .salvage import Damage, RowReader
@@ -24,19 +24,28 @@ class SampleRows(MediaFiles):
             return None
         sample_id = new_id(taken_at)
         day = dt.datetime.fromtimestamp(taken_at, dt.timezone.utc).strftime("%Y-%m-%d")
-        name = f"samples/{day}/{sample_id}.jpg"
+        try:
+            self._keep_sample(sample_id, sampler, camera, taken_at, f"samples/{day}/{sample_id}.jpg", jpeg, prediction)
+        except DiskFullError:
+            return None
+        self._wrote()
+        return sample_id
+
+    def _keep_sample(self, sample_id: str, sampler: str, camera: str, taken_at: float, name: str, jpeg: bytes,
+                     prediction: dict[str, Any]) -> None:
+        """The media file, then the row that names it (none if one of that id is there);
+        StoreError (DiskFullError) with nothing left behind."""
         try:
             size = self.write_media(name, jpeg)
             with self._transaction("saving a sample") as db:
-                db.execute("INSERT INTO samples(id, sampler, camera, taken_at, image, prediction, bytes) "
-                           "VALUES (?,?,?,?,?,?,?)",
-                           (sample_id, sampler, camera, taken_at, name, json.dumps(prediction), size))
-        except DiskFullError:
+                added = db.execute("INSERT OR IGNORE INTO samples(id, sampler, camera, taken_at, image, prediction, "
+                                   "bytes) VALUES (?,?,?,?,?,?,?)",
+                                   (sample_id, sampler, camera, taken_at, name, json.dumps(prediction), size)).rowcount
+        except StoreError:
             self._unlink([name])
-            return None
-        self._count_bytes(size)
-        self._wrote()
-        return sample_id
+            raise
+        if added:
+            self._count_bytes(size)
 
     def samples(self, since: float | None = None, until: float | None = None) -> list[SampleRecord]:
         rows = self._read_all(

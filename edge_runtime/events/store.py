@@ -27,12 +27,16 @@ it, or once it outlived the longest time-to-live, so a crash at any point loses 
 One writer connection, guarded by a lock; readers open connections of their own, so a long
 query never waits for a write. Every public method is thread-safe.
 
+Labels (labels.py: what a person said a sample shows, for one model, with a revision for
+concurrent saves) are kept beside the samples; a labelled sample is exempt from retention.
+
 Model changes (model_changes.py: each change of a published model's active version) are
 kept beside the events, each with an outbox row of its own kind, "model-change".
 
 The store is split by what it keeps: db.py (the SQLite core), files.py (media files and
 their budget), outbox.py (the outbox and cursors), sample_rows.py, model_changes.py,
-retention_queries.py, and records.py (the values); EventStore, here, adds the events themselves.
+retention_queries.py, labels.py (labels of samples, per model), and records.py (the values);
+EventStore, here, adds the events themselves.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from .labels import Box, Label, LabelRows
 from .model_changes import ModelChange, ModelChangeRows
 from .outbox import OutboxRows
 from .records import (
@@ -61,7 +66,6 @@ from .records import (
     iso,
     new_id,
 )
-from .retention_queries import RetentionQueries
 from .salvage import Damage, RowReader
 from .sample_rows import SampleRows
 
@@ -70,9 +74,11 @@ __all__ = [
     "EVENT_COLUMNS",
     "MEDIA_DIR",
     "MEDIA_KINDS",
+    "Box",
     "Budget",
     "EventRecord",
     "EventStore",
+    "Label",
     "ModelChange",
     "OutboxItem",
     "SampleRecord",
@@ -83,8 +89,8 @@ __all__ = [
 ]
 
 
-class EventStore(RetentionQueries, SampleRows, ModelChangeRows, OutboxRows):
-    """Events, their media, the outbox, samples, model changes: one SQLite file and a media folder."""
+class EventStore(LabelRows, SampleRows, ModelChangeRows, OutboxRows):
+    """Events, their media, the outbox, samples, their labels, model changes: one SQLite file and a media folder."""
 
     def _write_event_media(self, event: EventRecord, media: Mapping[str, bytes]) -> EventRecord:
         for kind, data in media.items():

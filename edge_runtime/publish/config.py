@@ -66,6 +66,24 @@ class SourceConfig(Strict):
 
 
 
+class RetrainConfig(Strict):
+    """Candidates trained on the device (`edge-runtime retrain`, the Train page; publish/retrain.py)."""
+
+    timeout_s: float = Field(3600.0, gt=0, le=7 * 86400, description="the deadline of one training and its "
+                             "comparison together; the child is killed after it")
+    max_mb: int = Field(2048, ge=1, le=1 << 20, description="the disk budget of one candidate: its copy of the "
+                        "dataset, and each file its training writes; this much must be free on the store's disk "
+                        "to start")
+    max_output_kb: int = Field(1024, ge=16, le=1 << 20, description="what the training may write on stdout and "
+                               "stderr together; more, and it is stopped")
+    nice: int = Field(10, ge=0, le=19, description="niceness added to the training's process (the cameras come "
+                      "first); its disk I/O is in the idle class where ionice is installed")
+    held_out: float = Field(0.2, gt=0, lt=1, description="the newest share of the labels kept out of training "
+                            "to compare the candidate and the active version on")
+    keep: int = Field(10, ge=1, le=1000, description="records of finished candidates kept (promoted, discarded, "
+                      "failed); their files are removed as they finish")
+
+
 class ModelsConfig(Strict):
     path: Path = Field(default_factory=default_models_dir, description="the model store: published models by "
                        "name, each with its versions (edge_runtime/publish/store.py)")
@@ -83,6 +101,8 @@ class ModelsConfig(Strict):
     max_upload_mb: int = Field(512, ge=1, le=8192, description="PUT /api/models: the largest export accepted")
     upload_timeout_s: float = Field(1800.0, gt=0, le=86400, description="PUT /api/models: the whole upload must "
                                     "arrive within this (a slow link takes minutes)")
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig, description="training candidates on the "
+                                   "device")
     options: dict[str, ModelOptions] = Field(default_factory=dict, description="thresholds and limits per published "
                                              "name (model.* for the others)")
 

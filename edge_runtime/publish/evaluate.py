@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,16 @@ def labelled(folder: Path, labels: tuple[str, ...], limit: int = MAX_IMAGES) -> 
         raise ModelStoreError(f"{folder}: no images in tag folders (expected {folder}/<tag>/*.jpg)")
 
 
-def accuracy(predictor: Predictor, folder: Path, limit: int = MAX_IMAGES) -> float:
+def accuracy(predictor: Predictor, folder: Path | None, limit: int = MAX_IMAGES,
+             more: Iterable[tuple[str, np.ndarray]] = ()) -> float:
+    """Top-1 accuracy on the tag folders of `folder` (None: none) and on `more` (tag, image)
+    pairs, such as a model's held-out labels, whose tags may be ones the model does not know."""
+    pairs = itertools.chain(labelled(folder, predictor.spec.labels or (), limit) if folder is not None else (), more)
     right = total = 0
-    for tag, image in labelled(folder, predictor.spec.labels or (), limit):
+    for tag, image in pairs:
         predictions = predictor.predict(image).predictions
         total += 1
         right += bool(predictions) and predictions[0].tag_name == tag
+    if total == 0:
+        raise ModelStoreError("no labelled images to measure the accuracy on")
     return right / total

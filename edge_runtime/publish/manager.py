@@ -15,8 +15,9 @@ Every update, whatever delivered it (publish/update.py), goes the same way:
 4. warmed up on the recent frames of the cameras that use it (the built-in sample photos
    when none has one) and verified: outputs finite, the same kind of model (a detector does not
    replace a classifier under one name), and, with a labelled folder (`eval_dir`, or
-   `models.path/NAME/eval/`), top-1 accuracy no worse than the active version's by more
-   than `models.eval_margin`;
+   `models.path/NAME/eval/`) or held-out labels of the name (labels made on the device, see
+   events/labels.py), top-1 accuracy no worse than the active version's by more than
+   `models.eval_margin`;
 5. made active in the store (state.json, atomically), then in the slot that requests and
    camera frames take it from (model/slot.py); listeners (worker processes) are told.
 
@@ -123,15 +124,19 @@ class ModelManager:
     def __init__(self, store: ModelStore, registry: Registry, loader: Loader, policy: Policy | None = None,
                  frames: Frames | None = None, record: Callable[[ModelChange], None] | None = None,
                  signature_check: Callable[[Path, Path | None, Path | None], bool] | None = None,
-                 release_of: Callable[[Path], Any] | None = None) -> None:
+                 release_of: Callable[[Path], Any] | None = None,
+                 held_out: Callable[[str], Sequence[tuple[str, np.ndarray]]] | None = None) -> None:
         """`signature_check(folder, signature, public_key)` and `release_of(folder)`: signing.py's
-        (model-signing is an optional extra: without it a configured key refuses every update)."""
+        (model-signing is an optional extra: without it a configured key refuses every update).
+        `held_out(name)`: the name's held-out labelled frames (tag, image), which the accuracy
+        gate measures too (events/export.py's held_out_frames)."""
         self.store, self.registry, self.loader = store, registry, loader
         self.policy = policy or Policy()
         self.frames = frames or (lambda name: ())
         self.record = record
         self.signature_check = signature_check or signing.require_signed
         self.release_of = release_of or signing.created_of
+        self.held_out = held_out or (lambda name: ())
         self.listeners: list[Listener] = []
         self.feeds: list[Feed] = []  # what brings updates from outside: the puller, the module twin
         self.log_refusals = True
@@ -234,6 +239,14 @@ class ModelManager:
             active = entry.slot.active if entry else None
             self._record(name, entry.project if entry else None, Was.of(active), None, "unpublish", source, "")
             self.status.pop(name, None)
+
+    def discarded(self, name: str, detail: str, source: str = "retrain") -> None:
+        """A candidate version was thrown away before it was published (publish/retrain.py):
+        recorded as a "discard" change; the active version stays (old and new are both it)."""
+        with self._lock:
+            entry = self.registry.entry(check_name(name))
+            was = Was.of(entry.slot.active) if entry else None
+            self._record(name, entry.project if entry else None, was, was, "discard", source, detail)
 
     def refresh(self) -> None:
         """Take in what changed in the store without this server: a publish or rollback from
@@ -347,9 +360,10 @@ class ModelManager:
         gate_dir = gate if gate.is_dir() else None
         if eval_dir is not None and gate_dir is None:
             raise ModelStoreError(f"{eval_dir}: the labelled folder does not exist")
+        extra = list(self.held_out(name))  # the name's held-out labels: classifiers' only
         old_accuracy = None
-        if active is not None and gate_dir is not None and not was.detection:  # type: ignore[union-attr]
-            old_accuracy = evaluate.accuracy(active.predictor, gate_dir)  # before an unload-first lets it go
+        if active is not None and (gate_dir is not None or extra) and not was.detection:  # type: ignore[union-attr]
+            old_accuracy = evaluate.accuracy(active.predictor, gate_dir, more=extra)  # before unload-first frees it
         del active  # unload-first frees it: nothing here may hold it
         if unload_first:
             assert entry is not None
@@ -360,7 +374,7 @@ class ModelManager:
             predictor = self.loader(folder, name)
             after = rss_bytes()
             memory = after - before if before is not None and after is not None else None
-            self._verify(name, predictor, was, gate_dir, old_accuracy, eval_dir is not None)
+            self._verify(name, predictor, was, gate_dir, old_accuracy, eval_dir is not None, extra)
             if activate is True:
                 self.store.activate(name, version, reason, project)
             elif callable(activate):
@@ -393,7 +407,7 @@ class ModelManager:
         return entry
 
     def _verify(self, name: str, new: Predictor, was: Was | None, gate_dir: Path | None,
-                old_accuracy: float | None, asked: bool) -> None:
+                old_accuracy: float | None, asked: bool, extra: Sequence[tuple[str, np.ndarray]] = ()) -> None:
         detection = new.spec.variant.is_detection
         if was is not None and was.detection != detection:
             kinds = ("an object detector", "a classifier")
@@ -405,19 +419,20 @@ class ModelManager:
             if (bad := non_finite(outputs)) is not None:
                 raise ModelStoreError(f"{name}: output {bad} is not finite on a warm-up frame")
             new.finish(outputs, prepared)
-        if gate_dir is None:
+        if gate_dir is None and not extra:
             return
         if detection:
             if asked:
                 raise ModelStoreError(f"{name}: an accuracy gate (--eval) is for classifiers; this is a detector")
             return
-        new_accuracy = evaluate.accuracy(new, gate_dir)
+        new_accuracy = evaluate.accuracy(new, gate_dir, more=extra)
         if old_accuracy is None:
             return
+        where = " and ".join([str(gate_dir)] * (gate_dir is not None) + [f"{len(extra)} held-out labels"] * bool(extra))
         if new_accuracy < old_accuracy - self.policy.eval_margin:
-            raise ModelStoreError(f"{name}: top-1 accuracy on {gate_dir} is {new_accuracy:.1%}, below the active "
+            raise ModelStoreError(f"{name}: top-1 accuracy on {where} is {new_accuracy:.1%}, below the active "
                                   f"version's {old_accuracy:.1%} by more than {self.policy.eval_margin:.1%}")
-        log.info("%s: top-1 accuracy on %s %.1f%% (active version %.1f%%)", name, gate_dir, 100 * new_accuracy,
+        log.info("%s: top-1 accuracy on %s %.1f%% (active version %.1f%%)", name, where, 100 * new_accuracy,
                  100 * old_accuracy)
 
     def _warm_up_frames(self, name: str) -> list[np.ndarray]:

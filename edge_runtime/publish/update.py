@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SOURCES = ("cli", "http", "incoming", "pull", "twin", "rollback")
+SOURCES = ("cli", "http", "incoming", "pull", "twin", "rollback", "retrain")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ..events.retention import RetentionLoop
 from ..metrics import Metrics
 from ..service import systemd
 from ..sinks import samples
-from . import auth, cloud, docs, errors, events_api, health, live, models_api, predict
+from . import auth, cloud, docs, errors, events_api, health, label_api, live, models_api, predict, retrain_api
 from .body import BodyGuard
 from .browsers import BrowserGuard, allowed_hosts
 from .connections import ACCEPT_BACKLOG, ConnectionLimits, connection_cap, guarded_protocol
@@ -130,6 +130,8 @@ def create_app(svc: Services) -> FastAPI:
             svc.shutting_down.set()
             svc.events.close()
             fetcher.close()
+            if svc.retrain is not None:
+                svc.retrain.stop(STOP_TIMEOUT_S)
             if svc.manager is not None:
                 svc.manager.stop(STOP_TIMEOUT_S)
             if svc.pipeline is not None:
@@ -161,7 +163,9 @@ def create_app(svc: Services) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(cloud.router)
     app.include_router(events_api.router)
+    app.include_router(label_api.router)
     app.include_router(models_api.router)
+    app.include_router(retrain_api.router)
     # innermost: no route reads a body before its token check, nor more than an upload at the cap
     app.add_middleware(BodyGuard, limit=server.max_upload_bytes + predict.MULTIPART_OVERHEAD)
     app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts(server))

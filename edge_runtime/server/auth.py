@@ -38,7 +38,7 @@ SIGNIN_FORM_LIMIT = 4096
 # What issue() writes: seconds since the epoch, token_urlsafe's letters, a SHA-256 hex digest.
 SESSION_SHAPE = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{1,64})\.([0-9a-f]{64})")
 # Where the sign-in form may send the browser afterwards (never an address from outside).
-SIGNIN_TARGETS = ("/", "/docs", "/redoc", "/view/events")
+SIGNIN_TARGETS = ("/", "/docs", "/redoc", "/view/events", "/view/label")
 router = APIRouter(include_in_schema=False)
 
 

@@ -22,6 +22,8 @@ from ..errors import (
     ImageDecodeError,
     ImageTooLargeError,
     InferenceError,
+    LabelConflictError,
+    LabelError,
     LabelsError,
     first_line,
 )
@@ -79,6 +81,10 @@ class NoSpace(HttpError):
     """Not enough free disk space for what was sent."""
 
 
+class Unprocessable(HttpError):
+    """A body that parses but holds values that cannot be used (a box outside the image)."""
+
+
 # Most specific first is not needed: the lookup walks each exception's MRO.
 STATUS: dict[type[Exception], tuple[int, str]] = {
     PayloadTooLarge: (413, "BadRequestImageSizeBytes"),
@@ -96,6 +102,9 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     Refused: (422, "ModelRefused"),
     Conflict: (409, "Conflict"),
     NoSpace: (507, "InsufficientStorage"),
+    Unprocessable: (422, "BadRequestLabel"),
+    LabelConflictError: (409, "Conflict"),
+    LabelError: (422, "BadRequestLabel"),
     LabelsError: (500, "InternalServerError"),
     InferenceError: (500, "InternalServerError"),
     ConfigError: (500, "InternalServerError"),

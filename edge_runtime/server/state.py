@@ -20,6 +20,7 @@ from ..model.predictor import Predictor
 from ..model.slot import WAIT_S, ModelUnavailable
 from ..publish.manager import ModelManager
 from ..publish.registry import Registry, Served
+from ..publish.retrain import Retrainer
 from ..sinks import AnnotatedFrames, EventBroadcaster, LatestResults, MultiSink
 from .auth import Auth
 
@@ -41,6 +42,7 @@ class Services:
     forwarding: forwarders.Plan | None = None  # the forwarders the app starts over the store
     registry: Registry | None = None  # the published models by name; None: the predictor alone
     manager: ModelManager | None = None  # swaps versions in while the server runs; None: no model store
+    retrain: Retrainer | None = None  # candidates trained on the device; None: no model store
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:

@@ -129,9 +129,11 @@ def side_by_side(ours: Evaluation | DetectionMetrics, theirs: ServiceFigures, wh
         mine = {t.tag: (t.precision, t.recall, t.average_precision) for t in ours.per_tag}
         overall = (ours.precision, ours.recall, ours.average_precision)
         threshold = ours.threshold
-    else:  # detection: AP at IoU 0.5 only
-        mine = {t: (nan, nan, ap) for t, ap in ours.per_tag}
-        overall, threshold = (nan, nan, ours.map50), theirs.threshold
+    else:  # detection: AP at IoU 0.5, and precision and recall where the metrics have them
+        decided = {t: (p, r) for t, p, r, *_ in getattr(ours, "decisions", ())}
+        mine = {t: (*decided.get(t, (nan, nan)), ap) for t, ap in ours.per_tag}
+        overall = (getattr(ours, "precision", nan), getattr(ours, "recall", nan), ours.map50)
+        threshold = getattr(ours, "threshold", theirs.threshold)
     tags = list(mine) + [t for t in theirs.per_tag if t not in mine]
     width = max([len(t) for t in tags] + [7])
     lines = [f"{'':<{width}}  {'precision':^15}  {'recall':^15}  {'AP':^15}",

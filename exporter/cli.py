@@ -28,6 +28,7 @@ from .verify import verify_export
 if TYPE_CHECKING:
     from .credentials import Credentials
     from .customvision import CloudTraining
+    from .pulled import ServiceFigures
 
 DATASET_HELP = WHAT_A_DATASET_IS[0].upper() + WHAT_A_DATASET_IS[1:]
 FLAVORS = [f.value for f in Flavor]
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also download each trained iteration's ONNX export (asking for it where none exists), "
                       "verified")
     pull.add_argument("--untagged", action="store_true", help="also pull untagged images (into DATASET/_untagged)")
+    pull.add_argument("--predictions", action="store_true",
+                      help="also pull the images the prediction endpoint stored, with what was predicted, for "
+                      "labelling (into DATASET/_predictions, with predictions.json)")
     pull.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each export")
     pull.add_argument("--no-progress", action="store_true")
     _cloud_args(pull)
@@ -175,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("dataset", type=Path, help=DATASET_HELP)
     evaluate.add_argument("--threshold", type=float, default=0.5)
     evaluate.add_argument("--json", type=Path, help="also write the figures here")
+    evaluate.add_argument("--against", metavar="PROJECT_JSON[:ITERATION]",
+                          help="set the figures beside the service's own for an iteration (name or id; default: the "
+                          "newest trained), from the project.json that pull wrote (default: DATASET/project.json, "
+                          "when there is one)")
     evaluate.add_argument("--no-progress", action="store_true")
 
     compare = sub.add_parser("compare", help="two versions of a model side by side on the same labelled dataset: "
@@ -225,7 +233,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return train_cloud(args, dataset, project)
     from .local import FOLDS, train_local
     from .package import write_bundle, write_export
+    from .pulled import pulled_tag_ids
 
+    tag_ids = pulled_tag_ids(dataset.root)  # a pulled dataset: the bundle reports the service's tag ids
     result = train_local(dataset, seed=args.seed, threshold=args.threshold, progress=progress_for(args))
     print(f"\ntrained on {result.train_images} images ({result.validation_images} held out) "
           f"in {result.seconds:.1f} s")
@@ -240,7 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "domain": "General (compact), offline", "iteration": None,
                 "metrics": result.metrics.to_json(),
                 "recipe": {"chosen": result.recipe, "crossValidated": dict(result.candidates)}}
-        bundle, verified = write_bundle(args.out, project, export, info, signing_key=args.signing_key)
+        bundle, verified = write_bundle(args.out, project, export, info, tag_ids, signing_key=args.signing_key)
     signed = ", signed" if args.signing_key else ""
     print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, verified{signed})")
     if not args.int8:
@@ -327,8 +337,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
     guard_logs(credentials.training_key)
     client = SdkClient.connect(credentials, limiter=RateLimiter(10))
     summary = Pull(client, args.out, Bars(not args.no_progress), poll_s=args.poll_seconds,
-                   timeout_s=args.timeout).run(args.project, exports=args.exports, untagged=args.untagged)
-    for problem in summary.refused + summary.failed:
+                   timeout_s=args.timeout).run(args.project, exports=args.exports, untagged=args.untagged,
+                                               predictions=args.predictions)
+    for problem in summary.problems():
         print(problem, file=sys.stderr)
     print(summary.line())
     return EXIT_ERROR if summary.refused or summary.failed else 0
@@ -367,15 +378,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import evaluate
 
+    figures = _service_figures(args.against, args.dataset)  # a bad file fails before the model runs
     predictor = Predictor.load(args.model)
     dataset = load_dataset(args.dataset)
     for problem in dataset.report.notices:
         print(f"skipped {problem[0]}: {problem[1]}", file=sys.stderr)
     metrics = evaluate(predictor, dataset, args.threshold, progress=Bars(not args.no_progress))
     print(metrics.table())
+    body = metrics.to_json()
+    if figures is not None:
+        from .pulled import side_by_side
+
+        print(f"\nbeside Custom Vision's figures for {figures.iteration!r}:\n")
+        print(side_by_side(metrics, figures, f"{len(dataset.items)} images of {dataset.root.name}"))
+        body["service"] = figures.to_json()
     if args.json:
-        args.json.write_text(json.dumps(metrics.to_json(), indent=2) + "\n")
+        args.json.write_text(json.dumps(body, indent=2) + "\n")
     return 0
+
+
+def _service_figures(against: str | None, dataset: Path) -> ServiceFigures | None:
+    from .dataset import DatasetError
+    from .pulled import service_figures, split_against
+
+    if against is not None:
+        return service_figures(*split_against(against))
+    found = (dataset.parent if dataset.is_file() else dataset) / "project.json"
+    if not found.is_file():
+        return None
+    try:
+        return service_figures(found)
+    except DatasetError as exc:
+        print(f"note: {exc}; evaluating without the service's figures", file=sys.stderr)
+        return None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ ADVISED_PER_TAG = 15
 MULTILABEL_FILES = ("labels.csv", "labels.json")
 COCO_FILES = ("annotations.json", "coco.json", "_annotations.coco.json")
 MANIFEST_SUFFIXES = (".csv", ".json")
-SET_APART = ("_negative", "_untagged", "_exports")  # folders `pull` writes beside the tags: never a tag
+SET_APART = ("_negative", "_untagged", "_exports", "_predictions")  # folders `pull` writes beside the tags: never a tag
 WHAT_A_DATASET_IS = ("a dataset is a folder with one sub-folder of images per tag, or a labels.csv or labels.json "
                      "(multilabel) or a COCO annotations.json (detection) with the images beside it")
 

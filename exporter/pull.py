@@ -8,19 +8,22 @@
     detection     OUT/annotations.json (COCO, boxes in pixels) + OUT/images/
     every kind    OUT/_negative/ (the Negative tag), OUT/_untagged/ (with untagged=True),
                   OUT/_exports/<iteration>.zip (with exports=True), OUT/project.json
-                  (tag ids, settings, iterations and their performance)
+                  (tag ids, settings, iterations and their performance),
+                  OUT/_predictions/ + predictions.json (with predictions=True: the images
+                  the prediction endpoint stored, with what was predicted, for labelling)
 
 The images are the originals (`original_image_uri`), fetched a few at a time; each is
-checked for length and decodability and fetched again when cut. `.pull/images.jsonl`
-gets one line per image written (its id, file and SHA-256), so a run that stopped goes
-on without fetching anything twice. Pages are streamed: memory holds one page of
-records and the few images in flight, never the project.
+checked for length and decodability and fetched again when cut. `.pull/state.db`
+(SQLite, pull_state.py) gets one row per image written (its id, file and SHA-256), so a
+run that stopped goes on without fetching anything twice. Pages are streamed and the
+layout files written from the state (pull_layout.py): memory holds one page of records
+and the few images in flight, never the project, so a project of 100,000 images (the S0
+limit) pulls in the memory of a small one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -42,6 +45,8 @@ from edge_runtime.model.imageio import decode_image, sniff
 
 from .customvision import CloudTraining, UploadState
 from .dataset import SET_APART
+from .pull_layout import write_layout, write_object, write_predictions
+from .pull_state import PullState, Record
 from .sdk_client import SdkClient
 from .training_client import TRAINED, CloudError, DomainType, Flavor, Progress
 from .verify import verify_export
@@ -53,8 +58,9 @@ WORKERS = 4
 ATTEMPTS = 4
 MAX_IMAGE_BYTES = 16 * 1024 * 1024  # the service takes uploads of 6 MB at most
 MAX_SIDE = 100_000
-NEGATIVE, UNTAGGED, EXPORTS = SET_APART
-STATE = Path(".pull") / "images.jsonl"
+NEGATIVE, UNTAGGED, EXPORTS, PREDICTIONS = SET_APART
+STATE = Path(".pull") / "state.db"
+KEPT = 100  # problem messages kept of each kind (all are counted)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
 _SAFE_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
@@ -108,6 +114,28 @@ def _finite(values: list[Any], what: str) -> list[float]:
     return numbers
 
 
+def _box(values: list[Any], what: str) -> tuple[float, float, float, float]:
+    """A normalised left, top, width, height that lies inside the image."""
+    left, top, width, height = _finite(values, what)
+    if min(left, top) < 0 or width <= 0 or height <= 0 or left + width > 1.001 or top + height > 1.001:
+        raise PullRecordError(f"{what} outside the image")
+    return left, top, width, height
+
+
+def _uri(image: Any, image_id: str) -> str:
+    uri = image.original_image_uri or ""
+    if not uri.startswith(("http://", "https://")):
+        raise PullRecordError(f"image {shown(image_id)}: no original image address")
+    return str(uri)
+
+
+def _id(image: Any) -> str:
+    image_id = image.id
+    if not isinstance(image_id, str) or not image_id:
+        raise PullRecordError("an image without an id")
+    return image_id
+
+
 @dataclass(frozen=True)
 class Remote:
     """One image as the listing describes it."""
@@ -120,36 +148,82 @@ class Remote:
 
     @classmethod
     def of(cls, image: Any) -> Remote:
-        image_id = image.id
-        if not isinstance(image_id, str) or not image_id:
-            raise PullRecordError("an image without an id")
-        uri = image.original_image_uri or ""
-        if not uri.startswith(("http://", "https://")):
-            raise PullRecordError(f"image {shown(image_id)}: no original image address")
-        regions = []
-        for r in image.regions or []:
-            left, top, width, height = _finite([r.left, r.top, r.width, r.height], f"image {shown(image_id)}: a region")
-            if min(left, top) < 0 or width <= 0 or height <= 0 or left + width > 1.001 or top + height > 1.001:
-                raise PullRecordError(f"image {shown(image_id)}: a region outside the image")
-            regions.append((str(r.tag_id), left, top, width, height))
+        image_id = _id(image)
+        uri = _uri(image, image_id)
+        regions = [(str(r.tag_id), *_box([r.left, r.top, r.width, r.height], f"image {shown(image_id)}: a region"))
+                   for r in image.regions or []]
         tags = tuple(str(t.tag_id) for t in image.tags or [])
         metadata = {str(k): str(v) for k, v in (image.metadata or {}).items()}
         return cls(image_id, uri, tags, tuple(regions), metadata)
 
+    def record(self, file: str, sha256: str, width: int, height: int, which: str) -> Record:
+        return Record(self.id, file, sha256, width, height, which, list(self.tags), [list(r) for r in self.regions],
+                      self.metadata)
 
-@dataclass
-class Record:
-    """One image written: a line of the state file."""
+
+@dataclass(frozen=True)
+class Predicted:
+    """One image the prediction endpoint stored, with what the iteration predicted for it."""
 
     id: str
-    file: str  # relative to the dataset root
-    sha256: str
-    width: int
-    height: int
-    set: str  # "tagged", "negative" or "untagged"
-    tags: list[str] = field(default_factory=list)
-    regions: list[list[Any]] = field(default_factory=list)
-    metadata: dict[str, str] = field(default_factory=dict)
+    uri: str
+    created: str | None  # ISO 8601
+    iteration: str | None
+    predictions: tuple[tuple[float, str, str, str | None, tuple[float, float, float, float] | None], ...]
+    # probability, tag id, tag name, tag type, normalised box
+
+    @classmethod
+    def of(cls, stored: Any) -> Predicted:
+        image_id = _id(stored)
+        uri = _uri(stored, image_id)
+        what = f"prediction {shown(image_id)}"
+        found = []
+        for p in stored.predictions or []:
+            (probability,) = _finite([p.probability], f"{what}: a probability")
+            if not 0 <= probability <= 1:
+                raise PullRecordError(f"{what}: a probability outside 0 to 1")
+            b = p.bounding_box
+            box = None if b is None else _box([b.left, b.top, b.width, b.height], f"{what}: a box")
+            found.append((probability, str(p.tag_id), str(p.tag_name), p.tag_type, box))
+        created = stored.created.isoformat() if stored.created is not None else None
+        return cls(image_id, uri, created, str(stored.iteration) if stored.iteration else None, tuple(found))
+
+    def record(self, file: str, sha256: str, width: int, height: int, which: str) -> Record:
+        entries = [{"probability": probability, "tagId": tag_id, "tagName": tag_name, "tagType": tag_type,
+                    "boundingBox": None if box is None else dict(zip(("left", "top", "width", "height"), box,
+                                                                     strict=True)),
+                    "box": None if box is None else [round(box[0] * width, 2), round(box[1] * height, 2),
+                                                     round(box[2] * width, 2), round(box[3] * height, 2)]}
+                   for probability, tag_id, tag_name, tag_type, box in self.predictions]
+        return Record(self.id, file, sha256, width, height, which,
+                      extra={"created": self.created, "iteration": self.iteration, "predictions": entries})
+
+
+Listed = Remote | Predicted
+
+
+class Problems:
+    """Messages of one kind: every one counted, the first KEPT kept (a broken project of
+    100,000 images must not fill memory with its complaints)."""
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+        self.count = 0
+
+    def append(self, message: str) -> None:
+        self.count += 1
+        if len(self.kept) < KEPT:
+            self.kept.append(message)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> str:
+        return self.kept[index]
+
+    def lines(self, what: str) -> list[str]:
+        more = self.count - len(self.kept)
+        return self.kept + ([f"... and {more} more {what}"] if more else [])
 
 
 @dataclass
@@ -158,15 +232,19 @@ class Summary:
     kind: str
     written: Counter[str] = field(default_factory=Counter)  # per set
     already_here: int = 0
-    refused: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    refused: Problems = field(default_factory=Problems)
+    failed: Problems = field(default_factory=Problems)
     exports: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        sets = ", ".join(f"{self.written[s]} {s}" for s in ("tagged", "negative", "untagged") if self.written[s])
+        sets = ", ".join(f"{self.written[s]} {s}" for s in ("tagged", "negative", "untagged", "predictions")
+                         if self.written[s])
         exports = f"; {len(self.exports)} exports verified" if self.exports else ""
         return (f"pulled {self.project} ({self.kind}): {sets or 'no'} images ({self.already_here} already here), "
                 f"{len(self.refused)} refused, {len(self.failed)} failed{exports}")
+
+    def problems(self) -> list[str]:
+        return self.refused.lines("refused") + self.failed.lines("failed")
 
 
 class _Transient(Exception):
@@ -212,7 +290,7 @@ class Pull:
         self.page, self.workers, self.sleep = page, workers, sleep
         self.poll_s, self.timeout_s = poll_s, timeout_s
         self.session = requests.Session()
-        self.state: dict[str, Record] = {}
+        self.state: PullState  # opened by `run`
 
     # -- the project ----------------------------------------------------------------------
     def _project(self, name_or_id: str) -> Any:
@@ -234,18 +312,7 @@ class Pull:
                       "domainType": domain.type.value if domain else None,
                       "classificationType": settings.classification_type}
 
-    # -- the state file ---------------------------------------------------------------------
-    def _load_state(self) -> None:
-        path = self.out / STATE
-        if not path.is_file():
-            return
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = Record(**json.loads(line))
-            except (ValueError, TypeError):
-                continue  # a line a killed run cut short: that image is fetched again
-            self.state[record.id] = record
-
+    # -- the files written -----------------------------------------------------------------
     def _have(self, record: Record) -> bool:
         path = self.out / record.file
         try:
@@ -261,7 +328,7 @@ class Pull:
         return path
 
     # -- one image ------------------------------------------------------------------------
-    def _download(self, remote: Remote, folder: str) -> tuple[Path, bytes, int, int]:
+    def _download(self, remote: Listed, folder: str) -> tuple[Path, bytes, int, int]:
         why = ""
         for attempt in range(ATTEMPTS):
             try:
@@ -276,15 +343,14 @@ class Pull:
             self.sleep(min(delay, 60.0))
         raise CloudError(f"image {shown(remote.id)}: {why} after {ATTEMPTS} tries")
 
-    def _fetch(self, remote: Remote, folder: str, which: str) -> Record:
+    def _fetch(self, remote: Listed, folder: str, which: str) -> Record:
         relative, data, width, height = self._download(remote, folder)
         path = self._inside(str(relative))
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
         partial.write_bytes(data)
         os.replace(partial, path)
-        return Record(remote.id, relative.as_posix(), hashlib.sha256(data).hexdigest(), width, height, which,
-                      list(remote.tags), [list(r) for r in remote.regions], remote.metadata)
+        return remote.record(relative.as_posix(), hashlib.sha256(data).hexdigest(), width, height, which)
 
     # -- listing ----------------------------------------------------------------------------
     def _pages(self, operation: str, project_id: str) -> Iterator[list[Any]]:
@@ -314,82 +380,71 @@ class Pull:
         return tags[remote.tags[0]]["folder"], "tagged"
 
     def _images(self, project_id: str, operation: str, tags: dict[str, dict[str, Any]], kind: str,
-                summary: Summary, seen: set[str], pool: ThreadPoolExecutor, counted: list[int], total: int) -> None:
-        state_file = self.out / STATE
+                summary: Summary, pool: ThreadPoolExecutor, counted: list[int], total: int) -> None:
         for page in self._pages(operation, project_id):
-            pending: list[tuple[str, Future[Record]]] = []
+            wanted: list[tuple[Listed, str, str]] = []
             for image in page:
                 try:
                     remote = Remote.of(image)
-                    folder, which = self._place(remote, tags, kind, operation == "get_untagged_images")
+                    wanted.append((remote, *self._place(remote, tags, kind, operation == "get_untagged_images")))
                 except PullRecordError as exc:
                     summary.refused.append(str(exc))
-                    continue
-                if remote.id in seen:
-                    continue
-                seen.add(remote.id)
-                old = self.state.get(remote.id)
-                if old is not None and Path(old.file).parent == Path(folder) and self._have(old):
-                    old.tags, old.regions, old.set = list(remote.tags), [list(r) for r in remote.regions], which
-                    summary.already_here += 1
-                    summary.written[which] += 1
-                    continue
-                if old is not None and Path(old.file).parent != Path(folder):
-                    self._inside(old.file).unlink(missing_ok=True)  # retagged: never left under its old tag
-                pending.append((remote.id, pool.submit(self._fetch, remote, folder, which)))
-            with state_file.open("a", encoding="utf-8") as f:
-                for image_id, future in pending:
-                    try:
-                        record = future.result()
-                    except CloudError as exc:
-                        summary.failed.append(str(exc))
-                        seen.discard(image_id)
-                        continue
-                    self.state[record.id] = record
-                    summary.written[record.set] += 1
-                    f.write(json.dumps(asdict(record)) + "\n")
-                    f.flush()
+            self._take("images", wanted, summary, pool)
             counted[0] += len(page)
             if self.progress:
                 self.progress("images", min(counted[0], total), total)
 
-    # -- the layout files ------------------------------------------------------------------
-    def _write_json(self, name: str, value: Any) -> None:
-        path = self.out / name
-        partial = path.with_name(name + ".part")
-        partial.write_text(json.dumps(value, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(partial, path)
+    def _predictions(self, project_id: str, summary: Summary, pool: ThreadPoolExecutor) -> None:
+        token: Any = None
+        while True:
+            results, token = self.client.query_predictions(project_id, token, self.page)
+            wanted: list[tuple[Listed, str, str]] = []
+            for stored in results:
+                try:
+                    wanted.append((Predicted.of(stored), PREDICTIONS, "predictions"))
+                except PullRecordError as exc:
+                    summary.refused.append(str(exc))
+            self._take("predictions", wanted, summary, pool)
+            if token is None or not results:
+                return
 
-    def _layout(self, kind: str, tags: dict[str, dict[str, Any]], seen: set[str]) -> None:
-        records = [r for r in self.state.values() if r.id in seen and r.set == "tagged"]
-        if kind == "multilabel":
-            self._write_json("labels.json", {"images": [
-                {"file": r.file, "tags": [tags[t]["name"] for t in r.tags], "metadata": r.metadata} for r in records]})
-        elif kind == "detection":
-            regular = [t for t in tags.values() if t["type"] != "Negative"]
-            category = {t["id"]: n for n, t in enumerate(regular, 1)}
-            images: list[dict[str, Any]] = []
-            annotations: list[dict[str, Any]] = []
-            for n, r in enumerate(records, 1):
-                images.append({"id": n, "file_name": r.file, "width": r.width, "height": r.height,
-                               "customvision_id": r.id, "metadata": r.metadata})
-                for tag_id, left, top, width, height in r.regions:
-                    box = [left * r.width, top * r.height, width * r.width, height * r.height]
-                    annotations.append({"id": len(annotations) + 1, "image_id": n, "category_id": category[tag_id],
-                                        "bbox": [round(v, 2) for v in box], "area": round(box[2] * box[3], 2),
-                                        "iscrowd": 0})
-            self._write_json("annotations.json", {
-                "images": images, "annotations": annotations,
-                "categories": [{"id": category[t["id"]], "name": t["name"], "customvision_id": t["id"]}
-                               for t in regular]})
+    def _take(self, source: str, wanted: list[tuple[Listed, str, str]], summary: Summary,
+              pool: ThreadPoolExecutor) -> None:
+        """Fetch one page's images that are not here yet, and write the page's rows in its order
+        (each file is on disk before its row)."""
+        rows: list[Record | Future[Record]] = []
+        batch: set[str] = set()
+        for remote, folder, which in wanted:
+            known = self.state.get(source, remote.id)
+            if remote.id in batch or (known is not None and known[1]):
+                continue  # listed twice
+            batch.add(remote.id)
+            old = known[0] if known is not None else None
+            if old is not None and Path(old.file).parent == Path(folder) and self._have(old):
+                rows.append(remote.record(old.file, old.sha256, old.width, old.height, which))
+                summary.already_here += 1
+                continue
+            if old is not None and Path(old.file).parent != Path(folder):
+                self._inside(old.file).unlink(missing_ok=True)  # retagged: never left under its old tag
+            rows.append(pool.submit(self._fetch, remote, folder, which))
+        for row in rows:
+            try:
+                record = row.result() if isinstance(row, Future) else row
+            except CloudError as exc:
+                summary.failed.append(str(exc))
+                continue
+            self.state.put(source, record)
+            summary.written[record.set] += 1
+        self.state.commit()
 
+    # -- project.json -------------------------------------------------------------------
     def _iterations(self, project_id: str, kind: str, exports: bool, summary: Summary) -> list[dict[str, Any]]:
         out = []
         run = CloudTraining(self.client, UploadState(self.out / ".pull" / "unused.json"), self.progress,
                             sleep=self.sleep, poll_s=self.poll_s)
         for it in self.client.iterations(project_id):
             entry: dict[str, Any] = {"id": it.id, "name": it.name, "status": it.status,
-                                     "publishName": it.publish_name or None}
+                                     "publishName": it.publish_name or None, "trainedAt": it.trained_at or None}
             if it.status == TRAINED:
                 perf = self.client.performance(project_id, it.id, 0.5, 0.3 if kind == "detection" else None)
                 entry["performance"] = {"threshold": 0.5, "precision": perf.precision, "recall": perf.recall,
@@ -415,7 +470,8 @@ class Pull:
         return f"{EXPORTS}/{iteration_id}.zip"
 
     # -- the whole run ---------------------------------------------------------------------
-    def run(self, name_or_id: str, exports: bool = False, untagged: bool = False) -> Summary:
+    def run(self, name_or_id: str, exports: bool = False, untagged: bool = False,
+            predictions: bool = False) -> Summary:
         project = self._project(name_or_id)
         kind, settings = self._kind(project)
         summary = Summary(shown(project.name), kind)
@@ -428,20 +484,29 @@ class Pull:
             tags[str(tag.id)] = {"id": str(tag.id), "name": str(tag.name), "type": tag.type or "Regular",
                                  "folder": folder}
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / STATE).parent.mkdir(parents=True, exist_ok=True)
-        self._load_state()
-        operations = ["get_tagged_images"] + (["get_untagged_images"] if untagged else [])
-        total = sum(int(self.client.call(op.replace("images", "image_count"), project.id)) for op in operations)
-        seen: set[str] = set()
-        counted = [0]
-        with ThreadPoolExecutor(self.workers) as pool:
-            for operation in operations:
-                self._images(project.id, operation, tags, kind, summary, seen, pool, counted, total)
-        self._layout(kind, tags, seen)
+        self.state = PullState.open(self.out / STATE)
+        try:
+            self._all_images(project.id, tags, kind, summary, untagged, predictions)
+        finally:
+            self.state.close()
         info = {"project": {"id": project.id, "name": project.name, "description": project.description},
                 "kind": kind, "settings": settings,
                 "tags": [{k: v for k, v in t.items() if k != "folder" or kind == "classification"}
                          for t in tags.values()],
                 "iterations": self._iterations(project.id, kind, exports, summary)}
-        self._write_json("project.json", info)
+        write_object(self.out / "project.json", info, {})
         return summary
+
+    def _all_images(self, project_id: str, tags: dict[str, dict[str, Any]], kind: str, summary: Summary,
+                    untagged: bool, predictions: bool) -> None:
+        operations = ["get_tagged_images"] + (["get_untagged_images"] if untagged else [])
+        total = sum(int(self.client.call(op.replace("images", "image_count"), project_id)) for op in operations)
+        counted = [0]
+        with ThreadPoolExecutor(self.workers) as pool:
+            for operation in operations:
+                self._images(project_id, operation, tags, kind, summary, pool, counted, total)
+            if predictions:
+                self._predictions(project_id, summary, pool)
+        write_layout(self.out, self.state, kind, tags)
+        if predictions:
+            write_predictions(self.out / PREDICTIONS / "predictions.json", self.state)

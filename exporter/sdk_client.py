@@ -65,7 +65,8 @@ def _message(exc: Exception) -> str:
 
 
 def _iteration(it: Any) -> Iteration:
-    return Iteration(it.id, it.name or "", it.status or "", it.publish_name or "")
+    trained_at = it.trained_at.isoformat() if getattr(it, "trained_at", None) is not None else ""
+    return Iteration(it.id, it.name or "", it.status or "", it.publish_name or "", trained_at)
 
 
 class SdkClient:
@@ -95,6 +96,7 @@ class SdkClient:
         return self._call(name, *args, **kwargs)
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        from azure.core.exceptions import DeserializationError  # what msrest raises for a malformed answer
         from msrest.exceptions import ClientRequestError, HttpOperationError
 
         for attempt in range(RETRIES + 1):
@@ -103,6 +105,8 @@ class SdkClient:
                 self.limiter()
             try:
                 return getattr(self.sdk, name)(*args, **kwargs)
+            except DeserializationError:
+                raise CloudError(f"Custom Vision {name}: the answer does not follow the API's schema") from None
             except (HttpOperationError, ClientRequestError) as exc:
                 code, retry_after = _status(exc)
                 transient = code is None or code == 429 or code >= 500
@@ -165,6 +169,21 @@ class SdkClient:
         per_tag = tuple(TagPerformance(t.name, t.precision, t.recall, t.average_precision)
                         for t in perf.per_tag_performance or [])
         return Performance(perf.precision, perf.recall, perf.average_precision, per_tag)
+
+    def query_predictions(self, project_id: str, token: Any, max_count: int) -> tuple[list[Any], Any]:
+        """One page of the images the prediction endpoint stored, oldest first, and the token for
+        the next page (None after the last). Pass None for the first page, then what came back."""
+        from azure.cognitiveservices.vision.customvision.training.models import PredictionQueryToken
+
+        if token is None:
+            token = PredictionQueryToken(order_by="Oldest", max_count=max_count)
+        previous = token.continuation
+        result = self._call("query_predictions", project_id, token)
+        following = result.token
+        more = following is not None and bool(following.continuation) and following.continuation != previous
+        if more:
+            following.max_count = max_count
+        return list(result.results or []), following if more else None
 
     def exports(self, project_id: str, iteration_id: str) -> list[Export]:
         return [Export(e.platform, Flavor.from_api(e.flavor), e.status, e.download_uri or "")

@@ -104,6 +104,7 @@ class Iteration:
     name: str
     status: str  # "Training", "Completed", "Failed", ...
     publish_name: str = ""
+    trained_at: str = ""  # ISO 8601, when it finished training
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,21 @@
 contract closely enough for the official SDK: JSON in camelCase, the batch limits and
 per-image statuses of images/files, iterations that train and exports that finish over
 several polls, errors as {"code", "message"}. Faults are injected on request.
+
+Stored predictions (`query_predictions`) are served in pages with a continuation token.
+`add_synthetic` makes a project of any size whose records and tiny JPEGs are made on the
+fly from their index, so 100,000 images cost the double no memory; its downloads come
+from the loopback blob route, which, like the service's blob storage, is outside the
+training API and its quota.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
+import struct
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -67,6 +75,11 @@ class Double:
     blobs: dict[str, bytes] = field(default_factory=dict)  # image id -> original file
     downloads: list[str] = field(default_factory=list)  # image id of every download asked for
     takes: list[int] = field(default_factory=list)  # the take of every listing call
+    predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project -> stored predictions
+    queries: list[dict[str, Any]] = field(default_factory=list)  # the token of every query_predictions call
+    synthetic: dict[str, Synthetic] = field(default_factory=dict)  # project -> images made on the fly
+    performances: dict[str, dict[str, Any]] = field(default_factory=dict)  # iteration -> its answer, if not the default
+    record_downloads: bool = True  # off for large projects: the list would grow with them
 
     def add_project(self, name: str, domain_id: str, classification: str | None,
                     tags: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
@@ -96,12 +109,84 @@ class Double:
         self.blobs[image_id] = data
         return image_id
 
-    def add_iteration(self, pid: str, name: str = "Iteration 1") -> str:
+    def add_prediction(self, pid: str, data: bytes, iteration: str,
+                       predicted: list[tuple[str, float, tuple[float, float, float, float] | None]],
+                       prediction_id: str = "") -> str:
+        """An image the prediction endpoint stored: (tag id, probability, normalised box or None) each."""
+        prediction_id = prediction_id or str(uuid.uuid4())
+        names = {t["id"]: (t["name"], t["type"]) for t in self.tags[pid]}
+        uri = f"{self.base_url}/img/{urllib.parse.quote(prediction_id, safe='')}"
+        self.predictions.setdefault(pid, []).append({
+            "resizedImageUri": uri, "thumbnailUri": uri, "originalImageUri": uri, "domain": "General",
+            "id": prediction_id, "project": pid, "iteration": iteration,
+            "created": f"2024-02-{1 + len(self.predictions[pid]) % 28:02d}T10:00:00Z",
+            "predictions": [{"probability": prob, "tagId": t, "tagName": names.get(t, ("?", ""))[0],
+                             "tagType": names.get(t, ("?", "Regular"))[1],
+                             "boundingBox": None if box is None else dict(zip(("left", "top", "width", "height"),
+                                                                              box, strict=True))}
+                            for t, prob, box in predicted]})
+        self.blobs[prediction_id] = data
+        return prediction_id
+
+    def add_synthetic(self, pid: str, count: int, detection: bool = False, multilabel: bool = False) -> None:
+        """`count` tagged images made on the fly: image i carries tag i mod tags (multilabel: also the
+        next one), and for detection one box of that tag."""
+        tags = [t["id"] for t in self.tags[pid] if t["type"] != "Negative"]
+        self.synthetic[pid] = Synthetic(count, tuple(tags), detection, multilabel, self.base_url)
+
+    def add_iteration(self, pid: str, name: str = "Iteration 1", trained_at: str = "2024-01-02T00:00:00Z") -> str:
         iid = str(uuid.uuid4())
         self.iterations[iid] = {"id": iid, "name": name, "status": "Completed", "projectId": pid,
+                                "trainedAt": trained_at,
                                 "trainingType": "Regular", "exportable": True, "reservedBudgetInHours": 0,
                                 "domainId": self.projects[pid]["settings"]["domainId"]}
         return iid
+
+
+SYNTHETIC_PREFIX = "5e000000-0000-4000-8000-"
+SYNTHETIC_SIZE = (32, 24)
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    count: int
+    tags: tuple[str, ...]
+    detection: bool
+    multilabel: bool
+    base_url: str
+
+    def record(self, i: int) -> dict[str, Any]:
+        image_id = f"{SYNTHETIC_PREFIX}{i:012d}"
+        uri = f"{self.base_url}/img/{image_id}"
+        tag = self.tags[i % len(self.tags)]
+        tags = [tag, self.tags[(i + 1) % len(self.tags)]] if self.multilabel and i % 2 else [tag]
+        regions = [{"regionId": image_id, "tagName": "", "created": "2024-01-01T00:00:00Z", "tagId": tag,
+                    "left": 0.125, "top": 0.25, "width": 0.5, "height": 0.5}] if self.detection else []
+        return {"id": image_id, "created": "2024-01-01T00:00:00Z", "width": SYNTHETIC_SIZE[0],
+                "height": SYNTHETIC_SIZE[1], "resizedImageUri": uri, "thumbnailUri": uri, "originalImageUri": uri,
+                "tags": [] if self.detection else [{"tagId": t, "tagName": "", "created": "2024-01-01T00:00:00Z"}
+                                                   for t in tags],
+                "regions": regions, "metadata": {}}
+
+
+@functools.lru_cache(maxsize=8)
+def _base_jpeg(shade: int) -> bytes:
+    import cv2
+    import numpy as np
+
+    image = np.full((SYNTHETIC_SIZE[1], SYNTHETIC_SIZE[0], 3), shade, np.uint8)
+    image[6:18, 8:24] = 255 - shade
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def synthetic_jpeg(image_id: str) -> bytes:
+    """A tiny JPEG of its own: a shared picture with the id in a comment segment, so every
+    file has its own hash and still decodes."""
+    comment = image_id.encode()
+    base = _base_jpeg(40 * (int(image_id[-3:]) % 6))
+    return base[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + base[2:]
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -156,8 +241,19 @@ def create_double_app(double: Double) -> FastAPI:
         double.takes.append(take)
         if take > 256:
             return error(400, "BadRequestInvalidArgument", "take is limited to 256.")
+        made = double.synthetic.get(pid)
+        if made is not None:
+            records = [made.record(i) for i in range(skip, min(skip + take, made.count))] if tagged else []
+        else:
+            records = listed(pid, tagged)[skip : skip + take]
         # json.dumps, not JSONResponse: hostile tests send NaN as the service's JSON writer could
-        return Response(json.dumps(listed(pid, tagged)[skip : skip + take]), media_type="application/json")
+        return Response(json.dumps(records), media_type="application/json")
+
+    def counted(pid: str, tagged: bool) -> int:
+        made = double.synthetic.get(pid)
+        if made is not None:
+            return made.count if tagged else 0
+        return len(listed(pid, tagged))
 
     @app.get(BASE + "/projects/{pid}/images/tagged")
     async def tagged(pid: str, take: int = 50, skip: int = 0) -> Any:
@@ -169,15 +265,35 @@ def create_double_app(double: Double) -> FastAPI:
 
     @app.get(BASE + "/projects/{pid}/images/tagged/count")
     async def tagged_count(pid: str) -> Any:
-        return len(listed(pid, True))
+        return counted(pid, True)
 
     @app.get(BASE + "/projects/{pid}/images/untagged/count")
     async def untagged_count(pid: str) -> Any:
-        return len(listed(pid, False))
+        return counted(pid, False)
+
+    @app.post(BASE + "/projects/{pid}/predictions/query")
+    async def query_predictions(pid: str, request: Request) -> Any:
+        token = await request.json()
+        double.queries.append(token)
+        take = token.get("maxCount") or 50
+        if take > 256:
+            return error(400, "BadRequestInvalidArgument", "maxCount is limited to 256.")
+        start = int(token.get("continuation") or 0)
+        stored = double.predictions.get(pid, [])
+        if token.get("orderBy") == "Newest":
+            stored = stored[::-1]
+        following = start + take if start + take < len(stored) else None
+        body = {"token": {**token, "session": token.get("session") or "session-1",
+                          "continuation": None if following is None else str(following)},
+                "results": stored[start : start + take]}
+        return Response(json.dumps(body), media_type="application/json")
 
     @app.get("/img/{image_id:path}")
     async def image(image_id: str) -> Any:
-        double.downloads.append(image_id)
+        if double.record_downloads:
+            double.downloads.append(image_id)
+        if image_id.startswith(SYNTHETIC_PREFIX):
+            return Response(synthetic_jpeg(image_id), media_type="image/jpeg")
         data, faults = double.blobs[image_id], double.faults
         if image_id in faults.cut_once:
             faults.cut_once.discard(image_id)
@@ -256,6 +372,8 @@ def create_double_app(double: Double) -> FastAPI:
 
     @app.get(BASE + "/projects/{pid}/iterations/{iid}/performance")
     async def performance(pid: str, iid: str, threshold: float = 0.5) -> Any:
+        if iid in double.performances:
+            return Response(json.dumps(double.performances[iid]), media_type="application/json")
         per_tag = [{"id": t["id"], "name": t["name"], "precision": 0.9, "precisionStdDeviation": 0.0,
                     "recall": 0.8, "recallStdDeviation": 0.0, "averagePrecision": 0.95} for t in double.tags[pid]]
         return {"perTagPerformance": per_tag, "precision": 0.9, "precisionStdDeviation": 0.0, "recall": 0.8,

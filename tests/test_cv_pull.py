@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from exporter.credentials import Credentials
 from exporter.dataset import Kind, load_dataset
 from exporter.pull import Pull, RateLimiter, safe_name
 from exporter.sdk_client import SdkClient
+from exporter.training_client import CloudError
 from exporter.verify import verify_export
 from tests.cv_double import DOMAINS, KEY, Double, Faults
 
@@ -82,19 +84,19 @@ def test_a_run_that_stopped_goes_on_without_fetching_anything_twice(cv_service, 
     out = tmp_path / "shelf"
     puller(url, out, []).run("shelf")
     assert len(double.downloads) == 27
-    # a killed run: the last state line half written, and its file never renamed into place
-    state = out / ".pull" / "images.jsonl"
-    lines = state.read_text().splitlines()
-    last = json.loads(lines[-1])
-    state.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:30])
-    (out / last["file"]).unlink()
+    # a killed run: the last page's rows never committed, one of its files never renamed into place
+    with sqlite3.connect(out / ".pull" / "state.db") as db:
+        rows = db.execute("SELECT id, file FROM images ORDER BY seq").fetchall()
+        db.execute("DELETE FROM images WHERE id IN (?, ?)", (rows[-1][0], rows[-2][0]))
+    last, uncommitted = {"id": rows[-1][0], "file": rows[-1][1]}, rows[-2][0]
+    (out / last["file"]).rename(out / (last["file"] + ".part"))
     # and one file damaged on disk: its hash no longer matches
-    damaged = json.loads(lines[0])
+    damaged = {"id": rows[0][0], "file": rows[0][1]}
     (out / damaged["file"]).write_bytes(b"not the image")
     double.downloads.clear()
     summary = puller(url, out, []).run("shelf")
-    assert sorted(double.downloads) == sorted([last["id"], damaged["id"]])
-    assert summary.already_here == 25 and summary.written["tagged"] + summary.written["negative"] == 27
+    assert sorted(double.downloads) == sorted([last["id"], uncommitted, damaged["id"]])
+    assert summary.already_here == 24 and summary.written["tagged"] + summary.written["negative"] == 27
     double.downloads.clear()
     puller(url, out, []).run("shelf")
     assert double.downloads == []
@@ -167,14 +169,18 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_pulls_iterations_performance_and_verified_exports_without_leaking_the_key(cv_service, tmp_path):
     double, url = cv_service
-    pid, _, _ = classification_project(double, per_tag=6)
+    pid, tags, _ = classification_project(double, per_tag=6)
     iid = double.add_iteration(pid)
+    for _ in range(3):
+        double.add_prediction(pid, png(20, 10), iid, [(tags["red"], 0.7, None), (tags["green"], 0.2, None)])
     out = tmp_path / "shelf"
-    result = cli(url, "pull", "--project", "shelf", "--out", str(out), "--exports", "--no-progress",
-                 "--poll-seconds", "0.01")
+    result = cli(url, "pull", "--project", "shelf", "--out", str(out), "--exports", "--predictions",
+                 "--no-progress", "--poll-seconds", "0.01")
     assert result.returncode == 0, result.stderr
     assert KEY not in result.stdout + result.stderr
-    assert "12 tagged, 3 negative images (0 already here), 0 refused, 0 failed; 1 exports verified" in result.stdout
+    assert "query_predictions" in result.stderr  # -v logged the calls, and not the key
+    assert ("12 tagged, 3 negative, 3 predictions images (0 already here), 0 refused, 0 failed; "
+            "1 exports verified") in result.stdout
     assert any(c.startswith("POST") and c.endswith(f"/iterations/{iid}/export") for c in double.calls)
     verified = verify_export(out / "_exports" / f"{iid}.zip")
     assert verified.tags == 2 and verified.sha1_checked
@@ -234,3 +240,106 @@ def test_safe_names_and_the_rate_limiter():
     for _ in range(11):
         limit()
     assert now[0] == pytest.approx(1.0) and len(waits) == 10
+
+
+def test_stored_predictions_come_out_apart_in_pixels_over_pages_resumable_and_hostile_ones_refused(cv_service,
+                                                                                                   tmp_path):
+    double, url = cv_service
+    pid, tags = double.add_project("boxes", DETECTION, None, [("cup", "Regular"), ("can", "Regular")])
+    for _ in range(15):
+        double.add_image(pid, png(64, 48), 64, 48, regions=[(tags["cup"], 0.1, 0.2, 0.5, 0.25),
+                                                            (tags["can"], 0.5, 0.5, 0.25, 0.5)])
+    iid = double.add_iteration(pid)
+    sizes = [(200, 100), (100, 300)]
+    good = [double.add_prediction(pid, png(*sizes[i % 2]), iid, [(tags["cup"], 0.9, (0.1, 0.2, 0.5, 0.25)),
+                                                                 (tags["can"], 0.3, (0.5, 0.5, 0.25, 0.5))])
+            for i in range(19)]
+    good.append(double.add_prediction(pid, png(20, 10), iid, [(tags["can"], 0.6, None)],
+                                      prediction_id="../../escaped"))
+    for box in [(float("nan"), 0, 0.5, 0.5), (0, 0, 1e300, 0.5), (0, 0, float("inf"), 0.5)]:
+        double.add_prediction(pid, png(20, 10), iid, [(tags["cup"], 0.5, box)])
+    double.add_prediction(pid, png(20, 10), iid, [(tags["cup"], 7.0, None)])
+    out = tmp_path / "data" / "boxes"
+    summary = puller(url, out, []).run("boxes", predictions=True)
+
+    assert summary.written["predictions"] == 20 and summary.written["tagged"] == 15
+    assert len(summary.refused) == 4 and all("\n" not in r for r in summary.refused)
+    assert sum("not finite" in r for r in summary.refused) == 2 and any("outside the image" in r
+                                                                        for r in summary.refused)
+    assert "20 predictions" in summary.line()
+    # paged by continuation token: 24 stored, 8 a page; each later call sends the token it was given
+    assert [q.get("continuation") for q in double.queries] == [None, "8", "16"]
+    assert all(q["maxCount"] == 8 and q["orderBy"] == "Oldest" for q in double.queries)
+    assert {q.get("session") for q in double.queries[1:]} == {"session-1"}
+    listing = json.loads((out / "_predictions" / "predictions.json").read_text())["images"]
+    assert [e["id"] for e in listing] == good
+    for entry in listing:
+        assert (out / "_predictions" / entry["file"]).read_bytes() == double.blobs[entry["id"]]
+        assert entry["iteration"] == iid and entry["created"].startswith("2024-02-")
+        w, h = entry["width"], entry["height"]
+        first = entry["predictions"][0]
+        if first["boundingBox"] is not None:
+            assert first["tagName"] == "cup" and first["probability"] == pytest.approx(0.9)
+            assert first["box"] == pytest.approx([0.1 * w, 0.2 * h, 0.5 * w, 0.25 * h], abs=0.01)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(out.resolve() in p.resolve().parents for p in written)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "data" / "escaped").exists()
+    dataset = load_dataset(out)  # never mixed into the training set
+    assert dataset.kind is Kind.DETECTION and len(dataset.items) == 15 and not dataset.report.errors
+    coco = json.loads((out / "annotations.json").read_text())
+    assert not any(i["file_name"].startswith("_predictions") for i in coco["images"])
+
+    # resumable and hash-checked: one file damaged, nothing else fetched again
+    damaged = out / "_predictions" / listing[3]["file"]
+    damaged.write_bytes(b"not the image")
+    double.downloads.clear()
+    double.queries.clear()
+    again = puller(url, out, []).run("boxes", predictions=True)
+    assert double.downloads == [good[3]]
+    assert again.written["predictions"] == 20 and again.already_here == 15 + 19
+    assert json.loads((out / "_predictions" / "predictions.json").read_text())["images"] == listing
+
+
+def test_a_service_that_repeats_its_continuation_token_does_not_loop(cv_service, tmp_path):
+    double, url = cv_service
+    pid, tags = double.add_project("loop", MULTICLASS, "Multiclass", [("a", "Regular")])
+    iid = double.add_iteration(pid)
+    for _ in range(10):
+        double.add_prediction(pid, png(20, 10), iid, [(tags["a"], 0.6, None)])
+    client = SdkClient.connect(Credentials(url, KEY), limiter=RateLimiter(1000))
+    results, token = client.query_predictions(pid, None, 4)
+    assert len(results) == 4 and token.continuation == "4"
+    token.continuation = None  # the service answers the first page again, with the same token
+    results, again = client.query_predictions(pid, token, 4)
+    assert len(results) == 4 and again.continuation == "4"
+    again.continuation = "4"
+    double.predictions[pid] = double.predictions[pid][:8]  # ... or hands back the token it was sent
+    _, last = client.query_predictions(pid, again, 4)
+    assert last is None
+
+
+def test_a_page_that_breaks_the_apis_schema_is_one_clear_error(cv_service, tmp_path):
+    double, url = cv_service
+    pid, tags = double.add_project("odd", MULTICLASS, "Multiclass", [("a", "Regular")])
+    double.add_prediction(pid, png(20, 10), double.add_iteration(pid), [(tags["a"], 0.6, None)])
+    double.predictions[pid][0]["created"] = "not a date"
+    with pytest.raises(CloudError, match="query_predictions: the answer does not follow the API's schema"):
+        puller(url, tmp_path / "odd", []).run("odd", predictions=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_memory_stays_flat_as_the_project_grows(tmp_path):
+    """scripts/bench_pull.py at a small size: the Python heap's peak once 2,000 images are
+    pulled and the COCO file written is that of the first 512 (a state held in memory, or
+    annotations built as one list, grow by several MB here)."""
+    figures = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "scripts/bench_pull.py", "--images", "2000", "--at", "400",
+                             "--calls-per-second", "1000", "--tracemalloc", "--json", str(figures)],
+                            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=280,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "pulled bench (detection): 2000 tagged images" in result.stdout and "heap peak MB" in result.stdout
+    rows = json.loads(figures.read_text())["rows"]
+    assert [r["images"] for r in rows] == [512, 2000]
+    assert rows[1]["heapPeakMB"] - rows[0]["heapPeakMB"] < 1.0, rows

@@ -7,8 +7,6 @@ computed by pycocotools.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.int8.coco import ap_per_category, run_cocoeval
 from edge_runtime.model.imageio import decode_image
 from edge_runtime.model.postprocess import PostprocessOptions
 from edge_runtime.model.predictor import Predictor
@@ -100,9 +99,6 @@ def evaluate(predictor: Predictor, dataset: Dataset, threshold: float = 0.5,
 
 def _detection(predictor: Predictor, dataset: Dataset, labels: list[str],
                progress: Progress | None, threshold: float = 0.5) -> DetectionMetrics:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     cat = {tag: i + 1 for i, tag in enumerate(labels)}
     gt: dict[str, list[dict[str, object]]] = {"images": [], "annotations": [], "categories": [
         {"id": i, "name": t} for t, i in cat.items()]}
@@ -131,21 +127,8 @@ def _detection(predictor: Predictor, dataset: Dataset, labels: list[str],
         nothing = tuple((t, float("nan"), 0.0 if truths[cat[t]] else float("nan"), truths[cat[t]]) for t in labels)
         return DetectionMetrics(0.0, tuple(per_tag), threshold, float("nan"), 0.0 if truths else float("nan"),
                                 nothing, source)
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its own tables
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(found)
-        run = COCOeval(coco_gt, coco_dt, "bbox")
-        run.params.iouThrs = np.array([0.5])
-        run.evaluate()
-        run.accumulate()
-    precision = run.eval["precision"][0, :, :, 0, -1]  # [recall, category] at IoU 0.5, all areas, 100 dets
-    per_tag = []
-    for k, tag in enumerate(labels):
-        values = precision[:, k]
-        values = values[values > -1]
-        per_tag.append((tag, float(values.mean()) if values.size else float("nan")))
+    run = run_cocoeval(gt, found)
+    per_tag = list(zip(labels, ap_per_category(run, len(labels)), strict=True))
     valid = [ap for _, ap in per_tag if not math.isnan(ap)]
     decisions = _decisions(run, labels, cat, threshold)
     tp, made, truths = (sum(d[i] for d in decisions.values()) for i in range(3))

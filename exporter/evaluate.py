@@ -131,9 +131,9 @@ def _detection(predictor: Predictor, dataset: Dataset, labels: list[str],
     per_tag = list(zip(labels, ap_per_category(run, len(labels)), strict=True))
     valid = [ap for _, ap in per_tag if not math.isnan(ap)]
     decisions = _decisions(run, labels, cat, threshold)
-    tp, made, truths = (sum(d[i] for d in decisions.values()) for i in range(3))
+    tp, made, boxes = (sum(d[i] for d in decisions.values()) for i in range(3))
     return DetectionMetrics(float(np.mean(valid)) if valid else 0.0, tuple(per_tag), threshold,
-                            _ratio(tp, made), _ratio(tp, truths),
+                            _ratio(tp, made), _ratio(tp, boxes),
                             tuple((t, _ratio(*decisions[t][:2]), _ratio(decisions[t][0], decisions[t][2]),
                                    decisions[t][2]) for t in labels), source)
 

@@ -29,12 +29,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_runtime.model.bench import machine  # noqa: E402
-from edge_runtime.model.predictor import Predictor  # noqa: E402
-from exporter.dataset import load_dataset  # noqa: E402
-from exporter.detection.train import Recipe, train_detector  # noqa: E402
-from exporter.evaluate import DetectionMetrics, evaluate  # noqa: E402
-from exporter.package import write_export  # noqa: E402
+from edge_runtime.model.bench import machine
+from edge_runtime.model.predictor import Predictor
+from exporter.dataset import load_dataset
+from exporter.detection.train import Recipe, train_detector
+from exporter.evaluate import DetectionMetrics, evaluate
+from exporter.package import write_export
 
 WIDTH, HEIGHT = 480, 360
 TRAIN_BACKGROUNDS = ("astronaut", "brick", "grass", "camera", "hubble_deep_field", "immunohistochemistry")
@@ -170,8 +170,8 @@ def main() -> None:
             assert isinstance(result.metrics, DetectionMetrics)
             rows.append((seed, seconds, result.metrics.map50, plain, mixed, result.recipe))
     print(f"machine: {machine()}; Python {platform.python_version()}")
-    print(f"set: 2 tags x 15 photos (one object each) for training, of which the trainer holds out 20%; "
-          f"20 held-out photos on other backgrounds; 10 mosaics of 4 held-out photos\n")
+    print("set: 2 tags x 15 photos (one object each) for training, of which the trainer holds out 20%; "
+          "20 held-out photos on other backgrounds; 10 mosaics of 4 held-out photos\n")
     print("| seed | training (s) | mAP@0.5 validation split | mAP@0.5 held-out | mAP@0.5 mosaics | "
           "AP held-out (cat / cup) | AP mosaics (cat / cup) |")
     print("|---|---|---|---|---|---|---|")

@@ -70,7 +70,7 @@ def read_coco(path: Path) -> Truth:
         if not (root / name).resolve().is_relative_to(root):
             raise ConfigError(f"{path}: image {name!r} is outside the set's folder")
     tags = tuple(categories[k] for k in sorted(categories))
-    return Truth(root, tags, images, tuple(boxes))  # type: ignore[arg-type]
+    return Truth(root, tags, images, tuple(boxes))
 
 
 def run_cocoeval(gt: dict[str, Any], found: Sequence[dict[str, Any]]) -> Any:
@@ -110,8 +110,8 @@ def mean_ap(predictor: Predictor, truth: Truth, skipped: list[str] | None = None
         raise ConfigError(f"--eval has tags the model does not know: {', '.join(unknown)}")
     gt: dict[str, Any] = {"images": [], "annotations": [],
                           "categories": [{"id": i + 1, "name": t} for i, t in enumerate(labels)]}
-    for k, (_, w, h) in enumerate(truth.images):
-        gt["images"].append({"id": k + 1, "width": w, "height": h})
+    for k, (_, width, height) in enumerate(truth.images):
+        gt["images"].append({"id": k + 1, "width": width, "height": height})
     for n, (k, tag, (x, y, w, h)) in enumerate(truth.boxes):
         gt["annotations"].append({"id": n + 1, "image_id": k + 1, "category_id": labels.index(tag) + 1,
                                   "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})

@@ -121,6 +121,7 @@ def load_backbone(model: Path = DEMO_MODEL / "model.onnx") -> EfficientNetLite0:
         for node, conv in zip(nodes, convs, strict=True):
             if len(node.input) < 3 or node.input[1] not in weights or node.input[2] not in weights:
                 raise DatasetError(f"{model}: convolution {node.name} has no constant weight and bias")
+            assert conv.bias is not None
             w = numpy_helper.to_array(weights[node.input[1]])
             b = numpy_helper.to_array(weights[node.input[2]])
             stride = tuple(_attribute(node, "strides", [1, 1]))

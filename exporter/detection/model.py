@@ -53,6 +53,7 @@ class Detector(nn.Module):
         )
         self.out = nn.Conv2d(NECK, self.anchors * (5 + tags), 1)
         with torch.no_grad():
+            assert self.out.bias is not None
             bias = self.out.bias.view(self.anchors, 5 + tags)
             bias.zero_()
             bias[:, 4] = math.log(OBJECTNESS_PRIOR / (1 - OBJECTNESS_PRIOR))
@@ -89,8 +90,10 @@ def _iou_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
-    area = lambda t: (t[:, 2:] - t[:, :2]).clamp(min=0).prod(-1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    iou: torch.Tensor = inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+    return iou
 
 
 def yolo_loss(grid: torch.Tensor, targets: Sequence[tuple[np.ndarray, np.ndarray]],

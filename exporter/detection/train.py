@@ -18,13 +18,13 @@ The recipe, sized for a laptop or a Raspberry Pi 5 with no accelerator:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def input_spec(size: int, backbone: Path = DEMO_MODEL) -> InputSpec:
     mean = tuple(json.loads(meta["CustomVision.Preprocess.NormalizeMean"]))
     std = tuple(json.loads(meta["CustomVision.Preprocess.NormalizeStd"]))
     return InputSpec(name=ONNX_INPUT, dtype="float32", height=size, width=size, bgr=False,
-                     pixel_range=PixelRange.NORMALIZED_0_1, mean=mean, std=std,  # type: ignore[arg-type]
+                     pixel_range=PixelRange.NORMALIZED_0_1, mean=mean, std=std,
                      resize=ResizeMethod.STRETCH, target_width=size, target_height=size,
                      crop=CropMethod.NO_CROP, crop_width=0, crop_height=0)
 
@@ -131,15 +131,15 @@ def _anchors(samples: list[Sample], grid: int, seed: int) -> np.ndarray:
     return fit_anchors(np.maximum(scaled, 1e-3), ANCHORS, seed)
 
 
-def _export(net: object, size: int, meta: dict[str, str]) -> bytes:
+def _export(net: Any, size: int, meta: dict[str, str]) -> bytes:
     import onnx
     import torch
 
-    buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), buffer, input_names=[ONNX_INPUT],
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(path), input_names=[ONNX_INPUT],
                           output_names=[ONNX_OUTPUT], opset_version=OPSET, dynamo=False)
-    proto = onnx.load_from_string(buffer.getvalue())
+        proto = onnx.load(str(path))
     del proto.metadata_props[:]
     for key, value in sorted(meta.items()):
         proto.metadata_props.add(key=key, value=value)
@@ -218,7 +218,7 @@ def train_detector(dataset: Dataset, seed: int = 0, threshold: float = 0.5, prog
         picked = rng.choice(len(views), min(recipe.batch, len(views)), replace=False)
         loss = yolo_loss(net.top(pool[picked]), [targets[i] for i in picked], anchors)
         optimiser.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
         step += 1
         if progress:

@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="detection: seconds of training steps, after the augmented views are made "
                        "(the step count is fitted to this machine's pace)")
     local.add_argument("--steps", type=int, metavar="N", help="detection: a fixed number of steps instead of --budget")
+    local.add_argument("--views", type=int, default=480, metavar="N",
+                       help="detection: augmented views of the training images made before the steps")
     local.add_argument("--input-size", type=int, default=320, metavar="PIXELS",
                        help="detection: the network's square input, a multiple of 32")
     local.add_argument("--int8-target", choices=TARGETS, default=Target.X86_AVX2.value,
@@ -215,8 +217,8 @@ def _train_locally(args: argparse.Namespace, dataset: Dataset) -> TrainResult:
     if dataset.kind is Kind.DETECTION:
         from .detection.train import Recipe, require_torch, train_detector
 
-        require_torch()
-        recipe = Recipe(size=args.input_size, budget_s=args.budget, steps=args.steps)
+        require_torch()  # before the recipe's checks: a missing extra is the first thing to say
+        recipe = Recipe(size=args.input_size, views=args.views, budget_s=args.budget, steps=args.steps)
         result = train_detector(dataset, seed=args.seed, threshold=args.threshold, progress=progress, recipe=recipe)
         print(f"\ntrained on {result.train_images} images ({result.validation_images} held out) "
               f"in {result.seconds:.1f} s: {result.recipe}")

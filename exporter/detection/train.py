@@ -69,7 +69,7 @@ class Recipe:
         if self.size < 64 or self.size % 32:
             raise ConfigError(f"--input-size must be a multiple of 32 from 64, not {self.size}")
         if self.views < 1 or self.batch < 1 or (self.steps is not None and self.steps < 1) or not self.budget_s > 0:
-            raise ConfigError("--budget, --steps, views and batch must be positive numbers")
+            raise ConfigError("--budget, --steps, --views and the batch must be positive numbers")
 
 
 def require_torch() -> None:
@@ -183,7 +183,7 @@ def train_detector(dataset: Dataset, seed: int = 0, threshold: float = 0.5, prog
     grid = recipe.size // STRIDE
     anchors = _anchors(samples, grid, seed)
     net = Detector(load_backbone(backbone / "model.onnx"), len(tags), anchors)
-    net.eval()
+    net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # a third faster on CPU
 
     from edge_runtime.model.preprocess import to_tensor
 
@@ -193,6 +193,7 @@ def train_detector(dataset: Dataset, seed: int = 0, threshold: float = 0.5, prog
         for first in range(0, len(views), recipe.batch):
             chunk = views[first : first + recipe.batch]
             batch = torch.from_numpy(np.concatenate([to_tensor(v.image, spec) for v in chunk]))
+            batch = batch.to(memory_format=torch.channels_last)
             features.append(net.trunk(batch))
             if progress:
                 progress("views", first + len(chunk), len(views))
@@ -223,7 +224,7 @@ def train_detector(dataset: Dataset, seed: int = 0, threshold: float = 0.5, prog
         step += 1
         if progress:
             progress("train", step, steps)
-    net.eval()
+    net.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     meta = detector_metadata(recipe.size, anchors, backbone)
     model = _export(net, recipe.size, meta)
     held_out = Dataset(dataset.root, Kind.DETECTION, tags, [dataset.items[i] for i in val], Report())

@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calibrate", type=Path, required=True, metavar="DIR|VIDEO",
                           help="images (a folder, searched recursively) or a video from the camera's scene")
     quantize.add_argument("--out", type=Path, required=True, help="folder for the INT8 export (new or empty)")
-    quantize.add_argument("--eval", type=Path, metavar="LABELLED_DIR", help="folder-per-tag images: compare accuracy")
+    quantize.add_argument("--eval", type=Path, metavar="LABELLED",
+                          help="folder-per-tag images (top-1 accuracy), or for a detector a COCO set "
+                          "(annotations.json or its folder: mAP@0.5), judged instead of agreement")
     quantize.add_argument("--max-drop", type=float, default=1.0,
                           help="refuse when more than this many points are lost: of accuracy on --eval, else of "
                           "agreement on the decisions FP32 makes clearly")

@@ -17,6 +17,7 @@
     ├── ProviderError                an execution provider was asked for but is absent
     ├── InferenceError               onnxruntime failed while running a model
     ├── ConfigError                  a setting is wrong (the key is named)
+    ├── MissingExtraError            an optional extra a command needs is not installed (it is named)
     ├── StoreError                   the event store cannot be used
     │   ├── DiskFullError            no room on its disk or in its budget
     │   └── LabelError               a label the store refuses (a box outside the image, no such sample)
@@ -134,6 +135,10 @@ class InferenceError(EdgeRuntimeError):
 
 class ConfigError(EdgeRuntimeError):
     """A config file, environment variable or flag is wrong (the key is named)."""
+
+
+class MissingExtraError(EdgeRuntimeError):
+    """A command needs an optional extra that is not installed; the message names the pip command."""
 
 
 class StoreError(EdgeRuntimeError):

@@ -20,7 +20,7 @@ from edge_runtime.errors import EXIT_ERROR, ConfigError, run_command
 from edge_runtime.int8.target import TARGETS, Target
 from edge_runtime.publish.child import progress_line
 
-from .dataset import WHAT_A_DATASET_IS, Dataset, load_dataset
+from .dataset import WHAT_A_DATASET_IS, Dataset, Kind, load_dataset
 from .keys import PASSWORD_ENV, SigningKey, generate_keys, key_password
 from .training_client import Flavor
 from .verify import verify_export
@@ -28,6 +28,7 @@ from .verify import verify_export
 if TYPE_CHECKING:
     from .credentials import Credentials
     from .customvision import CloudTraining
+    from .local import TrainResult
     from .pulled import ServiceFigures
 
 DATASET_HELP = WHAT_A_DATASET_IS[0].upper() + WHAT_A_DATASET_IS[1:]
@@ -123,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--int8-max-drop", type=float, default=1.0, metavar="POINTS",
                        help="refuse the INT8 export when it loses more agreement on the decisions FP32 makes "
                        "clearly than this")
+    local.add_argument("--budget", type=float, default=150.0, metavar="SECONDS",
+                       help="detection: seconds of training steps, after the augmented views are made "
+                       "(the step count is fitted to this machine's pace)")
+    local.add_argument("--steps", type=int, metavar="N", help="detection: a fixed number of steps instead of --budget")
+    local.add_argument("--views", type=int, default=480, metavar="N",
+                       help="detection: augmented views of the training images made before the steps")
+    local.add_argument("--input-size", type=int, default=320, metavar="PIXELS",
+                       help="detection: the network's square input, a multiple of 32")
     local.add_argument("--int8-target", choices=TARGETS, default=Target.X86_AVX2.value,
                        help="the processor the INT8 export will run on (edge-runtime quantize --target)")
     cloud = train.add_argument_group("customvision backend")
@@ -231,31 +240,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     project = args.project or dataset.root.name
     if args.backend == "customvision":
         return train_cloud(args, dataset, project)
-    from .local import FOLDS, train_local
     from .package import write_bundle, write_export
     from .pulled import pulled_tag_ids
 
     tag_ids = pulled_tag_ids(dataset.root)  # a pulled dataset: the bundle reports the service's tag ids
-    result = train_local(dataset, seed=args.seed, threshold=args.threshold, progress=progress_for(args))
-    print(f"\ntrained on {result.train_images} images ({result.validation_images} held out) "
-          f"in {result.seconds:.1f} s")
-    print(f"recipe, chosen by {FOLDS}-fold cross-validation on the training images: {result.recipe}")
-    for name, score in result.candidates:
-        print(f"  {score:6.1%}  {name}")
+    result = _train_locally(args, dataset)
     print()
     print(result.metrics.table())
     with tempfile.TemporaryDirectory() as tmp:
-        export = write_export(Path(tmp) / "export", result.model, result.labels, result.metadata)
-        info = {"source": {"backend": "local", "dataset": str(dataset.root.resolve()), "images": len(dataset.items)},
-                "domain": "General (compact), offline", "iteration": None,
-                "metrics": result.metrics.to_json(),
-                "recipe": {"chosen": result.recipe, "crossValidated": dict(result.candidates)}}
+        export = write_export(Path(tmp) / "export", result.model, result.labels, result.metadata,
+                              domain=result.domain)
+        info: dict[str, Any] = {
+            "source": {"backend": "local", "dataset": str(dataset.root.resolve()), "images": len(dataset.items)},
+            "domain": "General (compact), offline", "iteration": None, "metrics": result.metrics.to_json()}
+        info["recipe"] = ({"chosen": result.recipe, "crossValidated": dict(result.candidates)} if result.candidates
+                          else {"chosen": result.recipe})
         bundle, verified = write_bundle(args.out, project, export, info, tag_ids, signing_key=args.signing_key)
     signed = ", signed" if args.signing_key else ""
     print(f"\nbundle: {bundle} ({verified.variant}, {verified.tags} tags, verified{signed})")
     if not args.int8:
         return 0
     return _int8(bundle, dataset.root, args.int8_max_drop, Target(args.int8_target), args.signing_key)
+
+
+def _train_locally(args: argparse.Namespace, dataset: Dataset) -> TrainResult:
+    """A classifier (local.py) or, for a COCO set, a detector (detection/, the `train` extra)."""
+    progress = progress_for(args)
+    if dataset.kind is Kind.DETECTION:
+        from .detection.train import Recipe, require_torch, train_detector
+
+        require_torch()  # before the recipe's checks: a missing extra is the first thing to say
+        recipe = Recipe(size=args.input_size, views=args.views, budget_s=args.budget, steps=args.steps)
+        result = train_detector(dataset, seed=args.seed, threshold=args.threshold, progress=progress, recipe=recipe)
+        print(f"\ntrained on {result.train_images} images ({result.validation_images} held out) "
+              f"in {result.seconds:.1f} s: {result.recipe}")
+        return result
+    from .local import FOLDS, train_local
+
+    result = train_local(dataset, seed=args.seed, threshold=args.threshold, progress=progress)
+    print(f"\ntrained on {result.train_images} images ({result.validation_images} held out) "
+          f"in {result.seconds:.1f} s")
+    print(f"recipe, chosen by {FOLDS}-fold cross-validation on the training images: {result.recipe}")
+    for name, score in result.candidates:
+        print(f"  {score:6.1%}  {name}")
+    return result
 
 
 def _int8(bundle: Path, images: Path, max_drop: float, target: Target, signing_key: SigningKey | None) -> int:

@@ -19,9 +19,11 @@ import csv
 import enum
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -214,18 +216,23 @@ def _coco(root: Path, annotations: Path, report: Report) -> tuple[list[str], lis
         images = {i["id"]: i for i in coco["images"]}
         boxes: dict[int, list[Region]] = {}
         for a in coco["annotations"]:
-            image = images[a["image_id"]]
-            x, y, w, h = (float(v) for v in a["bbox"])
-            iw, ih = float(image["width"]), float(image["height"])
-            boxes.setdefault(a["image_id"], []).append(
-                Region(categories[a["category_id"]], x / iw, y / ih, w / iw, h / ih))
+            region = _coco_region(a, images, categories, report)
+            if region is not None:
+                boxes.setdefault(a["image_id"], []).append(region)
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{annotations}: not UTF-8 text; {WHAT_A_DATASET_IS}") from exc
     except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise DatasetError(f"{annotations}: not usable COCO JSON ({exc})") from exc
     reader, items = _Reader(report), []
     for image_id, image in sorted(images.items()):
-        path = root / image["file_name"]
+        path = root / str(image["file_name"])
+        if not path.resolve().is_relative_to(root.resolve()):
+            report.errors.append(f"image {image_id}: {image['file_name']!r} is outside the dataset folder")
+            continue
+        if not path.is_file():
+            report.errors.append(f"image {image_id}: {image['file_name']} is named in {annotations.name} "
+                                 f"but is not in {root}")
+            continue
         got = reader.read(path)
         if got:
             data, sha1, decoded = got
@@ -235,6 +242,40 @@ def _coco(root: Path, annotations: Path, report: Report) -> tuple[list[str], lis
             items.append(Item(path, (), sha1, data, decoded.shape[1], decoded.shape[0],
                               tuple(boxes.get(image_id, []))))
     return sorted(set(categories.values())), items
+
+
+BOX_SLACK = 1.0  # pixels a box may reach past the image's edge (rounding by labelling tools)
+
+
+def _coco_region(a: dict[str, Any], images: dict[Any, dict[str, Any]], categories: dict[Any, str],
+                 report: Report) -> Region | None:
+    """The annotation's box normalised to its image, or None with the reason in the report's errors."""
+    where = f"annotation {a.get('id', '?')}"
+    if a.get("image_id") not in images:
+        report.errors.append(f"{where}: image {a.get('image_id')!r} is not among the images")
+        return None
+    if a.get("category_id") not in categories:
+        report.errors.append(f"{where}: category {a.get('category_id')!r} is not among the categories")
+        return None
+    image = images[a["image_id"]]
+    where += f" ({image.get('file_name')})"
+    iw, ih = float(image["width"]), float(image["height"])
+    values = a.get("bbox")
+    if not isinstance(values, list) or len(values) != 4:
+        report.errors.append(f"{where}: bbox must be [x, y, width, height] in pixels, not {values!r}")
+        return None
+    x, y, w, h = (float(v) for v in values)
+    if not all(math.isfinite(v) for v in (x, y, w, h, iw, ih)) or not (iw > 0 and ih > 0):
+        report.errors.append(f"{where}: bbox {values} or the image size {iw:g}x{ih:g} is not a finite number")
+    elif w <= 0 or h <= 0:
+        report.errors.append(f"{where}: bbox {values} has no width or no height")
+    elif x < -BOX_SLACK or y < -BOX_SLACK or x + w > iw + BOX_SLACK or y + h > ih + BOX_SLACK:
+        report.errors.append(f"{where}: bbox {values} reaches outside the {iw:g}x{ih:g} image")
+    else:
+        x, y = max(x, 0.0), max(y, 0.0)
+        w, h = min(w, iw - x), min(h, ih - y)
+        return Region(categories[a["category_id"]], x / iw, y / ih, w / iw, h / ih)
+    return None
 
 
 def load_dataset(path: Path) -> Dataset:

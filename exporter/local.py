@@ -29,6 +29,7 @@ from edge_runtime.model.predictor import Predictor
 from edge_runtime.paths import DEMO_MODEL
 
 from .dataset import Dataset, DatasetError, Kind
+from .evaluate import DetectionMetrics
 from .metrics import Evaluation, classification_metrics
 from .split import split
 
@@ -73,12 +74,13 @@ class TrainResult:
     multilabel: bool
     model: bytes
     metadata: dict[str, str]
-    metrics: Evaluation
+    metrics: Evaluation | DetectionMetrics
     train_images: int
     validation_images: int
     seconds: float
     recipe: str = ""  # what cross-validation chose, and its score beside the others'
     candidates: tuple[tuple[str, float], ...] = ()  # (recipe, cross-validated score)
+    domain: str = "Classification"  # the manifest's DomainType
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, flips: bool = True) -> np.ndarray:
@@ -242,7 +244,7 @@ def metadata(multilabel: bool, backbone: Path = BACKBONE) -> dict[str, str]:
 def train_local(dataset: Dataset, seed: int = 0, threshold: float = 0.5, copies: int | None = None,
                 progress: Progress | None = None, backbone: Path = BACKBONE) -> TrainResult:
     if dataset.kind is Kind.DETECTION:
-        raise DatasetError("the local backend trains classifiers only; object detection needs --backend customvision")
+        raise DatasetError("train_local trains classifiers; detection sets go to detection.train.train_detector")
     if dataset.report.errors:
         raise DatasetError("; ".join(dataset.report.errors))
     start = time.perf_counter()

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+# the CPU build of PyTorch first (the train extra): `torch==2.13.0` resolves to it where the
+# wheel folder pip is configured with holds it, and the extra's range then keeps it
+.venv/bin/python -m pip install --quiet 'torch==2.13.0'
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 .venv/bin/ruff check edge_runtime exporter tests scripts
 .venv/bin/mypy edge_runtime exporter

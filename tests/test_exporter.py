@@ -190,7 +190,7 @@ def test_a_bundle_that_fails_verification_is_not_kept(tmp_path):
 
 def test_local_backend_refuses_detection(tmp_path):
     coco = coco_dataset(tmp_path)
-    with pytest.raises(DatasetError, match="classifiers only"):
+    with pytest.raises(DatasetError, match="train_local trains classifiers"):
         train_local(load_dataset(coco))
 
 

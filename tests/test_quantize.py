@@ -477,3 +477,49 @@ def test_eval_tags_the_model_does_not_know_are_one_line(exports, tmp_path):
     with pytest.raises(QuantizeError, match="tags the model does not know: purple") as err:
         quantize_export(exports["modern"], frames, tmp_path / "int8", eval_dir=tmp_path / "eval")
     assert "\n" not in str(err.value) and not (tmp_path / "int8").exists()
+
+
+def test_a_detector_is_judged_on_map_over_a_coco_eval_set(exports, tmp_path):
+    from tests.datasets import coco_dataset
+
+    (tmp_path / "coco").mkdir()
+    coco = coco_dataset(tmp_path / "coco")
+    report = quantize_export(exports["yolo"], red_cells(tmp_path / "frames"), tmp_path / "int8", eval_dir=coco.parent)
+    f = report.figures
+    assert report.written and f.judged_on == "eval" and f.eval_metric == "mAP@0.5" and f.eval_images == 8
+    assert f.fp32_accuracy is not None and f.fp32_accuracy > 0.95 and f.int8_accuracy is not None
+    text = format_report(report, 1.0)
+    assert "mAP@0.5 (8 images)" in text and "points of mAP@0.5 on --eval lost" in text
+    assert json.loads((tmp_path / "int8" / "bundle.json").read_text())["figures"]["eval_metric"] == "mAP@0.5"
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda c: c["annotations"][0].update(bbox=[1, "NAN", 4, 4]), "not 4 finite numbers"),
+    (lambda c: c["annotations"][0].update(bbox=[1, 1, 0, 4]), "not 4 finite numbers with a size"),
+    (lambda c: c["annotations"][0].update(category_id=9), "unknown category"),
+    (lambda c: c["images"][0].update(file_name="../../etc/passwd"), "outside the set's folder"),
+])
+def test_a_broken_coco_eval_set_is_one_line_and_nothing_is_written(exports, tmp_path, change, said):
+    from edge_runtime.errors import EdgeRuntimeError
+    from tests.datasets import coco_dataset
+
+    (tmp_path / "coco").mkdir()
+    coco = coco_dataset(tmp_path / "coco")
+    data = json.loads(coco.read_text())
+    change(data)
+    coco.write_text(json.dumps(data).replace('"NAN"', "NaN"))
+    with pytest.raises(EdgeRuntimeError, match=said) as err:
+        quantize_export(exports["yolo"], red_cells(tmp_path / "frames"), tmp_path / "int8", eval_dir=coco)
+    assert "\n" not in str(err.value) and not (tmp_path / "int8").exists()
+
+
+def test_eval_must_fit_the_model(exports, tmp_path):
+    from tests.datasets import coco_dataset
+
+    (tmp_path / "coco").mkdir()
+    coco = coco_dataset(tmp_path / "coco")
+    with pytest.raises(QuantizeError, match="a COCO set evaluates a detector"):
+        quantize_export(exports["modern"], colour_frames(tmp_path / "frames", count=4), tmp_path / "a", eval_dir=coco)
+    with pytest.raises(QuantizeError, match="--eval for a detector is a COCO set"):
+        quantize_export(exports["yolo"], red_cells(tmp_path / "cells"), tmp_path / "b", eval_dir=tmp_path / "cells")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

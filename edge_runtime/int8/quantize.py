@@ -91,7 +91,7 @@ class Figures:
     fp32_predict_ms: float  # preprocess + run + postprocess, median
     int8_predict_ms: float
     eval_images: int = 0
-    fp32_accuracy: float | None = None  # top-1 on --eval, 0..1
+    fp32_accuracy: float | None = None  # on --eval, 0..1: top-1 accuracy, or a detector's mAP@0.5
     int8_accuracy: float | None = None
     skipped: int = 0  # calibration or evaluation images that could not be read
     clear_decisions: int = 0  # of the decisions, those the parent made clearly (CLEAR_LEAD from flipping)
@@ -100,6 +100,7 @@ class Figures:
     variant: str = Variant.MULTICLASS.value  # what a decision is: a frame's top tag, a (frame, tag), a box
     decisions: int = 0  # what `agreement` counts
     threshold: float | None = None  # multilabel and detection: the probability a decision is made at
+    eval_metric: str = "top-1 accuracy"  # what fp32_accuracy and int8_accuracy measure
 
     @property
     def speedup_run(self) -> float:
@@ -428,6 +429,24 @@ def _agreement(parent: Predictor, int8: Predictor, frames: Sequence[np.ndarray],
     return total
 
 
+def _judge_on_eval(fp32: Predictor, int8: Predictor, source: Path, limit: int,
+                   skipped: list[str]) -> tuple[int, float, float, str]:
+    """(images, FP32's figure, INT8's, what it is): mAP@0.5 on a COCO set for a detector, else
+    top-1 accuracy on a folder per tag."""
+    from .coco import coco_file, mean_ap, read_coco
+
+    coco = coco_file(source)
+    if fp32.spec.variant.is_detection:
+        if coco is None:
+            raise QuantizeError(f"{source}: --eval for a detector is a COCO set (annotations.json and its images)")
+        truth = read_coco(coco)
+        return len(truth.images), mean_ap(fp32, truth, skipped), mean_ap(int8, truth), "mAP@0.5"
+    if coco is not None and source.is_file():
+        raise QuantizeError(f"{source}: a COCO set evaluates a detector; this model classifies (--eval DIR/<tag>/)")
+    total, acc32, acc8 = _accuracy(fp32, int8, source, limit, skipped)
+    return total, acc32, acc8, "top-1 accuracy"
+
+
 def _accuracy(
     fp32: Predictor, int8: Predictor, folder: Path, limit: int, skipped: list[str]
 ) -> tuple[int, float, float]:
@@ -571,9 +590,9 @@ def quantize_export(
             skipped=len(skipped),
         )
         if eval_dir is not None:
-            total, acc32, acc8 = _accuracy(parent, int8, eval_dir, max_frames * 10, skipped)
+            total, acc32, acc8, metric = _judge_on_eval(parent, int8, eval_dir, max_frames * 10, skipped)
             figures = Figures(**{**asdict(figures), "eval_images": total, "fp32_accuracy": acc32,
-                                 "int8_accuracy": acc8, "skipped": len(skipped)})
+                                 "int8_accuracy": acc8, "skipped": len(skipped), "eval_metric": metric})
         if figures.drop_points > max_drop and not force:
             return Report(None, figures, written=False)
         _write_info(parent, staging, figures, calibrate, target)
@@ -601,7 +620,7 @@ def _agreement_rows(f: Figures) -> list[tuple[str, str, str, str]]:
 
 
 JUDGED_ON = {
-    "eval": "top-1 accuracy on --eval",
+    "eval": "{metric} on --eval",
     "clear": "agreement where FP32 is clear",
     "all": "agreement on every decision",
 }
@@ -618,11 +637,11 @@ def format_report(report: Report, max_drop: float) -> str:
         *_agreement_rows(f),
     ]
     if f.fp32_accuracy is not None and f.int8_accuracy is not None:
-        rows.append((f"top-1 accuracy ({f.eval_images} images)", f"{f.fp32_accuracy:.1%}", f"{f.int8_accuracy:.1%}",
+        rows.append((f"{f.eval_metric} ({f.eval_images} images)", f"{f.fp32_accuracy:.1%}", f"{f.int8_accuracy:.1%}",
                      ""))
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(width[i]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(r)) for r in rows]
-    lost = f"{f.drop_points:.2f} points of {JUDGED_ON[f.judged_on]} lost"
+    lost = f"{f.drop_points:.2f} points of {JUDGED_ON[f.judged_on].format(metric=f.eval_metric)} lost"
     verdict = (f"written to {report.out} ({lost})" if report.written
                else f"not written: {lost}, more than --max-drop {max_drop:g} (--force writes it anyway)")
     if f.judged_on == "all":

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .capture.camera import Camera
@@ -43,6 +44,21 @@ def load_predictor(settings: Settings, *, runs: int, threads: int, path: Path | 
     return Predictor.load(Path(path) if path else model_path(settings), providers=m.providers or None,
                           intra_op_threads=threads, options=m.postprocess_options(), spinning=m.spinning,
                           graph_cache=graph_cache_dir() if m.graph_cache else None, runs=runs)
+
+
+def share_opencv_threads(threads: int) -> int:
+    """Size OpenCV's own thread pool for a process whose cameras run here: as many threads
+    as one run of the session has (`threads`; 0, every core, leaves OpenCV's default).
+    Returns the size set. Serve and each worker call it before their cameras start.
+
+    The pipeline runs decoding and preprocessing on threads of its own, which with the
+    session's runs already fill the cores. OpenCV splitting each resize again over a pool
+    only waits for cores those threads hold, and its threads spin while they wait: on 2
+    cores, a 1280x720 resize over a pool of 2 cost 1.5 to 1.7 times the CPU of the same
+    resize on the calling thread alone (docs/benchmarks.md, "The camera loop's own cost")."""
+    if threads > 0:
+        cv2.setNumThreads(threads)
+    return int(cv2.getNumThreads())
 
 
 def model_options(settings: Settings, name: str) -> PostprocessOptions:

@@ -54,7 +54,8 @@ from edge_runtime.paths import DEMO_MODEL
 
 CHILD = Path(__file__).resolve().parent / "int8_probabilities.py"
 TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "coins", "page", "ihc", "hubble_deep_field")
-ARM64_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
+ARM64_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
+                   "manylinux2014_aarch64")
 HASWELL = ["qemu-x86_64", "-cpu", "Haswell"]
 
 
@@ -112,8 +113,8 @@ class Arm64:
             wheels = self.home / "wheels"
             wheels.mkdir(parents=True, exist_ok=True)
             platforms = [arg for p in ARM64_PLATFORMS for arg in ("--platform", p)]
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version",
-                            "3.11", "--implementation", "cp", *platforms, "-d", str(wheels),
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+                            "--python-version", "3.11", "--implementation", "cp", *platforms, "-d", str(wheels),
                             f"numpy=={np.__version__}", f"onnxruntime=={ort.__version__}"], check=True)
             self.chroot(["/usr/bin/python3", "-m", "venv", "/opt/int8/venv"])
             self.chroot(["/opt/int8/venv/bin/pip", "install", "--quiet", "--no-index", "--find-links",
@@ -126,7 +127,8 @@ class Arm64:
         subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
         try:
             env = {"PATH": "/usr/bin:/bin", "QEMU_CPU": "cortex-a76", "HOME": "/root"}
-            return subprocess.run(["chroot", str(self.root), *command], check=True, env=env, text=True,
+            chroot = shutil.which("chroot") or "chroot"  # found on this PATH, not the root's
+            return subprocess.run([chroot, str(self.root), *command], check=True, env=env, text=True,
                                   capture_output=capture)
         finally:
             subprocess.run(["umount", str(proc)], check=False)
@@ -202,8 +204,9 @@ def main() -> None:
                         f"| {'yes' if (target is Target.X86_AVX2) == (bits == 7) else 'no'} |")
         timed = speed({"FP32": fp32, "INT8 7-bit": exports[7], "INT8 8-bit": exports[8]},
                       {name: evaluation[:1]}, args.rounds, 1)
-        speeds.append(f"| {label} | {timed['FP32'][0]:.2f} | {timed['INT8 7-bit'][0]:.2f} "
-                      f"({timed['INT8 7-bit'][1]:.2f}x) | {timed['INT8 8-bit'][0]:.2f} ({timed['INT8 8-bit'][1]:.2f}x) |")
+        seven, eight = timed["INT8 7-bit"], timed["INT8 8-bit"]
+        speeds.append(f"| {label} | {timed['FP32'][0]:.2f} | {seven[0]:.2f} ({seven[1]:.2f}x) "
+                      f"| {eight[0]:.2f} ({eight[1]:.2f}x) |")
 
     print(f"machine: {machine()}; onnxruntime {ort.__version__}; VNNI: {'yes' if vnni else 'no'}")
     print(f"photos: {len(calibrating)} calibrate ({args.frames} frames; the classifier trained on 2 crops of each), "

@@ -202,6 +202,38 @@ def quantized(model: Path, clip: Path, folder: Path) -> Path:
     return out
 
 
+def resize_cpu(calls: int = 300) -> dict[int, tuple[float, float]]:
+    """CPU ms per 1280x720 preprocessing resize (to 455x256, the bit-exact bilinear one) with
+    OpenCV's pool at 2 threads and at 1: (the calling thread's, every other thread's), calls
+    spaced 5 ms apart like a camera's frames, one core's worth of work at a time."""
+    from edge_runtime.model.preprocess import INTERPOLATION
+
+    def per_thread() -> dict[int, float]:
+        out = {}
+        for task in Path("/proc/self/task").iterdir():
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    image = np.random.default_rng(0).integers(0, 256, (SIZE[1], SIZE[0], 3), np.uint8)
+    me, before, found = threading.get_native_id(), cv2.getNumThreads(), {}
+    try:
+        for threads in (2, 1, 2, 1):
+            cv2.setNumThreads(threads)
+            cv2.resize(image, (455, 256), interpolation=INTERPOLATION)
+            start = per_thread()
+            for _ in range(calls):
+                cv2.resize(image, (455, 256), interpolation=INTERPOLATION)
+                time.sleep(0.005)
+            end = per_thread()
+            caller = (end[me] - start[me]) / calls * 1000
+            others = sum(v - start.get(t, 0.0) for t, v in end.items() if t != me) / calls * 1000
+            found[threads] = (caller, others)  # the second of the two runs of each
+    finally:
+        cv2.setNumThreads(before)
+    return found
+
+
 def small_model(folder: Path) -> Path:
     from tests.models import modern_metadata, small_cnn, write_export
 
@@ -231,6 +263,11 @@ def mjpeg_case(models: Sequence[Path], seconds: float, rounds: int, baseline: Pa
 
     print(f"machine: {machine()}")
     print(f"clip: 1280x720 MJPEG (.avi), looped; medians of {rounds} rounds, each ratio to its own round's limit\n")
+    print("| OpenCV's pool | resize CPU ms, calling thread | the pool's other threads | in all |")
+    print("|---|---:|---:|---:|")
+    for threads, (caller, others) in resize_cpu().items():
+        print(f"| {threads} thread{'s' if threads > 1 else ''} | {caller:.2f} | {others:.2f} | {caller + others:.2f} |")
+    print()
     print("| model | decode ms | preprocess ms | inference ms | limit frames/s |")
     print("|---|---:|---:|---:|---:|")
     for model in models:

@@ -81,3 +81,27 @@ def test_a_gated_camera_with_two_inference_threads_skips_still_frames_before_pre
     assert dict(threads) == {"infer-door": 1}  # the first frame, on an inference thread; the others were skipped
     newest = latest.get("door")
     assert newest is not None and newest.reused and newest.prediction.predictions[0].tag_name == "red"
+
+
+@pytest.mark.timeout(60)
+def test_serve_gives_opencv_one_thread_per_run_when_its_cameras_fill_the_cores(exports, tmp_path, monkeypatch):
+    import cv2
+
+    from edge_runtime.serve import build_services
+
+    before = cv2.getNumThreads()
+    monkeypatch.setattr("edge_runtime.serve.os.cpu_count", lambda: 4)
+    video = write_video(tmp_path / "clip.avi", frames=4)
+    try:
+        cv2.setNumThreads(4)
+        uploads = load_settings(env={}, overrides={"workers": 0, "model": {"path": str(exports["modern"])}})
+        build_services(uploads, env={})
+        assert cv2.getNumThreads() == 4  # no cameras: OpenCV keeps its pool for the uploads
+        for model, threads in (({}, 3), ({"runs": 4}, 1)):  # 2 runs of 3 threads; 4 runs of 1
+            settings = load_settings(env={}, overrides={
+                "workers": 0, "model": {"path": str(exports["modern"]), **model},
+                "cameras": [{"id": "door", "source": str(video)}]})
+            svc = build_services(settings, env={})
+            assert svc.pipeline is not None and cv2.getNumThreads() == threads
+    finally:
+        cv2.setNumThreads(before)

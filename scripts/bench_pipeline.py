@@ -142,7 +142,8 @@ def start_server(args: list[str], tree: Path | None = None) -> tuple[subprocess.
         env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.pop("EDGE_RUNTIME_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            cwd=tree)  # `-m` puts the working folder first on the path
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .capture.camera import Camera
@@ -27,7 +28,7 @@ from .model.postprocess import PostprocessOptions
 from .model.predictor import Predictor
 from .model.slot import ModelSlot
 from .paths import DEMO_MODEL, graph_cache_dir
-from .pipeline import Active, Pipeline, Stages
+from .pipeline import Active, Pipeline, Stages, inference_threads
 from .service.backoff import Backoff
 from .sinks import Sink
 
@@ -43,6 +44,21 @@ def load_predictor(settings: Settings, *, runs: int, threads: int, path: Path | 
     return Predictor.load(Path(path) if path else model_path(settings), providers=m.providers or None,
                           intra_op_threads=threads, options=m.postprocess_options(), spinning=m.spinning,
                           graph_cache=graph_cache_dir() if m.graph_cache else None, runs=runs)
+
+
+def share_opencv_threads(threads: int) -> int:
+    """Size OpenCV's own thread pool for a process whose cameras run here: as many threads
+    as one run of the session has (`threads`; 0, every core, leaves OpenCV's default).
+    Returns the size set. Serve and each worker call it before their cameras start.
+
+    The pipeline runs decoding and preprocessing on threads of its own, which with the
+    session's runs already fill the cores. OpenCV splitting each resize again over a pool
+    only waits for cores those threads hold, and its threads spin while they wait: on 2
+    cores, a 1280x720 resize over a pool of 2 cost 1.5 to 1.7 times the CPU of the same
+    resize on the calling thread alone (docs/benchmarks.md, "The camera loop's own cost")."""
+    if threads > 0:
+        cv2.setNumThreads(threads)
+    return int(cv2.getNumThreads())
 
 
 def model_options(settings: Settings, name: str) -> PostprocessOptions:
@@ -62,7 +78,7 @@ def load_version(settings: Settings, path: Path, name: str, *, runs: int, thread
 
 
 def make_camera(cfg: CameraConfig, prepare: Callable[[np.ndarray], Any] | None = None) -> Camera:
-    """A camera for one config entry; `prepare` (the predictor's) runs on its grabber thread."""
+    """A camera for one config entry; `prepare` (the predictor's, or none) runs on its grabber thread."""
     opener = partial(open_source, cfg.source, loop=cfg.loop, realtime=cfg.realtime, read_timeout_s=cfg.watchdog_s)
     backoff = Backoff(initial_s=cfg.backoff_initial_s, max_s=cfg.backoff_max_s)
     return Camera(cfg.id, opener, watchdog_s=cfg.watchdog_s, backoff=backoff, name=describe_uri(cfg.source),
@@ -75,19 +91,30 @@ def local_pipeline(settings: Settings, predictor: Predictor, sink: Sink, metrics
     """The cameras of this process (all, or those named): the server's when they run
     in-process, a worker's otherwise; None without cameras. `models`: each camera's slot (its
     published name's, swapped while it runs), else every camera runs on `predictor`.
-    Preprocessing runs on each camera's grabber thread, behind its scene gate when it has
-    one; each camera has as many inference threads as the session allows runs at once."""
+    Each camera has as many inference threads as the session allows runs at once, and its
+    scene gate, when it has one, runs on its grabber thread.
+
+    A camera with one inference thread preprocesses on its grabber, overlapped with that
+    thread's inference; a camera with several leaves it to them, where it runs in parallel:
+    on the grabber it would lengthen the one stage that cannot be split, reading and
+    decoding, which is what bounds a cheap model on a cheap source (docs/benchmarks.md,
+    "The camera loop's own cost")."""
     configs = [c for c in settings.cameras if camera_ids is None or c.id in camera_ids]
     if not configs:
         return None
     slots = dict(models or {})
     gates = {c.id: SceneGate(c.gate.min_changed, c.gate.max_idle_s) for c in configs if c.gate.enabled}
+    runs = predictor.model.runs
+    on_grabber = inference_threads(runs, len(configs)) == 1
     cameras = []
     for c in configs:
-        prepare = _prepare_of(slots[c.id]) if c.id in slots else predictor.prepare
-        cameras.append(make_camera(c, gates[c.id].hook(prepare) if c.id in gates else prepare))
+        prepare: Callable[[np.ndarray], Any] | None = None
+        if on_grabber:
+            prepare = _prepare_of(slots[c.id]) if c.id in slots else predictor.prepare
+        if c.id in gates:  # the scene check stays on the grabber: it spares the model's threads unchanged frames
+            prepare = gates[c.id].hook(prepare or _later)
+        cameras.append(make_camera(c, prepare))
     max_fps = {c.id: c.max_fps for c in configs if c.max_fps}
-    runs = predictor.model.runs
     default: Stages = Active(slots[configs[0].id]) if all(c.id in slots for c in configs) else predictor
     return Pipeline(default, cameras, sink, max_fps=max_fps, metrics=metrics, gates=gates, runs=runs, models=slots)
 
@@ -96,6 +123,12 @@ def camera_views(pipeline: Pipeline) -> list[CameraView]:
     """The pipeline's cameras as /cameras shows them: each with the model it runs."""
     return [ModelledCamera(c, slot) if isinstance(slot := pipeline.models.get(c.id), ModelSlot) else c
             for c in pipeline.cameras]
+
+
+def _later(image: np.ndarray) -> None:
+    """The gate's hook for a camera whose inference threads preprocess: nothing prepared
+    here, so the thread that takes a changed frame prepares it."""
+    return None
 
 
 def _prepare_of(slot: ModelSlot[Predictor]) -> Callable[[np.ndarray], Any]:

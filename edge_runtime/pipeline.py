@@ -1,17 +1,20 @@
 """Cameras -> model -> sinks, in three overlapping stages.
 
-    grabber thread (per camera)      read + decode, then preprocess   (Camera, with `prepare`)
-    inference threads (per camera)   session.run, each on the newest frame not yet taken
+    grabber thread (per camera)      read + decode (+ preprocess: Camera's `prepare` hook)
+    inference threads (per camera)   preprocess unless done, session.run, each on the
+                                     newest frame not yet taken
     publisher thread (shared)        postprocess, then every sink
 
 so capture, inference and publication of consecutive frames overlap, and a slow sink
 never delays the model. All cameras share one onnxruntime session. With `runs` above 1,
 a camera's frames are inferred several at once (on a CPU this keeps every core busy
 where one run's threads would wait for each other) and are still published in the
-order they were taken. The grabber stage runs the camera's own `prepare` hook (serve
-wires it to `predictor.prepare`); a frame that comes without a prepared tensor is
-prepared on the inference thread instead. The pipeline never changes the cameras it is
-given.
+order they were taken. A frame that comes without a prepared tensor is prepared on the
+inference thread that takes it. Where preprocessing belongs depends on how many
+inference threads a camera has (`inference_threads`): with one, on the grabber, so that
+it overlaps inference; with several, on them, in parallel, since the grabber is the one
+stage that cannot be split (assembly.py wires it so). The pipeline never changes the
+cameras it is given.
 
     pipeline = Pipeline(predictor, [camera], sink, runs=2)
     pipeline.start()
@@ -176,7 +179,7 @@ class Pipeline:
         self._publisher.start()
         for camera in self.cameras:
             camera.start()
-            threads = -(-self.runs // len(self.cameras))  # the cameras share the runs
+            threads = inference_threads(self.runs, len(self.cameras))
             turns = Turns(ahead=2 * threads)
             for i in range(threads):
                 thread = threading.Thread(target=self._work, args=(camera, turns), name=f"infer-{camera.id}-{i}",
@@ -343,6 +346,11 @@ class Pipeline:
             self.metrics.processed.labels(camera_id).inc()
         self.metrics.age.labels(camera_id).set(result.age_ms / 1000)
         self.metrics.fps.labels(camera_id).set(self._fps.get(camera_id, 0.0))
+
+
+def inference_threads(runs: int, cameras: int) -> int:
+    """Inference threads each camera gets: its share of the session's runs, at least one."""
+    return max(1, -(-max(1, runs) // max(1, cameras)))
 
 
 def _prepared_for(prepared: Prepared, stages: Stages) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import forwarders
-from .assembly import camera_views, load_predictor, load_version, local_pipeline, model_options
+from .assembly import camera_views, load_predictor, load_version, local_pipeline, model_options, share_opencv_threads
 from .capture.sources import SourceError, check_source
 from .capture.view import CameraRunner, CameraView
 from .config import DEMO, Settings, check_access, is_loopback, resolve_token
@@ -272,6 +272,7 @@ def build_services(
         pipeline = local_pipeline(settings, predictor, sinks.all, metrics, models=camera_slots(settings, registry))
         if pipeline is not None:
             cameras, runner = camera_views(pipeline), pipeline
+            share_opencv_threads(plan.server.threads)
     else:
         from .workers.supervisor import WorkerPool, camera_models
 

@@ -15,6 +15,16 @@ every round measures the limit and then each loop, and the table gives the media
 rounds of each loop's rate and of its ratio to that round's limit. Without --int8, an
 INT8 export of MODEL is made first with `edge-runtime quantize`, calibrated on the clip.
 The anchors are scripts/anchor_loops.py.
+
+    python scripts/bench_loops.py --mjpeg [--rounds 3] [--seconds 10] [--baseline CHECKOUT]
+
+The cheap case only: a 1280x720 MJPEG clip (.avi) and two models, the demo and a small
+CNN (tests/models.py `small_cnn`) whose run costs about as much as decoding a frame. For
+each, in every round: the limit, then serve without and with one /events client, each
+counted by the server and compared with that round's limit, and the process's CPU per
+frame beside decode, preprocessing and inference measured alone; what is left over is the
+loop's own cost. `--baseline` runs serve from another checkout of this project too, in the
+same rounds (before and after a change, on the same machine at the same time).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.models builds the small model
 from anchor_loops import LOOPS
 from bench_pipeline import DEMO, SIZE, cpu_per_frame, start_server, write_clip
 
@@ -69,14 +80,19 @@ def parallel_rate(predictor: Predictor, tensor: np.ndarray, runs: int, seconds: 
     return sum(count) / (time.perf_counter() - start)
 
 
-def limit(model: Path, clip: Path) -> float:
+def limit_and_stages(model: Path, clip: Path) -> tuple[float, dict[str, float]]:
+    """The limit, and the CPU seconds per frame of the cheapest way to run each stage alone."""
     cores = os.cpu_count() or 1
     every_core, one_thread = Predictor.load(model), Predictor.load(model, intra_op_threads=1, runs=cores)
     stages = [cpu_per_frame(p, clip) for p in (every_core, one_thread)]
     tensor = every_core.prepare(np.zeros((SIZE[1], SIZE[0], 3), np.uint8)).tensor
     bare = max(1 / stages[0]["run_wall"], parallel_rate(one_thread, tensor, cores))
-    cpu = min(s["decode_cpu"] + s["pre_cpu"] + s["run_cpu"] for s in stages)
-    return min(bare, cores / cpu)
+    cheapest = min(stages, key=lambda s: s["decode_cpu"] + s["pre_cpu"] + s["run_cpu"])
+    return min(bare, cores / (cheapest["decode_cpu"] + cheapest["pre_cpu"] + cheapest["run_cpu"])), cheapest
+
+
+def limit(model: Path, clip: Path) -> float:
+    return limit_and_stages(model, clip)[0]
 
 
 def processed(url: str) -> float:
@@ -85,7 +101,14 @@ def processed(url: str) -> float:
 
 def served_rate(model: Path, clip: Path, seconds: float, sse: bool, extra: Sequence[str] = ()) -> float:
     """Frames per second the server itself counts, after a warm-up."""
-    proc, url = start_server([str(model), "--source", f"cam={clip}", "--loop", *extra])
+    return served(model, clip, seconds, sse, extra)[0]
+
+
+def served(model: Path, clip: Path, seconds: float, sse: bool, extra: Sequence[str] = (),
+           tree: Path | None = None) -> tuple[float, float]:
+    """Frames per second the server itself counts after a warm-up, and the server process's
+    CPU seconds per frame meanwhile; serve from `tree` (another checkout) when given."""
+    proc, url = start_server([str(model), "--source", f"cam={clip}", "--loop", *extra], tree)
     stop = threading.Event()
     reader = None
     try:
@@ -99,24 +122,26 @@ def served_rate(model: Path, clip: Path, seconds: float, sse: bool, extra: Seque
             reader = threading.Thread(target=read_all, daemon=True)
             reader.start()
         time.sleep(5)
-        start, t0 = processed(url), time.perf_counter()
+        start, cpu0, t0 = processed(url), cpu_seconds(proc.pid), time.perf_counter()
         time.sleep(seconds)
-        return (processed(url) - start) / (time.perf_counter() - t0)
+        frames, cpu, elapsed = processed(url) - start, cpu_seconds(proc.pid) - cpu0, time.perf_counter() - t0
+        return frames / elapsed, cpu / max(frames, 1.0)
     finally:
         stop.set()
         proc.terminate()
         proc.wait(15)
 
 
-def cpu_percent(pid: int, seconds: float) -> float:
-    def ticks() -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
-    hz = os.sysconf("SC_CLK_TCK")
-    before, t0 = ticks(), time.perf_counter()
+
+def cpu_percent(pid: int, seconds: float) -> float:
+    before, t0 = cpu_seconds(pid), time.perf_counter()
     time.sleep(seconds)
-    return 100.0 * (ticks() - before) / hz / (time.perf_counter() - t0)
+    return 100.0 * (cpu_seconds(pid) - before) / (time.perf_counter() - t0)
 
 
 def static_clip(path: Path, frames: int = 150) -> Path:
@@ -177,14 +202,105 @@ def quantized(model: Path, clip: Path, folder: Path) -> Path:
     return out
 
 
+def resize_cpu(calls: int = 300) -> dict[int, tuple[float, float]]:
+    """CPU ms per 1280x720 preprocessing resize (to 455x256, the bit-exact bilinear one) with
+    OpenCV's pool at 2 threads and at 1: (the calling thread's, every other thread's), calls
+    spaced 5 ms apart like a camera's frames, one core's worth of work at a time."""
+    from edge_runtime.model.preprocess import INTERPOLATION
+
+    def per_thread() -> dict[int, float]:
+        out = {}
+        for task in Path("/proc/self/task").iterdir():
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    image = np.random.default_rng(0).integers(0, 256, (SIZE[1], SIZE[0], 3), np.uint8)
+    me, before, found = threading.get_native_id(), cv2.getNumThreads(), {}
+    try:
+        for threads in (2, 1, 2, 1):
+            cv2.setNumThreads(threads)
+            cv2.resize(image, (455, 256), interpolation=INTERPOLATION)
+            start = per_thread()
+            for _ in range(calls):
+                cv2.resize(image, (455, 256), interpolation=INTERPOLATION)
+                time.sleep(0.005)
+            end = per_thread()
+            caller = (end[me] - start[me]) / calls * 1000
+            others = sum(v - start.get(t, 0.0) for t, v in end.items() if t != me) / calls * 1000
+            found[threads] = (caller, others)  # the second of the two runs of each
+    finally:
+        cv2.setNumThreads(before)
+    return found
+
+
+def small_model(folder: Path) -> Path:
+    from tests.models import modern_metadata, small_cnn, write_export
+
+    return write_export(folder / "small-cnn", small_cnn(), [f"tag{i}" for i in range(10)], metadata=modern_metadata())
+
+
+def mjpeg_case(models: Sequence[Path], seconds: float, rounds: int, baseline: Path | None, work: Path) -> None:
+    """The cheap case's table: each model's loop against its limit, and the loop's own CPU."""
+    clip = write_clip(work / "clip.avi", 300, fourcc="MJPG")
+    trees: list[tuple[str, Path | None]] = [("this checkout", None)] + ([("baseline", baseline)] if baseline else [])
+    rows = [(model, tree, sse) for model in models for tree in trees for sse in (False, True)]
+    limits: dict[Path, list[float]] = {model: [] for model in models}
+    alone: dict[Path, list[dict[str, float]]] = {model: [] for model in models}
+    rates: dict[tuple[Path, tuple[str, Path | None], bool], list[tuple[float, float, float]]] = {r: [] for r in rows}
+    for i in range(rounds):
+        for model in models:
+            value, stages = limit_and_stages(model, clip)
+            limits[model].append(value)
+            alone[model].append(stages)
+            for tree in (trees if i % 2 == 0 else trees[::-1]):  # alternate which tree goes first
+                for sse in (False, True):
+                    fps, cpu = served(model, clip, seconds, sse, tree=tree[1])
+                    rates[model, tree, sse].append((fps, fps / value, cpu))
+
+    def median(values: Sequence[float]) -> float:
+        return statistics.median(values)
+
+    print(f"machine: {machine()}")
+    print(f"clip: 1280x720 MJPEG (.avi), looped; medians of {rounds} rounds, each ratio to its own round's limit\n")
+    print("| OpenCV's pool | resize CPU ms, calling thread | the pool's other threads | in all |")
+    print("|---|---:|---:|---:|")
+    for threads, (caller, others) in resize_cpu().items():
+        print(f"| {threads} thread{'s' if threads > 1 else ''} | {caller:.2f} | {others:.2f} | {caller + others:.2f} |")
+    print()
+    print("| model | decode ms | preprocess ms | inference ms | limit frames/s |")
+    print("|---|---:|---:|---:|---:|")
+    for model in models:
+        stage = {k: median([s[k] for s in alone[model]]) * 1000 for k in ("decode_cpu", "pre_cpu", "run_cpu")}
+        print(f"| {model.name} | {stage['decode_cpu']:.2f} | {stage['pre_cpu']:.2f} | {stage['run_cpu']:.2f} | "
+              f"{median(limits[model]):.1f} |")
+    print("\n| model | serve | /events client | frames/s | of the limit | rounds | CPU ms / frame | "
+          "the loop's own ms / frame |")
+    print("|---|---|---|---:|---:|---|---:|---:|")
+    for model, tree, sse in rows:
+        runs = rates[model, tree, sse]
+        stages = median([s["decode_cpu"] + s["pre_cpu"] + s["run_cpu"] for s in alone[model]]) * 1000
+        cpu = median([r[2] for r in runs]) * 1000
+        spread = " ".join(f"{r[1]:.2f}" for r in runs)
+        print(f"| {model.name} | {tree[0]} | {'yes' if sse else 'no'} | {median([r[0] for r in runs]):.1f} | "
+              f"{median([r[1] for r in runs]):.2f} | {spread} | {cpu:.2f} | {cpu - stages:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, nargs="?", default=DEMO)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--int8", type=Path, help="an INT8 export of MODEL (default: made with quantize)")
+    parser.add_argument("--mjpeg", action="store_true", help="only the cheap case: an MJPEG clip, MODEL and a "
+                        "small model, the loop's own CPU per frame")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT", help="with --mjpeg: also serve from this "
+                        "checkout of the project, in the same rounds")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-loops-"))
+    if args.mjpeg:
+        mjpeg_case([args.model, small_model(work)], args.seconds, args.rounds, args.baseline, work)
+        return
     clip = write_clip(work / "clip.mp4", 300)
     int8 = args.int8 or quantized(args.model, clip, work)
 

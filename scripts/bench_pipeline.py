@@ -48,9 +48,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def write_clip(path: Path, frames: int) -> Path:
+def write_clip(path: Path, frames: int, fourcc: str = "mp4v") -> Path:
+    """The bundled samples at 1280x720, each zoomed in over a second of frames; `fourcc`
+    "MJPG" (in an .avi) for the cheap source that decodes without reference frames."""
     images = [cv2.imread(str(p)) for p in sorted((DEMO / "samples").glob("*.jpg"))]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30, SIZE)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), 30, SIZE)
     for i in range(frames):
         image = images[(i // 30) % len(images)]
         h, w = image.shape[:2]
@@ -132,12 +134,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(args: list[str], tree: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`edge-runtime serve ARGS` on a free port, from `tree` (another checkout) when given."""
     port = free_port()
     env = {**os.environ, "XDG_CACHE_HOME": tempfile.mkdtemp()}
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.pop("EDGE_RUNTIME_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            cwd=tree)  # `-m` puts the working folder first on the path
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -320,3 +320,30 @@ def separable_classifier() -> bytes:
                               [*inits, lo, hi])
     return _finish(graph, modern_metadata(), [helper.make_opsetid("", MODERN_OPSET)],
                           MODERN_IR)
+
+
+def small_cnn(stem: int = 48, width: int = 128, tags: int = 10, seed: int = 0) -> bytes:
+    """A cheap real classifier at 224x224: a stride-2 stem, a pointwise and a strided
+    depthwise conv, pooling and a linear head. With the defaults one run costs about as
+    much as decoding a 1280x720 MJPEG frame (scripts/bench_loops.py --mjpeg)."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, *shape: int) -> TensorProto:
+        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+
+    inits = [weight("stem", stem, 3, 3, 3), weight("pw", width, stem, 1, 1), weight("dw", width, 1, 3, 3),
+             weight("head", tags, width), weight("bias", tags),
+             numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")]
+    nodes = [helper.make_node("Conv", ["data", "stem"], ["s"], strides=[2, 2], pads=[1] * 4),
+             helper.make_node("Clip", ["s", "lo", "hi"], ["s6"]),
+             helper.make_node("Conv", ["s6", "pw"], ["p"]),
+             helper.make_node("Clip", ["p", "lo", "hi"], ["p6"]),
+             helper.make_node("Conv", ["p6", "dw"], ["d"], group=width, strides=[2, 2], pads=[1] * 4),
+             helper.make_node("GlobalAveragePool", ["d"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["f"]),
+             helper.make_node("Gemm", ["f", "head", "bias"], ["logits"], transB=1),
+             helper.make_node("Softmax", ["logits"], ["model_output"], axis=1)]
+    graph = helper.make_graph(nodes, "small_cnn",
+                              [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 224, 224])],
+                              [helper.make_tensor_value_info("model_output", TensorProto.FLOAT, [1, tags])], inits)
+    return _finish(graph, modern_metadata(), [helper.make_opsetid("", MODERN_OPSET)], MODERN_IR)

@@ -452,6 +452,51 @@ def test_a_slow_event_client_loses_its_oldest_events_not_the_pipeline(tmp_path):
     assert seqs == list(range(45, 301))  # the newest kept, in order
 
 
+def test_an_event_stream_that_fell_behind_takes_what_piled_up_at_once_and_stops_at_the_end(monkeypatch):
+    from edge_runtime.server import live
+
+    monkeypatch.setattr(live, "KEEPALIVE_S", 0.05)
+
+    async def scenario() -> list[list]:  # type: ignore[type-arg]
+        queue: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
+        got = [await live.next_items(queue)]  # nothing came: the keepalive's turn
+        for seq in range(3):
+            queue.put_nowait(("prediction", "door", str(seq)))
+        got.append(await live.next_items(queue))
+        asyncio.get_running_loop().call_later(0.01, queue.put_nowait, ("event-start", "door", "{}"))
+        got.append(await live.next_items(queue))  # waited for the next one
+        for item in (("prediction", "door", "3"), None, ("prediction", "door", "late")):
+            queue.put_nowait(item)
+        got.append(await live.next_items(queue))  # the server closing the stream ends the batch
+        return got
+
+    got = asyncio.run(scenario())
+    assert got[0] == []
+    assert got[1] == [("prediction", "door", str(seq)) for seq in range(3)]
+    assert got[2] == [("event-start", "door", "{}")]
+    assert got[3] == [("prediction", "door", "3"), None]
+
+
+def test_a_slow_event_client_gets_every_result_it_kept_in_order_and_whole(demo_predictor, video):
+    """A client that reads slowly gets the results that piled up several to a write: each
+    event still whole, in order, none repeated."""
+    app = make_app(demo_predictor, cameras=[{"id": "door", "source": str(video), "loop": True}])
+    with running(app) as url, httpx.stream("GET", f"{url}/events?camera=door", timeout=10) as r:
+        seqs, kind = [], None
+        for i, line in enumerate(r.iter_lines()):
+            if i % 50 == 0:
+                time.sleep(0.2)  # results pile up in the server meanwhile
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and kind == "prediction":
+                event = json.loads(line[5:])
+                assert event["camera"] == "door" and event["predictions"]
+                seqs.append(event["seq"])
+                if len(seqs) == 40:
+                    break
+    assert seqs == sorted(seqs) and len(set(seqs)) == 40
+
+
 def test_camera_urls_are_shown_without_secrets_and_with_their_brackets(demo_predictor, caplog):
     source = "http://viewer:hunter2@[::1]:9/live.mjpg?token=abc123&fps=5"
     app = make_app(demo_predictor, cameras=[{"id": "v6", "source": source, "backoff_initial_s": 0.05,

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..sinks.broadcast import Item
 from .auth import auth_of, require_token, signed_in, signin_page
 from .errors import NotFound
 from .state import Services, services
@@ -85,27 +86,48 @@ async def events(
         try:
             yield ": connected\n\n"
             while not svc.shutting_down.is_set():
-                try:
-                    item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except asyncio.TimeoutError:
+                items = await next_items(sub.queue)
+                if not items:
                     yield ": keepalive\n\n"
                     continue
-                if item is None:
-                    return
-                kind, cam, data = item
-                if camera is not None and cam != camera:
-                    continue
-                if kind == "prediction":  # max_fps thins predictions, never the other messages
-                    now = time.monotonic()
-                    if min_gap and now - sent.get(cam, -min_gap) < min_gap:
+                chunk = []
+                for item in items:
+                    if item is None:
+                        break
+                    kind, cam, data = item
+                    if camera is not None and cam != camera:
                         continue
-                    sent[cam] = now
-                yield f"event: {kind}\ndata: {data}\n\n"
+                    if kind == "prediction":  # max_fps thins predictions, never the other messages
+                        now = time.monotonic()
+                        if min_gap and now - sent.get(cam, -min_gap) < min_gap:
+                            continue
+                        sent[cam] = now
+                    chunk.append(f"event: {kind}\ndata: {data}\n\n")
+                if chunk:
+                    yield "".join(chunk)
+                if items[-1] is None:
+                    return
         finally:
             svc.events.unsubscribe(sub)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def next_items(queue: asyncio.Queue[Item | None]) -> list[Item | None]:
+    """Every message waiting in `queue`, or, when none is, the next within KEEPALIVE_S ([] if
+    none came). A client that fell behind gets what piled up in one write, and a stream
+    that keeps up waits with a timer only when the queue is empty, not once per message:
+    the event loop shares the GIL with the camera loop."""
+    items: list[Item | None] = []
+    if queue.empty():
+        try:
+            items.append(await asyncio.wait_for(queue.get(), KEEPALIVE_S))
+        except asyncio.TimeoutError:
+            return items
+    while not queue.empty() and (not items or items[-1] is not None):
+        items.append(queue.get_nowait())
+    return items
 
 
 @protected.get("/snapshot.jpg", summary="The newest annotated frame")

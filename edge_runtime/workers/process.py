@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..assembly import load_version, local_pipeline
+from ..assembly import load_version, local_pipeline, share_opencv_threads
 from ..config import Settings
 from ..errors import EdgeRuntimeError
 from ..model import limits
@@ -164,10 +164,7 @@ class CameraWorker:
         self._lock = threading.Lock()
 
     def run(self) -> int:
-        import cv2
-
-        # OpenCV's own pool would otherwise take every core
-        cv2.setNumThreads(max(1, self.spec.threads + self.spec.runs - 1))
+        share_opencv_threads(self.spec.threads)  # OpenCV's own pool would otherwise take every core
         settings = self.spec.settings
         limits.install(settings.limits)
         for cid in self.spec.cameras:

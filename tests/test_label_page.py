@@ -1,6 +1,6 @@
 """The label page in a real headless Chromium on a real server: a frame labelled with a new
-tag by keys, one by a click, and a box drawn with the pointer on a detector's frame, each
-seen saved in the store.
+tag by keys, one by a click, a box drawn with the pointer on a detector's frame, and boxes
+drawn by touch, moved and deleted, each seen saved in the store.
 
 Skipped like tests/test_live_page.py where chromium and chromedriver are absent.
 """
@@ -79,6 +79,50 @@ def test_a_box_drawn_with_the_pointer_on_a_detectors_frame_is_saved(exports, bro
         (box,) = store.label(sample, model).boxes
         assert box.tag == "cola-can"
         assert box.left == pytest.approx(0.2, abs=0.03) and box.top == pytest.approx(0.2, abs=0.03)
+        assert box.width == pytest.approx(0.4, abs=0.03) and box.height == pytest.approx(0.5, abs=0.03)
+
+
+def test_boxes_are_drawn_by_touch_moved_and_deleted_before_the_label_is_saved(exports, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.keys import Keys
+
+    app = label_app(Predictor.load(exports["yolo"]), tmp_path)
+    with running(app) as url:
+        sample = keep(app, 1)[0]
+        store, model = app.state.services.store, app.state.services.models.default.name
+        wait = _open(browser, url)
+        stage = browser.find_element("id", "stage")
+        width, height = stage.size["width"], stage.size["height"]
+
+        def at(x: float, y: float) -> tuple[int, int]:  # a point of the picture, from the element's centre
+            return int((x - 0.5) * width), int((y - 0.5) * height)
+
+        def boxes() -> int:
+            return len(browser.find_elements("css selector", "#stage .box"))
+
+        for start, end in (((0.2, 0.2), (0.6, 0.7)), ((0.7, 0.75), (0.9, 0.95))):  # two boxes, each by a finger
+            touch = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_TOUCH, "finger"))
+            touch.pointer_action.move_to(stage, *at(*start)).pointer_down() \
+                .move_to(stage, *at((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)) \
+                .move_to(stage, *at(*end)).pointer_up()
+            touch.perform()
+        wait.until(lambda d: boxes() == 2)
+        # move the first box 10% right by dragging its middle with the mouse
+        ActionChains(browser).move_to_element_with_offset(stage, *at(0.4, 0.45)).click_and_hold() \
+            .move_by_offset(int(0.05 * width), 0).move_by_offset(int(0.05 * width), 0).release().perform()
+        browser.find_element("id", "new-tag").send_keys("cola-can", Keys.ENTER)  # the selected box's tag
+        # select the second box with a click and delete it with the key
+        ActionChains(browser).move_to_element_with_offset(stage, *at(0.8, 0.85)).click().perform()
+        browser.find_element("tag name", "body").send_keys(Keys.DELETE)
+        wait.until(lambda d: boxes() == 1)
+        browser.find_element("tag name", "body").send_keys(Keys.ENTER)
+        assert wait_for(lambda: store.label(sample, model) is not None, timeout=10)
+        (box,) = store.label(sample, model).boxes
+        assert box.tag == "cola-can"
+        assert box.left == pytest.approx(0.3, abs=0.03) and box.top == pytest.approx(0.2, abs=0.03)
         assert box.width == pytest.approx(0.4, abs=0.03) and box.height == pytest.approx(0.5, abs=0.03)
 
 

@@ -133,6 +133,8 @@ def test_hostile_requests_are_refused_and_the_server_keeps_serving(colours, tmp_
         huge = httpx.put(put, content=b'{"revision": 0, "tags": ["' + b"a" * (1 << 20) + b'"]}',
                          headers={**AUTH, "Content-Type": "application/json"})
         assert huge.status_code == 413
+        # a grab takes no body: a large one is refused before the store or the cameras are asked
+        assert httpx.post(f"{url}/api/label/grab", content=b"x" * (64 << 10), headers=AUTH).status_code == 413
         for item in ("..%2F..%2Fevents.db", "../../events.db", "samples%2F2026-01-01%2Fx", "x" * 26,
                      sample.lower(), "01HZZZZZZZZZZZZZZZZZZZZZZZ"):
             got = httpx.get(f"{url}/api/label/items/{item}/image.jpg", headers=AUTH)

@@ -41,6 +41,7 @@ from .state import Services, services
 router = APIRouter(tags=["label"])
 protected = APIRouter(prefix="/api/label", dependencies=[Depends(require_token)], tags=["label"])
 LABEL_BODY_LIMIT = 64 << 10
+GRAB_BODY_LIMIT = 1 << 10  # a grab has no body; a client that sends an empty JSON object is let through
 MANUAL = "manual"  # the sampler name of a grabbed frame
 TOP_PREDICTIONS = 20  # per frame listed: the starting point of its label
 ITEM_ID = PathParam(pattern=EVENT_ID.pattern, description="a sample's or an event's id")
@@ -207,7 +208,9 @@ async def delete(item_id: str = ITEM_ID, model: str = MODEL,
 
 
 @protected.post("/grab", status_code=201, summary="Keep a camera's newest frame for labelling")
-async def grab(camera: str | None = Query(None, max_length=64), svc: Services = Depends(services)) -> dict[str, Any]:
+async def grab(request: Request, camera: str | None = Query(None, max_length=64),
+               svc: Services = Depends(services)) -> dict[str, Any]:
+    await read_capped(request, GRAB_BODY_LIMIT)  # it takes no body: one sent is refused, not left unread
     store = _store(svc)
     cam = svc.camera(camera)
     if cam is None:

@@ -44,6 +44,7 @@ from .capture.gate import SceneGate
 from .errors import EdgeRuntimeError
 from .metrics import Metrics
 from .model.predictor import Prepared
+from .service.priority import lower_this_thread
 from .sinks import Sink
 from .types import Frame, FrameResult, Outputs, PredictionResult
 
@@ -51,6 +52,12 @@ log = logging.getLogger(__name__)
 FRAME_WAIT_S = 0.25  # how often an idle thread looks at the stop flag
 FPS_SMOOTHING = 0.1
 PUBLISH_QUEUE = 8  # results waiting for postprocessing; inference blocks beyond this
+# Inference threads run this much nicer than the grabbers: with more runnable threads than
+# cores the scheduler shares the cores evenly, so a grabber beside two inference threads on
+# two cores got two thirds of one and bounded a cheap model; nicer inference threads leave
+# reading and decoding, the one stage that cannot be split, a core when it needs one, and
+# still take every cycle it does not use.
+INFERENCE_NICENESS = 3
 
 Inferred = tuple[Frame, Prepared | None, Outputs, float, "Stages"]  # no Prepared: reuse the previous result
 
@@ -263,6 +270,7 @@ class Pipeline:
 
     # -- threads -----------------------------------------------------------------------
     def _work(self, camera: Camera, turns: Turns) -> None:
+        lower_this_thread(INFERENCE_NICENESS)
         limit = self.max_fps.get(camera.id)
         gate = self.gates.get(camera.id)
         while not self._stop.is_set():

@@ -4,6 +4,7 @@ what is tested here is the plumbing around the model, which tests/test_predictor
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ from edge_runtime.capture.camera import Camera
 from edge_runtime.capture.sources import open_source
 from edge_runtime.capture.sources.fake import ScriptedSource
 from edge_runtime.metrics import Metrics
-from edge_runtime.pipeline import Pipeline
+from edge_runtime.pipeline import INFERENCE_NICENESS, Pipeline
 from edge_runtime.sinks import AnnotatedFrames, JsonlLog, LatestResults, MultiSink
 from edge_runtime.types import Frame
 from tests.conftest import wait_for, write_video
@@ -140,6 +141,40 @@ def test_preprocessing_runs_on_the_grabber_thread_and_cameras_are_left_as_given(
     on = Counter(fake.prepared_on)
     assert on["grab-hooked"] == 5  # overlapped with inference, on the camera's thread
     assert on["infer-plain-0"] == 5 and set(on) == {"grab-hooked", "infer-plain-0"}
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="niceness per thread is Linux's")
+def test_inference_threads_run_nicer_than_the_grabber_so_capture_gets_a_core():
+    """With more runnable threads than cores the grabber, the stage that cannot be split,
+    would get an even share; the inference threads give it way (and nothing else changes)."""
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen: dict[str, set[int]] = {}
+
+    class Recording(FakePredictor):
+        def prepare(self, frame: np.ndarray):  # type: ignore[no-untyped-def]
+            seen.setdefault(threading.current_thread().name.split("-")[0], set()).add(niceness())
+            return super().prepare(frame)
+
+        def infer(self, tensor: np.ndarray):  # type: ignore[no-untyped-def]
+            seen.setdefault("run", set()).add(niceness())
+            return super().infer(tensor)
+
+    fake = Recording()
+    frames = [np.full((8, 8, 3), i, np.uint8) for i in range(1, 7)]
+    camera = Camera("nice", lambda: ScriptedSource(frames, live=False), prepare=fake.prepare)
+    results: list = []
+    pipeline = Pipeline(fake, [camera], results.append, runs=2)
+    before = niceness()
+    pipeline.start()
+    try:
+        assert wait_for(lambda: camera.finished and len(results) == 6, timeout=10)
+    finally:
+        pipeline.stop()
+    expected = min(19, before + INFERENCE_NICENESS)
+    assert seen["grab"] == {before} and seen["run"] == {expected} and expected > before
+    assert niceness() == before  # the caller's thread, and so threads it starts later, keep theirs
 
 
 @pytest.mark.parametrize("runs", [1, 2])

@@ -19,10 +19,8 @@ The thread runs at a lower CPU priority (nice +10) than the camera loop.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -30,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import StoreError
+from ..service.priority import lower_this_thread
 from ..types import FrameResult
 from .clip import ClipBuffer, Timed, write_clip
 from .config import EventsConfig
@@ -94,9 +93,7 @@ class Recorder:
     __call__ = submit
 
     def _run(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # Linux: nice applies to this thread alone
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + NICE)
+        lower_this_thread(NICE)
         next_tick = self._clock() + TICK_S
         while True:
             try:

@@ -15,6 +15,7 @@ from edge_runtime.model.bundle import open_bundle
 from edge_runtime.model.predictor import Predictor
 from exporter.dataset import load_dataset
 from exporter.detection.augment import Sample, fit_anchors, mosaic, scaled
+from tests.survey_util import geotagged_jpeg
 
 torch = pytest.importorskip("torch")
 
@@ -168,7 +169,7 @@ def trained(tmp_path_factory):
     work = tmp_path_factory.mktemp("detect")
     root = easy_set(work / "shapes", per_tag=12)
     proc = edge_export("train", str(root), "--out", str(work / "bundles"), "--no-progress", "--input-size", "128",
-                       "--views", "160", "--steps", "100", "--int8", "--int8-max-drop", "100", "--int8-target", "arm64")
+                       "--views", "160", "--steps", "300", "--int8", "--int8-max-drop", "100", "--int8-target", "arm64")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return work, root, proc
 
@@ -255,8 +256,15 @@ def test_serve_and_survey_use_the_export_like_a_cloud_one(trained, tmp_path):
     assert answer.status_code == 200, answer.text
     best = max(answer.json()["predictions"], key=lambda p: p["probability"])
     assert best["boundingBox"] is not None and best["tagName"] == TAGS[coco["annotations"][0]["category_id"] - 1]
-    survey = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "survey", str(bundle), str(root),
+    photos = tmp_path / "photos"  # a survey maps photos by their GPS position: geotagged copies
+    photos.mkdir()
+    for k, image in enumerate(coco["images"][:4]):
+        geotagged_jpeg(photos / f"{k}.jpg", cv2.imread(str(root / image["file_name"])), 47.0 + k * 1e-4, 8.0)
+    survey = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "survey", str(bundle), str(photos),
                              "--out", str(tmp_path / "survey"), "--tiles", "off"],
                             capture_output=True, text=True, timeout=600)
-    assert survey.returncode == 0, survey.stderr
-    assert any((tmp_path / "survey").iterdir())
+    assert survey.returncode == 0, survey.stdout + survey.stderr
+    assert "4 images and frames" in survey.stdout and " 0 skipped" in survey.stdout, survey.stdout
+    findings = json.loads((tmp_path / "survey" / "findings.geojson").read_text())["features"]
+    shown = {TAGS[a["category_id"] - 1] for a in coco["annotations"][:4]}
+    assert {f["properties"]["tagName"] for f in findings} >= shown

@@ -31,6 +31,18 @@ def _open(browser, url):  # type: ignore[no-untyped-def]
     return wait
 
 
+def _saved_box_is(browser, store, sample, model, tag, where):  # type: ignore[no-untyped-def]
+    """Enter saves the frame's label; it holds one box, `tag` at `where` (left, top, width,
+    height, as fractions of the picture), to within 3% of the picture."""
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element("tag name", "body").send_keys(Keys.ENTER)
+    assert wait_for(lambda: store.label(sample, model) is not None, timeout=10)
+    (box,) = store.label(sample, model).boxes
+    assert box.tag == tag
+    assert (box.left, box.top, box.width, box.height) == pytest.approx(where, abs=0.03)
+
+
 def test_a_frame_is_labelled_with_a_new_tag_by_keys_and_another_by_a_click(colours, browser, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
@@ -74,12 +86,7 @@ def test_a_box_drawn_with_the_pointer_on_a_detectors_frame_is_saved(exports, bro
         wait.until(lambda d: len(d.find_elements("css selector", "#stage .box")) == 1)
         browser.find_element("id", "new-tag").send_keys("cola-can", Keys.ENTER)  # the box's tag, a new one
         wait.until(lambda d: d.find_element("css selector", "#stage .box span").text == "cola-can")
-        browser.find_element("tag name", "body").send_keys(Keys.ENTER)
-        assert wait_for(lambda: store.label(sample, model) is not None, timeout=10)
-        (box,) = store.label(sample, model).boxes
-        assert box.tag == "cola-can"
-        assert box.left == pytest.approx(0.2, abs=0.03) and box.top == pytest.approx(0.2, abs=0.03)
-        assert box.width == pytest.approx(0.4, abs=0.03) and box.height == pytest.approx(0.5, abs=0.03)
+        _saved_box_is(browser, store, sample, model, "cola-can", (0.2, 0.2, 0.4, 0.5))
 
 
 def test_boxes_are_drawn_by_touch_moved_and_deleted_before_the_label_is_saved(exports, browser, tmp_path):
@@ -118,12 +125,7 @@ def test_boxes_are_drawn_by_touch_moved_and_deleted_before_the_label_is_saved(ex
         ActionChains(browser).move_to_element_with_offset(stage, *at(0.8, 0.85)).click().perform()
         browser.find_element("tag name", "body").send_keys(Keys.DELETE)
         wait.until(lambda d: boxes() == 1)
-        browser.find_element("tag name", "body").send_keys(Keys.ENTER)
-        assert wait_for(lambda: store.label(sample, model) is not None, timeout=10)
-        (box,) = store.label(sample, model).boxes
-        assert box.tag == "cola-can"
-        assert box.left == pytest.approx(0.3, abs=0.03) and box.top == pytest.approx(0.2, abs=0.03)
-        assert box.width == pytest.approx(0.4, abs=0.03) and box.height == pytest.approx(0.5, abs=0.03)
+        _saved_box_is(browser, store, sample, model, "cola-can", (0.3, 0.2, 0.4, 0.5))
 
 
 def test_the_live_and_events_pages_link_to_the_label_page():

@@ -167,13 +167,14 @@ def test_inference_threads_run_nicer_than_the_grabber_so_capture_gets_a_core():
     results: list = []
     pipeline = Pipeline(fake, [camera], results.append, runs=2)
     before = niceness()
+    if before + INFERENCE_NICENESS > 19:
+        pytest.skip("this process already runs at the lowest priority")
     pipeline.start()
     try:
         assert wait_for(lambda: camera.finished and len(results) == 6, timeout=10)
     finally:
         pipeline.stop()
-    expected = min(19, before + INFERENCE_NICENESS)
-    assert seen["grab"] == {before} and seen["run"] == {expected} and expected > before
+    assert seen["grab"] == {before} and seen["run"] == {before + INFERENCE_NICENESS}
     assert niceness() == before  # the caller's thread, and so threads it starts later, keep theirs
 
 

@@ -221,7 +221,7 @@ def _coco(root: Path, annotations: Path, report: Report) -> tuple[list[str], lis
                 boxes.setdefault(a["image_id"], []).append(region)
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{annotations}: not UTF-8 text; {WHAT_A_DATASET_IS}") from exc
-    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as exc:  # not objects
         raise DatasetError(f"{annotations}: not usable COCO JSON ({exc})") from exc
     reader, items = _Reader(report), []
     for image_id, image in sorted(images.items()):

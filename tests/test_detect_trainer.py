@@ -13,7 +13,7 @@ import pytest
 
 from edge_runtime.model.bundle import open_bundle
 from edge_runtime.model.predictor import Predictor
-from exporter.dataset import load_dataset
+from exporter.dataset import DatasetError, load_dataset
 from exporter.detection.augment import Sample, fit_anchors, mosaic, scaled
 from tests.survey_util import geotagged_jpeg
 
@@ -138,6 +138,16 @@ def test_a_broken_coco_set_is_refused_with_its_reason_and_nothing_is_written(tmp
     assert proc.returncode == 1 and f"error: {dataset.report.errors[0]}" in proc.stdout
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("model.onnx"))
+
+
+def test_an_annotation_that_is_not_an_object_refuses_the_file_in_one_line(tmp_path):
+    root = _broken(tmp_path / "set", lambda c: c["annotations"].append([[[]]]))
+    with pytest.raises(DatasetError, match="not usable COCO JSON"):
+        load_dataset(root)
+    proc = edge_export("train", str(root), "--out", str(tmp_path / "out"), "--no-progress", "--steps", "1",
+                       timeout=120)
+    assert proc.returncode == 1 and "not usable COCO JSON" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_bad_detector_settings_are_one_line_errors(tmp_path):
